@@ -1,0 +1,91 @@
+"""Export a trained StreamingRNN to a contract file: one ONNX graph plus `streamrnn.*` metadata."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, encode_metadata, state_input, state_output
+from streamrnn.training.model import StreamingRNN
+from streamrnn.training.recipe import Recipe, recipe_from_dict
+
+OPSET = 17
+
+
+class ContractGraph(nn.Module):
+    """(audio, *state) -> (per-frame probabilities, *next state): the graph the contract names."""
+
+    def __init__(self, model: StreamingRNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio, *state):
+        logits, next_state = self.model(audio, list(state))
+        return (torch.softmax(logits, dim=-1), *next_state)
+
+
+def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: str | Path,
+                 thresholds: dict[str, float], trained_on: str) -> Path:
+    """Write the contract file for `model` with chunks of recipe.model.chunk frames."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    chunk = recipe.model.chunk * model.frame_hop
+    shape = (1, chunk) if recipe.data.kind == "audio" else (1, chunk, recipe.data.channels)
+    state = model.zero_state(1)
+    inputs = [AUDIO_INPUT] + [state_input(i) for i in range(len(state))]
+    outputs = [SCORES_OUTPUT] + [state_output(i) for i in range(len(state))]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and RNN notes
+        # The TorchScript-based exporter writes native ONNX GRU/LSTM/RNN ops; the dynamo
+        # exporter cannot trace these cells with a dynamic batch.
+        torch.onnx.export(ContractGraph(model), (torch.zeros(shape), *state), str(path),
+                          dynamo=False, opset_version=OPSET, input_names=inputs,
+                          output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in inputs + outputs})
+    graph = onnx.load(str(path))
+    metadata = encode_metadata({
+        "kind": recipe.data.kind, "name": recipe.name, "version": recipe.version,
+        "labels": labels, "background_label": recipe.data.background_label,
+        "thresholds": thresholds, "sample_rate": recipe.data.sample_rate, "chunk": chunk,
+        "frame_hop": model.frame_hop, "channels": recipe.data.channels, "cell": recipe.model.cell,
+        "trained_on": trained_on, "license": recipe.license, "description": recipe.description,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    onnx.helper.set_model_props(graph, metadata)
+    onnx.save(graph, str(path))
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[StreamingRNN, Recipe, dict]:
+    """Rebuild the model of a training checkpoint (loaded with weights_only=True)."""
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a streamrnn checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or "recipe" not in checkpoint or "model" not in checkpoint:
+        raise ValueError(f"{path}: not a streamrnn checkpoint (no recipe or model weights)")
+    recipe = recipe_from_dict(json.loads(checkpoint["recipe"]))
+    model = StreamingRNN(recipe)
+    model.load_state_dict(checkpoint["model"])
+    return model, recipe, checkpoint
+
+
+def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None,
+                      chunk_frames: int | None = None) -> Path:
+    """`streamrnn export`: a checkpoint to a contract file (thresholds as chosen in training)."""
+    model, recipe, checkpoint = load_checkpoint(checkpoint_path)
+    if chunk_frames:
+        recipe.model.chunk = chunk_frames
+    labels = list(checkpoint["labels"])
+    thresholds = dict(checkpoint.get("thresholds") or
+                      {x: 0.5 for x in labels if x != recipe.data.background_label})
+    out = Path(out) if out else Path(checkpoint_path).with_suffix(".onnx")
+    return export_model(model, recipe, labels, out, thresholds,
+                        checkpoint.get("trained_on", "unknown"))

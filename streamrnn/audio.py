@@ -1,0 +1,39 @@
+"""Reading audio files and converting them to what a model expects (mono float32 at its rate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+
+class AudioError(ValueError):
+    """Audio that cannot be read or used; the message names the input and the fault."""
+
+
+def to_model_rate(samples: np.ndarray, rate: float, model_rate: float) -> np.ndarray:
+    """Resample float32 samples ([n] or [n, channels]) with soxr; a no-op at the same rate."""
+    if rate == model_rate:
+        return samples
+    return soxr.resample(samples, rate, model_rate).astype(np.float32, copy=False)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average the channels of [n, channels] samples."""
+    return samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples
+
+
+def read_audio(path: str | Path, rate: float) -> np.ndarray:
+    """Read a wav/flac/ogg file as mono float32 in [-1, 1] at `rate` Hz.
+
+    Several channels are averaged to mono and other rates are resampled with soxr.
+    """
+    try:
+        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({exc})") from None
+    if len(samples) == 0:
+        raise AudioError(f"{path}: holds no samples")
+    return to_model_rate(to_mono(samples), file_rate, rate)

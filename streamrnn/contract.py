@@ -1,0 +1,188 @@
+"""The ONNX contract: metadata keys, tensor names, and validation of a contract file.
+
+A contract file is one ONNX graph that maps (audio chunk, state) to (per-frame scores,
+next state), plus `streamrnn.*` metadata that tells the runtime everything it needs.
+Training writes it (streamrnn.deploy.export); the runtime only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT_VERSION = "1"
+PREFIX = "streamrnn."
+AUDIO_INPUT = "audio"
+SCORES_OUTPUT = "scores"
+KINDS = ("audio", "sensor")
+CELLS = ("rnn", "lstm", "gru")
+
+# key -> how the string value is decoded ("str", "int", "json")
+METADATA = {
+    "format_version": "str",
+    "kind": "str",
+    "name": "str",
+    "version": "str",
+    "labels": "json",
+    "background_label": "str",
+    "thresholds": "json",
+    "sample_rate": "float",
+    "chunk": "int",
+    "frame_hop": "int",
+    "channels": "int",
+    "cell": "str",
+    "trained_on": "str",
+    "created": "str",
+    "license": "str",
+    "description": "str",
+}
+REQUIRED = ("format_version", "kind", "name", "version", "labels", "background_label",
+            "thresholds", "sample_rate", "chunk", "frame_hop", "cell", "trained_on", "created")
+
+
+class ContractError(ValueError):
+    """A file that does not honour the contract; the message names the file and the fault."""
+
+
+def state_input(i: int) -> str:
+    return f"state_{i}"
+
+
+def state_output(i: int) -> str:
+    return f"next_state_{i}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the metadata of one contract file says."""
+
+    path: Path
+    name: str
+    version: str
+    kind: str
+    labels: tuple[str, ...]
+    background_label: str
+    thresholds: dict[str, float]
+    sample_rate: float
+    chunk: int
+    frame_hop: int
+    channels: int
+    cell: str
+    trained_on: str
+    created: str
+    license: str = ""
+    description: str = ""
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.chunk // self.frame_hop
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_hop / self.sample_rate
+
+    def as_dict(self) -> dict:
+        record = {k: getattr(self, k) for k in METADATA if k != "format_version"}
+        record["labels"] = list(self.labels)
+        record["path"] = str(self.path)
+        return record
+
+
+def encode_metadata(values: dict) -> dict[str, str]:
+    """Turn plain values into `streamrnn.*` metadata strings (used by export)."""
+    unknown = set(values) - set(METADATA)
+    if unknown:
+        raise ValueError(f"unknown metadata keys: {sorted(unknown)}")
+    out = {PREFIX + "format_version": FORMAT_VERSION}
+    for key, value in values.items():
+        out[PREFIX + key] = json.dumps(value) if METADATA[key] == "json" else str(value)
+    return out
+
+
+def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
+    """Decode and check `streamrnn.*` metadata; raise ContractError naming the problem."""
+    def fail(msg: str):
+        raise ContractError(f"{path}: {msg}")
+
+    missing = [PREFIX + k for k in REQUIRED if PREFIX + k not in props]
+    if missing:
+        fail(f"not a streamrnn contract file: metadata lacks {', '.join(missing)}")
+    if props[PREFIX + "format_version"].split(".")[0] != FORMAT_VERSION:
+        fail(f"contract format {props[PREFIX + 'format_version']} is not supported "
+             f"(this runtime reads format {FORMAT_VERSION})")
+    values = {}
+    for key, codec in METADATA.items():
+        raw = props.get(PREFIX + key)
+        if raw is None:
+            continue
+        try:
+            values[key] = {"str": str, "int": int, "float": float, "json": json.loads}[codec](raw)
+        except ValueError:
+            fail(f"metadata {PREFIX}{key}={raw!r} is not a valid {codec}")
+    labels = values["labels"]
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        fail(f"metadata {PREFIX}labels must be a non-empty JSON list of strings")
+    if len(set(labels)) != len(labels):
+        fail(f"metadata {PREFIX}labels has duplicates")
+    if values["kind"] not in KINDS:
+        fail(f"metadata {PREFIX}kind={values['kind']!r} (expected one of {KINDS})")
+    if values["cell"] not in CELLS:
+        fail(f"metadata {PREFIX}cell={values['cell']!r} (expected one of {CELLS})")
+    if values["background_label"] not in labels:
+        fail(f"metadata {PREFIX}background_label={values['background_label']!r} is not a label")
+    thresholds = values["thresholds"]
+    if not isinstance(thresholds, dict) or any(
+            k not in labels or not isinstance(v, (int, float)) or not 0 <= v <= 1
+            for k, v in thresholds.items()):
+        fail(f"metadata {PREFIX}thresholds must map labels to numbers in [0, 1]")
+    if values["sample_rate"] <= 0 or values["frame_hop"] <= 0 or values["chunk"] <= 0:
+        fail("metadata sample_rate, chunk and frame_hop must be positive")
+    if values["chunk"] % values["frame_hop"]:
+        fail(f"metadata {PREFIX}chunk={values['chunk']} is not a multiple of "
+             f"frame_hop={values['frame_hop']}")
+    values.setdefault("channels", 1)
+    values.pop("format_version")
+    values["labels"] = tuple(labels)
+    values["thresholds"] = {k: float(v) for k, v in thresholds.items()}
+    return ModelInfo(path=path, **values)
+
+
+def check_signature(info: ModelInfo, inputs, outputs) -> int:
+    """Check graph inputs/outputs (onnxruntime NodeArg lists) against the contract.
+
+    Returns the number of state tensors.
+    """
+    def fail(msg: str):
+        raise ContractError(f"{info.path}: {msg}")
+
+    in_names = [i.name for i in inputs]
+    out_names = [o.name for o in outputs]
+    n_states = len(in_names) - 1
+    want_in = [AUDIO_INPUT] + [state_input(i) for i in range(n_states)]
+    want_out = [SCORES_OUTPUT] + [state_output(i) for i in range(n_states)]
+    if in_names != want_in:
+        fail(f"inputs are {in_names}, expected {want_in}")
+    if out_names != want_out:
+        fail(f"outputs are {out_names}, expected {want_out}")
+    audio = inputs[0]
+    rank = 2 if info.kind == "audio" else 3
+    if audio.type != "tensor(float)" or len(audio.shape) != rank:
+        fail(f"input {AUDIO_INPUT} is {audio.type} {audio.shape}, expected float32 of rank {rank}")
+    if audio.shape[1] != info.chunk:
+        fail(f"input {AUDIO_INPUT} takes chunks of {audio.shape[1]} samples but metadata says "
+             f"chunk={info.chunk}")
+    if rank == 3 and audio.shape[2] != info.channels:
+        fail(f"input {AUDIO_INPUT} has {audio.shape[2]} channels, metadata says {info.channels}")
+    scores = outputs[0]
+    if len(scores.shape) != 3 or scores.shape[2] != len(info.labels):
+        fail(f"output {SCORES_OUTPUT} has shape {scores.shape}, expected [batch, frames, "
+             f"{len(info.labels)}]")
+    for i in range(n_states):
+        a, b = inputs[i + 1], outputs[i + 1]
+        if a.type != "tensor(float)" or b.type != "tensor(float)":
+            fail(f"state {a.name}/{b.name} must be float32")
+        if list(a.shape[1:]) != list(b.shape[1:]) or any(not isinstance(d, int) for d in a.shape[1:]):
+            fail(f"state {a.name} {a.shape} and {b.name} {b.shape} must have the same fixed shape "
+                 "after the batch axis")
+    return n_states

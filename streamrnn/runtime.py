@@ -1,0 +1,160 @@
+"""The batched streaming model: one onnxruntime session, many streams, state carried per stream.
+
+Each stream owns a buffer of samples not yet run and one row of every state tensor. `step()`
+makes one `session.run` for all streams that hold a full chunk; `run()` repeats it until no
+stream does. Zero state is the start of a stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .contract import (AUDIO_INPUT, ContractError, ModelInfo, check_signature,
+                       parse_metadata, state_input)
+
+DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def open_contract(path: str | Path, device: str = "cpu",
+                  threads: int = 1) -> tuple[ort.InferenceSession, ModelInfo]:
+    """Load a contract file with onnxruntime and validate metadata and signature."""
+    path = Path(path)
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {sorted(DEVICES)}")
+    provider = DEVICES[device]
+    if provider not in ort.get_available_providers():
+        raise RuntimeError(f"device {device!r} requested but onnxruntime has no {provider} "
+                           "(install onnxruntime-gpu for CUDA)")
+    if not path.is_file():
+        raise ContractError(f"{path}: no such model file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=[provider])
+    except Exception as exc:  # onnxruntime raises several unrelated types for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ContractError(f"{path}: not a loadable ONNX model ({reason})") from None
+    info = parse_metadata(path, session.get_modelmeta().custom_metadata_map)
+    check_signature(info, session.get_inputs(), session.get_outputs())
+    return session, info
+
+
+@dataclass
+class _Stream:
+    row: int
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_len: int = 0
+    frames: int = 0  # frames already scored: the stream time of the next frame
+
+    def take(self, n: int) -> np.ndarray:
+        joined = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        head, rest = joined[:n], joined[n:]
+        self.pending = [rest] if len(rest) else []
+        self.pending_len = len(rest)
+        return head
+
+
+class StreamingModel:
+    """A contract file served to any number of independent streams in batched calls."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1):
+        self.session, self.info = open_contract(path, device, threads)
+        inputs = self.session.get_inputs()[1:]
+        self._state_names = [state_input(i) for i in range(len(inputs))]
+        self._state_shapes = [tuple(i.shape[1:]) for i in inputs]
+        self._states = [np.zeros((0, *s), np.float32) for s in self._state_shapes]
+        self._capacity = 0
+        self._free_rows: list[int] = []
+        self._streams: dict[Hashable, _Stream] = {}
+        self._sample_shape = () if self.info.kind == "audio" else (self.info.channels,)
+
+    @property
+    def streams(self) -> list[Hashable]:
+        return list(self._streams)
+
+    def add_stream(self, stream_id: Hashable) -> None:
+        """Start a stream at zero state."""
+        if stream_id in self._streams:
+            raise KeyError(f"stream {stream_id!r} already exists")
+        if not self._free_rows:
+            self._grow()
+        row = self._free_rows.pop()
+        for s in self._states:
+            s[row] = 0.0
+        self._streams[stream_id] = _Stream(row)
+
+    def reset_stream(self, stream_id: Hashable) -> None:
+        """Forget a stream's state and pending samples; its clock starts again at 0."""
+        stream = self._get(stream_id)
+        for s in self._states:
+            s[stream.row] = 0.0
+        self._streams[stream_id] = _Stream(stream.row)
+
+    def remove_stream(self, stream_id: Hashable) -> None:
+        self._free_rows.append(self._get(stream_id).row)
+        del self._streams[stream_id]
+
+    def stream_frames(self, stream_id: Hashable) -> int:
+        """Frames scored so far on this stream."""
+        return self._get(stream_id).frames
+
+    def pending(self, stream_id: Hashable) -> int:
+        """Samples received on this stream and not yet run."""
+        return self._get(stream_id).pending_len
+
+    def feed(self, stream_id: Hashable, samples: np.ndarray) -> None:
+        """Queue samples (float32 in [-1, 1]; [n] for audio, [n, channels] for sensors)."""
+        stream = self._get(stream_id)
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.shape[1:] != self._sample_shape:
+            raise ValueError(f"stream {stream_id!r}: samples of shape {samples.shape} do not fit "
+                             f"model {self.info.name} (expected [n{', %d' % self.info.channels if self._sample_shape else ''}])")
+        if len(samples):
+            stream.pending.append(samples)
+            stream.pending_len += len(samples)
+
+    def step(self) -> dict[Hashable, np.ndarray]:
+        """One batched call for every stream with a full chunk: {stream: scores[frames, labels]}."""
+        chunk = self.info.chunk
+        ready = [(sid, s) for sid, s in self._streams.items() if s.pending_len >= chunk]
+        if not ready:
+            return {}
+        rows = np.fromiter((s.row for _, s in ready), dtype=np.intp, count=len(ready))
+        feed = {AUDIO_INPUT: np.stack([s.take(chunk) for _, s in ready])}
+        for name, states in zip(self._state_names, self._states):
+            feed[name] = states[rows]
+        scores, *next_states = self.session.run(None, feed)
+        for states, new in zip(self._states, next_states):
+            states[rows] = new
+        frames = self.info.frames_per_chunk
+        for _, s in ready:
+            s.frames += frames
+        return {sid: scores[i] for i, (sid, _) in enumerate(ready)}
+
+    def run(self) -> dict[Hashable, np.ndarray]:
+        """Step until no stream holds a full chunk; scores of each stream concatenated in order."""
+        collected: dict[Hashable, list[np.ndarray]] = {}
+        while out := self.step():
+            for sid, scores in out.items():
+                collected.setdefault(sid, []).append(scores)
+        return {sid: np.concatenate(parts) for sid, parts in collected.items()}
+
+    def _get(self, stream_id: Hashable) -> _Stream:
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            raise KeyError(f"no stream {stream_id!r}") from None
+
+    def _grow(self) -> None:
+        old = self._capacity
+        new = self._capacity = max(8, 2 * old)
+        self._states = [np.concatenate([s, np.zeros((new - old, *s.shape[1:]), np.float32)])
+                        for s in self._states]
+        self._free_rows.extend(range(new - 1, old - 1, -1))

@@ -1,0 +1,75 @@
+"""The streaming recurrent model: front end -> normalisation -> RNN stack -> per-frame logits.
+
+State is a list of batch-first tensors: for audio the front end's sample overlap first, then the
+RNN's hidden state ([B, layers, hidden]; LSTM adds its cell state). A zero state is the start of a
+stream; `forward` returns the state to pass with the next chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .frontend import LogMel, Normalize
+from .recipe import Recipe
+
+CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class StreamingRNN(nn.Module):
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        m, d = recipe.model, recipe.data
+        self.kind = d.kind
+        if d.kind == "audio":
+            self.frontend = LogMel(d.sample_rate, m.window, m.hop, m.n_mels, m.f_min, m.f_max)
+            features = m.n_mels
+        else:
+            self.frontend = None
+            features = d.channels
+        self.frame_hop = m.hop if d.kind == "audio" else 1
+        self.norm = Normalize(features)
+        self.cell = m.cell
+        self.rnn = CELLS[m.cell](features, m.hidden, m.layers, batch_first=True,
+                                 dropout=m.dropout if m.layers > 1 else 0.0)
+        self.head = nn.Linear(m.hidden, len(d.labels))
+
+    def zero_state(self, batch: int) -> list[torch.Tensor]:
+        device = self.head.weight.device
+        hidden = torch.zeros(batch, self.rnn.num_layers, self.rnn.hidden_size, device=device)
+        state = [self.frontend.zero_state(batch).to(device)] if self.frontend else []
+        return state + [hidden] * (2 if self.cell == "lstm" else 1)
+
+    def features(self, audio: torch.Tensor, state: list[torch.Tensor]):
+        """Raw samples -> normalised frames [B, T, F], plus the front end's next state."""
+        if self.frontend is None:
+            return self.norm(audio), []
+        feats, context = self.frontend(audio, state[0])
+        return self.norm(feats), [context]
+
+    def forward(self, audio: torch.Tensor, state: list[torch.Tensor],
+                feature_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                detach_every: int | None = None):
+        """audio [B, N] or [B, N, C] -> (logits [B, N/hop, labels], next state).
+
+        `detach_every` (frames) runs truncated backpropagation through time: the state is carried
+        across segment boundaries but gradients stop there. `feature_hook` (training only) alters
+        the normalised frames, e.g. SpecAugment masking.
+        """
+        feats, front_state = self.features(audio, state)
+        if feature_hook is not None:
+            feats = feature_hook(feats)
+        hidden = [h.transpose(0, 1).contiguous() for h in state[len(front_state):]]
+        hidden = tuple(hidden) if self.cell == "lstm" else hidden[0]
+        step = detach_every or feats.shape[1]
+        outputs = []
+        for start in range(0, feats.shape[1], step):
+            if start:
+                hidden = tuple(h.detach() for h in hidden) if self.cell == "lstm" else hidden.detach()
+            out, hidden = self.rnn(feats[:, start:start + step], hidden)
+            outputs.append(out)
+        hidden = list(hidden) if self.cell == "lstm" else [hidden]
+        logits = self.head(torch.cat(outputs, dim=1))
+        return logits, front_state + [h.transpose(0, 1) for h in hidden]

@@ -1,0 +1,218 @@
+"""Training recipes: a TOML file read into typed, checked settings.
+
+Unknown keys, wrong types and impossible values stop with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class DataConfig:
+    root: str = "../shared/data"      # data root; relative paths are taken from the working dir
+    path: str = ""                    # dataset folder (or .ts file) under the root
+    layout: str = "folders"           # folders | speech_commands | ts | csv
+    kind: str = "audio"               # audio | sensor
+    labels: list[str] = field(default_factory=list)  # empty: every label folder found
+    background_label: str = ""        # the label that means "nothing"; required
+    sample_rate: int = 16000
+    channels: int = 1                 # sensor channels
+    clip_seconds: float = 1.0         # every example is padded or cut to this length
+    group_regex: str = ""             # captures the speaker/recording in a file name
+    validation: float = 0.1           # share of groups held out for validation
+    test: float = 0.1                 # share of groups held out for testing
+    max_per_label: int = 0            # 0: all
+    noise: str = "noise"              # folder of background noise under the root ("" for none)
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "gru"                 # gru | lstm | rnn
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.0
+    n_mels: int = 40
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    f_min: float = 20.0
+    f_max: float = 0.0                # 0: half the sample rate
+    chunk: int = 8                    # frames per call of the exported model
+    window: int = 0                   # derived: samples
+    hop: int = 0                      # derived: samples
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    clips_per_sequence: int = 3       # clips joined into one stream, state carried between them
+    tbptt_frames: int = 0             # truncated BPTT segment (frames); 0: one clip
+    target: str = "clip"              # clip: max-pooling readout | frame: every frame labelled
+    early_stop: int = 6               # epochs without validation gain before stopping
+    device: str = "auto"              # auto | cpu | cuda
+    out_dir: str = "runs/{name}"
+    threads: int = 0                  # torch CPU threads; 0: torch's default
+
+
+@dataclass
+class AugmentConfig:
+    noise_prob: float = 0.0
+    snr_min: float = 0.0
+    snr_max: float = 20.0
+    gain_db: float = 0.0              # random gain within +-gain_db
+    shift_seconds: float = 0.0        # random time shift within +-shift_seconds
+    speed_prob: float = 0.0
+    speed_range: float = 0.1          # speed factor in [1-r, 1+r]
+    pitch_prob: float = 0.0
+    pitch_semitones: float = 2.0
+    reverb_prob: float = 0.0
+    rt60_max: float = 0.6             # seconds, generated room impulse responses
+    freq_masks: int = 0               # SpecAugment masks per example
+    freq_mask_width: int = 5
+    time_masks: int = 0
+    time_mask_width: int = 10
+
+
+@dataclass
+class Recipe:
+    name: str
+    version: str = "0.1.0"
+    description: str = ""
+    license: str = ""
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    source: str = ""                  # where the recipe came from
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples per training clip: clip_seconds rounded up to whole frames."""
+        hop = self.model.hop
+        return -(-round(self.data.clip_seconds * self.data.sample_rate) // hop) * hop
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.train.out_dir.format(name=self.name))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    ("data", "layout"): ("folders", "speech_commands", "ts", "csv"),
+    ("data", "kind"): ("audio", "sensor"),
+    ("model", "cell"): ("gru", "lstm", "rnn"),
+    ("train", "target"): ("clip", "frame"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+}
+
+
+DERIVED = {("model", "window"), ("model", "hop")}
+
+
+def _build(cls, table: dict, where: str, source: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields or key == "source" or (where, key) in DERIVED:
+            raise RecipeError(f"{source}: unknown key {name} (known: {', '.join(k for k in fields if k != 'source')})")
+        f = fields[key]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            if not isinstance(value, dict):
+                raise RecipeError(f"{source}: {name} must be a table")
+            values[key] = _build(f.default_factory, value, name, source)
+            continue
+        expected = f.type if isinstance(f.type, str) else f.type.__name__
+        ok = {"str": isinstance(value, str),
+              "int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[expected]
+        if not ok:
+            raise RecipeError(f"{source}: {name} = {value!r} is not a {expected}")
+        allowed = CHOICES.get((where, key))
+        if allowed and value not in allowed:
+            raise RecipeError(f"{source}: {name} = {value!r} (expected one of {', '.join(allowed)})")
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise RecipeError(f"{source}: {where or 'recipe'}: {exc}") from None
+
+
+def _check(r: Recipe) -> None:
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise RecipeError(f"{r.source}: {msg}")
+
+    need(bool(r.data.path), "data.path is required")
+    need(bool(r.data.background_label), "data.background_label is required")
+    need(not r.data.labels or r.data.background_label in r.data.labels,
+         f"data.background_label {r.data.background_label!r} is not in data.labels")
+    need(0 <= r.data.validation < 1 and 0 <= r.data.test < 1
+         and r.data.validation + r.data.test < 1, "data.validation + data.test must be below 1")
+    need(r.data.sample_rate > 0 and r.data.clip_seconds > 0, "data.sample_rate and data.clip_seconds must be positive")
+    need(r.model.hidden > 0 and r.model.layers > 0 and r.model.chunk > 0, "model.hidden, model.layers and model.chunk must be positive")
+    need(r.train.epochs > 0 and r.train.batch_size > 0 and r.train.lr > 0, "train.epochs, train.batch_size and train.lr must be positive")
+    need(r.train.clips_per_sequence > 0, "train.clips_per_sequence must be positive")
+    for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
+        need(0 <= getattr(r.augment, name) <= 1, f"augment.{name} must be within [0, 1]")
+    need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
+    need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands"),
+         "audio data needs layout folders or speech_commands")
+
+
+def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:
+    """Read and check a recipe; `data_root` overrides data.root."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read recipe ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    if "name" not in table:
+        raise RecipeError(f"{path}: name is required")
+    recipe = _build(Recipe, table, "", str(path))
+    recipe.source = str(path)
+    if data_root:
+        recipe.data.root = data_root
+    return finish(recipe)
+
+
+def finish(recipe: Recipe) -> Recipe:
+    """Check a recipe and fill in its derived values (window and hop in samples)."""
+    _check(recipe)
+    m, rate = recipe.model, recipe.data.sample_rate
+    if recipe.data.kind == "audio":
+        m.window = round(m.window_ms * rate / 1000)
+        m.hop = round(m.hop_ms * rate / 1000)
+        if m.window < m.hop or m.hop < 1:
+            raise RecipeError(f"{recipe.source}: model.window_ms must be at least model.hop_ms")
+    else:
+        m.window = m.hop = 1
+    return recipe
+
+
+def recipe_from_dict(values: dict) -> Recipe:
+    """Rebuild a recipe saved in a checkpoint."""
+    values = dict(values)
+    source = values.pop("source", "checkpoint")
+    for key in ("window", "hop"):
+        values.get("model", {}).pop(key, None)
+    recipe = _build(Recipe, values, "", source)
+    recipe.source = source
+    return finish(recipe)

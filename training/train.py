@@ -1,0 +1,247 @@
+"""`streamrnn train RECIPE.toml`: stateful training, validation, checkpoints, export.
+
+Clips are joined into streams of `clips_per_sequence` clips and run with the recurrent state
+carried from clip to clip (truncated BPTT cuts the gradient at segment boundaries), so the
+model learns in the stateful mode it is served in. Readout per clip: max-pooling over frames
+for each label and min-pooling for the background label ("nothing anywhere"); or, with
+`target = "frame"`, the clip's label on every frame. Under torchrun the same code trains with
+DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from streamrnn.deploy.export import export_model, load_checkpoint
+from streamrnn.training.augment import Augmenter
+from streamrnn.training.data import Example, Splits, load_noise, load_splits
+from streamrnn.training.model import StreamingRNN
+from streamrnn.training.recipe import Recipe, RecipeError
+
+EVAL_BATCH = 256
+
+
+@dataclass
+class Rank:
+    index: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.index == 0
+
+
+def _start_distributed(recipe: Recipe) -> Rank:
+    want = recipe.train.device
+    cuda = torch.cuda.is_available() and want in ("auto", "cuda")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise RecipeError(f"{recipe.source}: train.device = 'cuda' but no CUDA device is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Rank(device=torch.device("cuda" if cuda else "cpu"))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    return Rank(dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu"))
+
+
+def clip_log_scores(logits: torch.Tensor, background: int) -> torch.Tensor:
+    """Per-clip label scores from per-frame logits [B, T, L]: max over frames of each label's
+    log-probability, min over frames for the background label."""
+    logp = torch.log_softmax(logits, dim=-1)
+    is_background = torch.arange(logp.shape[-1], device=logp.device) == background
+    return torch.where(is_background, logp.min(dim=1).values, logp.max(dim=1).values)
+
+
+def clip_loss(logits: torch.Tensor, labels: torch.Tensor, background: int, target: str) -> torch.Tensor:
+    """logits [B, clips, T, L], labels [B, clips]."""
+    b, c, t, n = logits.shape
+    if target == "frame":
+        frame_labels = labels[:, :, None].expand(b, c, t).reshape(-1)
+        return nn.functional.cross_entropy(logits.reshape(-1, n), frame_labels)
+    scores = clip_log_scores(logits.reshape(b * c, t, n), background)
+    return nn.functional.cross_entropy(scores, labels.reshape(-1))
+
+
+def _stack(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.stack([x.samples for x in examples]),
+            torch.tensor([x.label for x in examples], dtype=torch.long))
+
+
+def _sequences(train: list[Example], recipe: Recipe, epoch: int, rank: Rank) -> list[list[list[Example]]]:
+    """This rank's batches for an epoch: [batch][sequence] lists of clips."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
+    per_seq = recipe.train.clips_per_sequence
+    seqs = [[train[i] for i in order[s:s + per_seq]] for s in range(0, len(order) - per_seq + 1, per_seq)]
+    size = recipe.train.batch_size
+    batches = [seqs[s:s + size] for s in range(0, len(seqs), size)]
+    usable = len(batches) - len(batches) % rank.world if rank.world > 1 else len(batches)
+    return batches[rank.index:usable:rank.world]
+
+
+@torch.no_grad()
+def clip_probabilities(model: StreamingRNN, examples: list[Example], background: int,
+                       device) -> tuple[np.ndarray, np.ndarray]:
+    """Each clip run from zero state: (max over frames of each label's probability, log clip scores)."""
+    model.eval()
+    peaks, scores = [], []
+    for s in range(0, len(examples), EVAL_BATCH):
+        audio, _ = _stack(examples[s:s + EVAL_BATCH])
+        logits, _ = model(audio.to(device), model.zero_state(len(audio)))
+        peaks.append(torch.softmax(logits, -1).max(dim=1).values.cpu())
+        scores.append(clip_log_scores(logits, background).cpu())
+    return torch.cat(peaks).numpy(), torch.cat(scores).numpy()
+
+
+def accuracy(model: StreamingRNN, examples: list[Example], background: int, device) -> float:
+    _, scores = clip_probabilities(model, examples, background, device)
+    labels = np.array([x.label for x in examples])
+    return float((scores.argmax(1) == labels).mean())
+
+
+def choose_thresholds(model: StreamingRNN, examples: list[Example], labels: list[str],
+                      background: int, device) -> dict[str, float]:
+    """Per label, the threshold on the clip's peak probability with the best F1 on validation."""
+    peaks, _ = clip_probabilities(model, examples, background, device)
+    truth = np.array([x.label for x in examples])
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    chosen = {}
+    for j, label in enumerate(labels):
+        if j == background:
+            continue
+        positive = truth == j
+        f1 = [2 * (positive & (peaks[:, j] >= g)).sum() /
+              max(1, positive.sum() + (peaks[:, j] >= g).sum()) for g in grid]
+        chosen[label] = float(grid[int(np.argmax(f1))]) if positive.any() else 0.5
+    return chosen
+
+
+def _normalise(model: StreamingRNN, train: list[Example]) -> None:
+    """Measure feature mean/std on (up to 2000) training clips and keep them in the graph."""
+    with torch.no_grad():
+        audio, _ = _stack(train[:2000])
+        feats, _ = model.features(audio, model.zero_state(len(audio)))
+        flat = feats.reshape(-1, feats.shape[-1])
+        model.norm.set_statistics(flat.mean(0), flat.std(0))
+
+
+def _save(path: Path, model: StreamingRNN, optimizer, scheduler, recipe: Recipe, labels: list[str],
+          **extra) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "recipe": json.dumps(recipe.to_dict()),
+                "labels": labels, **extra}, tmp)
+    tmp.replace(path)
+
+
+def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
+    """Train, keep the best checkpoint, export it; returns the contract file's path (rank 0)."""
+    rank = _start_distributed(recipe)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    torch.manual_seed(recipe.seed)
+    splits: Splits = load_splits(recipe)
+    labels = splits.labels
+    background = labels.index(recipe.data.background_label)
+    augmenter = Augmenter(recipe.augment, recipe.data.sample_rate,
+                          load_noise(recipe) if recipe.data.kind == "audio" else [])
+    model = StreamingRNN(recipe)
+    _normalise(model, splits.train)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr,
+                                  weight_decay=recipe.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.train.epochs)
+    out = recipe.out_dir
+    start_epoch, best, stale = 0, -1.0, 0
+    if resume:
+        _, _, checkpoint = load_checkpoint(resume)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start_epoch, best, stale = checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["stale"]
+    model.to(rank.device)
+    net = nn.parallel.DistributedDataParallel(model) if rank.world > 1 else model
+    frames_per_clip = recipe.clip_samples // model.frame_hop
+    detach_every = recipe.train.tbptt_frames or frames_per_clip
+    hook = augmenter.features if recipe.data.kind == "audio" else None
+    if rank.main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{recipe.name}: {splits.summary(str(Path(recipe.data.root) / recipe.data.path))}")
+    for epoch in range(start_epoch, recipe.train.epochs):
+        torch.manual_seed(recipe.seed * 7919 + epoch)
+        net.train()
+        batches = _sequences(splits.train, recipe, epoch, rank)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", disable=not rank.main,
+                   leave=False, unit="batch")
+        total = 0.0
+        for batch in bar:
+            flat = [clip for seq in batch for clip in seq]
+            audio, targets = _stack(flat)
+            if recipe.data.kind == "audio":
+                audio = augmenter.waveforms(audio)
+            per_seq = recipe.train.clips_per_sequence
+            streams = audio.reshape(len(batch), per_seq * audio.shape[1], *audio.shape[2:])
+            logits, _ = net(streams.to(rank.device), model.zero_state(len(batch)), hook, detach_every)
+            logits = logits.reshape(len(batch), per_seq, frames_per_clip, -1)
+            loss = clip_loss(logits, targets.reshape(len(batch), per_seq).to(rank.device),
+                             background, recipe.train.target)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), recipe.train.grad_clip)
+            optimizer.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        scheduler.step()
+        score = accuracy(model, splits.validation, background, rank.device)
+        improved = score > best
+        best, stale = (score, 0) if improved else (best, stale + 1)
+        stop = stale >= recipe.train.early_stop
+        if rank.main:
+            print(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}  "
+                  f"validation accuracy {score:.4f}{'  (best)' if improved else ''}", flush=True)
+            state = dict(epoch=epoch, best=best, stale=stale)
+            _save(out / "last.pt", model, optimizer, scheduler, recipe, labels, **state)
+            if improved:
+                _save(out / "best.pt", model, optimizer, scheduler, recipe, labels, **state)
+        if rank.world > 1:
+            flag = torch.tensor([int(stop)], device=rank.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
+            if rank.main:
+                print(f"early stop: no validation gain for {stale} epochs")
+            break
+    if rank.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not rank.main:
+        return None
+    return _finish(recipe, splits, background, out)
+
+
+def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
+    """Reload the best checkpoint, choose thresholds, report test accuracy, export."""
+    model, _, checkpoint = load_checkpoint(out / "best.pt")
+    labels = splits.labels
+    thresholds = choose_thresholds(model, splits.validation, labels, background, "cpu")
+    test = accuracy(model, splits.test, background, "cpu") if splits.test else None
+    trained_on = splits.summary(str(Path(recipe.data.path)))
+    checkpoint.update(thresholds=thresholds, trained_on=trained_on)
+    torch.save(checkpoint, out / "best.pt")
+    report = {"name": recipe.name, "labels": labels, "validation_accuracy": checkpoint["best"],
+              "test_accuracy": test, "thresholds": thresholds, "trained_on": trained_on}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = export_model(model, recipe, labels, out / f"{recipe.name}.onnx", thresholds, trained_on)
+    print(f"validation accuracy {checkpoint['best']:.4f}; test accuracy "
+          f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}")
+    return path
