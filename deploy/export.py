@@ -50,6 +50,7 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
                           output_names=outputs,
                           dynamic_axes={name: {0: "batch"} for name in inputs + outputs})
     graph = onnx.load(str(path))
+    _declare_output_shapes(graph, chunk // model.frame_hop, len(labels))
     metadata = encode_metadata({
         "kind": recipe.data.kind, "name": recipe.name, "version": recipe.version,
         "labels": labels, "background_label": recipe.data.background_label,
@@ -61,6 +62,24 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
     onnx.helper.set_model_props(graph, metadata)
     onnx.save(graph, str(path))
     return path
+
+
+def _declare_output_shapes(graph: onnx.ModelProto, frames: int, n_labels: int) -> None:
+    """Write the contract's output shapes into the graph: scores [batch, frames, labels], each
+    next state shaped as its state input (the exporter leaves some of these symbolic)."""
+    shapes = {SCORES_OUTPUT: ["batch", frames, n_labels]}
+    for value in graph.graph.input[1:]:
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        shapes["next_" + value.name] = dims
+    for value in graph.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shapes[value.name]:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
 
 
 def load_checkpoint(path: str | Path) -> tuple[StreamingRNN, Recipe, dict]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 
@@ -20,8 +19,12 @@ class CommandError(Exception):
 
 
 def _need_training(command: str) -> None:
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchaudio") is None:
-        raise CommandError(f"streamrnn {command} {TRAIN_EXTRA}")
+    try:
+        import torch  # noqa: F401
+        import torchaudio  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError:
+        raise CommandError(f"streamrnn {command} {TRAIN_EXTRA}") from None
 
 
 def _threshold(text: str) -> tuple[str, float]:

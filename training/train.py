@@ -11,6 +11,7 @@ DistributedDataParallel.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from streamrnn.deploy.export import export_model, load_checkpoint
+from streamrnn.deploy.verify import parity
 from streamrnn.training.augment import Augmenter
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
@@ -136,11 +138,11 @@ def _normalise(model: StreamingRNN, train: list[Example]) -> None:
         model.norm.set_statistics(flat.mean(0), flat.std(0))
 
 
-def _save(path: Path, model: StreamingRNN, optimizer, scheduler, recipe: Recipe, labels: list[str],
+def _save(path: Path, model: StreamingRNN, optimizer, recipe: Recipe, labels: list[str],
           **extra) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "recipe": json.dumps(recipe.to_dict()),
+                "recipe": json.dumps(recipe.to_dict()),
                 "labels": labels, **extra}, tmp)
     tmp.replace(path)
 
@@ -152,7 +154,7 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.seed)
     splits: Splits = load_splits(recipe)
-    labels = splits.labels
+    labels = recipe.data.labels = splits.labels  # resolved from the data where the recipe left them out
     background = labels.index(recipe.data.background_label)
     augmenter = Augmenter(recipe.augment, recipe.data.sample_rate,
                           load_noise(recipe) if recipe.data.kind == "audio" else [])
@@ -160,14 +162,12 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
     _normalise(model, splits.train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr,
                                   weight_decay=recipe.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.train.epochs)
     out = recipe.out_dir
     start_epoch, best, stale = 0, -1.0, 0
     if resume:
         _, _, checkpoint = load_checkpoint(resume)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch, best, stale = checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["stale"]
     model.to(rank.device)
     net = nn.parallel.DistributedDataParallel(model) if rank.world > 1 else model
@@ -179,6 +179,8 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
         print(f"{recipe.name}: {splits.summary(str(Path(recipe.data.root) / recipe.data.path))}")
     for epoch in range(start_epoch, recipe.train.epochs):
         torch.manual_seed(recipe.seed * 7919 + epoch)
+        for group in optimizer.param_groups:  # cosine schedule, a function of the epoch alone
+            group["lr"] = recipe.train.lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe.train.epochs))
         net.train()
         batches = _sequences(splits.train, recipe, epoch, rank)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", disable=not rank.main,
@@ -201,7 +203,6 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
             optimizer.step()
             total += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        scheduler.step()
         score = accuracy(model, splits.validation, background, rank.device)
         improved = score > best
         best, stale = (score, 0) if improved else (best, stale + 1)
@@ -210,9 +211,9 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
             print(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}  "
                   f"validation accuracy {score:.4f}{'  (best)' if improved else ''}", flush=True)
             state = dict(epoch=epoch, best=best, stale=stale)
-            _save(out / "last.pt", model, optimizer, scheduler, recipe, labels, **state)
+            _save(out / "last.pt", model, optimizer, recipe, labels, **state)
             if improved:
-                _save(out / "best.pt", model, optimizer, scheduler, recipe, labels, **state)
+                _save(out / "best.pt", model, optimizer, recipe, labels, **state)
         if rank.world > 1:
             flag = torch.tensor([int(stop)], device=rank.device)
             dist.broadcast(flag, 0)
@@ -240,8 +241,12 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
     torch.save(checkpoint, out / "best.pt")
     report = {"name": recipe.name, "labels": labels, "validation_accuracy": checkpoint["best"],
               "test_accuracy": test, "thresholds": thresholds, "trained_on": trained_on}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     path = export_model(model, recipe, labels, out / f"{recipe.name}.onnx", thresholds, trained_on)
+    held_out = [x.samples.numpy() for x in (splits.test or splits.validation)[:3]]
+    gaps = parity(model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
+    report["parity_max_abs"] = gaps
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"validation accuracy {checkpoint['best']:.4f}; test accuracy "
-          f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}")
+          f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
+          f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items()))
     return path

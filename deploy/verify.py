@@ -1,0 +1,87 @@
+"""Parity of a model and its contract file: the same per-frame scores however a signal is cut.
+
+Four ways through one signal: (a) PyTorch over the whole signal, (b) PyTorch chunk by chunk,
+(c) onnxruntime chunk by chunk, (d) onnxruntime with the stream batched among other streams of
+different content and start times, fed in irregular pieces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamrnn.detect import flush
+from streamrnn.runtime import StreamingModel
+from streamrnn.training.model import StreamingRNN
+
+IRREGULAR_PIECES = (1, 37, None, 5, 1000)  # None: three chunks at once
+
+
+def pad_to_chunks(audio: np.ndarray, chunk: int) -> np.ndarray:
+    extra = -len(audio) % chunk
+    return np.concatenate([audio, np.zeros((extra, *audio.shape[1:]), np.float32)]) if extra else audio
+
+
+@torch.no_grad()
+def torch_scores(model: StreamingRNN, audio: np.ndarray, chunk: int | None = None) -> np.ndarray:
+    """Per-frame probabilities [frames, labels] from PyTorch, in one call or chunk by chunk."""
+    model.eval()
+    x = torch.from_numpy(audio)[None]
+    state = model.zero_state(1)
+    step = chunk or x.shape[1]
+    parts = []
+    for start in range(0, x.shape[1], step):
+        logits, state = model(x[:, start:start + step], state)
+        parts.append(torch.softmax(logits, -1)[0])
+    return torch.cat(parts).numpy()
+
+
+def onnx_scores(path: str | Path, audio: np.ndarray) -> np.ndarray:
+    """Per-frame probabilities from onnxruntime, one stream fed whole and run chunk by chunk."""
+    runtime = StreamingModel(path)
+    runtime.add_stream("s")
+    runtime.feed("s", audio)
+    return runtime.run()["s"]
+
+
+def batched_scores(path: str | Path, audio: np.ndarray, others: list[np.ndarray],
+                   pieces=IRREGULAR_PIECES) -> np.ndarray:
+    """Scores of `audio` served among `others`, which start earlier, in irregular pieces."""
+    runtime = StreamingModel(path)
+    chunk = runtime.info.chunk
+    sizes = [p or 3 * chunk for p in pieces]
+    streams = {f"other{i}": x for i, x in enumerate(others)} | {"target": audio}
+    offsets = dict.fromkeys(streams, 0)
+    collected: list[np.ndarray] = []
+    turn = 0
+    while any(offsets[s] < len(x) for s, x in streams.items()):
+        for i, (sid, x) in enumerate(streams.items()):
+            if sid not in runtime.streams:
+                if sid == "target" and turn < 2:
+                    continue  # the target joins after the others have run a while
+                runtime.add_stream(sid)
+            n = sizes[(turn + i) % len(sizes)]
+            runtime.feed(sid, x[offsets[sid]:offsets[sid] + n])
+            offsets[sid] += n
+        turn += 1
+        out = runtime.step()
+        if "target" in out:
+            collected.append(out["target"])
+    flush(runtime, "target")
+    collected += [runtime.run().get("target", np.zeros((0, len(runtime.info.labels)), np.float32))]
+    return np.concatenate(collected)
+
+
+def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray,
+           others: list[np.ndarray]) -> dict[str, float]:
+    """Largest absolute score difference of (b), (c), (d) against (a) over one signal."""
+    chunk = StreamingModel(path).info.chunk
+    audio = pad_to_chunks(audio, chunk)
+    whole = torch_scores(model, audio)
+    return {
+        "torch_chunks": float(np.abs(torch_scores(model, audio, chunk) - whole).max()),
+        "onnx_chunks": float(np.abs(onnx_scores(path, audio) - whole).max()),
+        "onnx_batched": float(np.abs(batched_scores(path, audio, others) - whole).max()),
+    }

@@ -1,0 +1,92 @@
+"""The `streamrnn` command, run as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLIPS, ROOT, STREAMRNN, export_test_model
+
+DEMO = ROOT / "streamrnn" / "samples" / "commands_demo.flac"
+DEMO_WORDS = [("yes", 0.5, 1.5), ("no", 2.0, 3.0), ("up", 3.5, 4.5), ("down", 5.0, 6.0),
+              ("left", 6.5, 7.5), ("stop", 8.0, 9.0), ("go", 9.5, 10.5)]
+EVENT_FIELDS = {"schema", "kind", "stream", "model", "model_version", "label", "score", "start",
+                "end", "time", "seq"}
+
+
+def run(*args, env=None, check=True):
+    done = subprocess.run(STREAMRNN + list(map(str, args)), capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_detect_finds_the_words_of_the_bundled_demo():
+    events = [json.loads(line) for line in run("detect", "--model", "commands", DEMO).stdout.splitlines()]
+    assert events and all(EVENT_FIELDS <= set(e) for e in events)
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    hits = [word for word, start, end in DEMO_WORDS
+            if any(e["label"] == word and start - 0.2 <= e["end"] <= end + 0.6 for e in events)]
+    wrong = [e for e in events if not any(e["label"] == w and s - 0.2 <= e["end"] <= t + 0.6
+                                          for w, s, t in DEMO_WORDS)]
+    print(events)
+    assert len(hits) >= 5, hits
+    assert len(wrong) <= 1, wrong
+
+
+def test_detect_scores_prints_every_frame():
+    lines = run("detect", "--model", "commands", "--scores", DEMO).stdout.splitlines()
+    first, last = json.loads(lines[0]), json.loads(lines[-1])
+    assert first["frame"] == 0 and first["end"] == 0.01
+    assert len(lines) == 1104  # 11.0 s = 1100 frames, padded to whole 8-frame chunks
+    assert abs(sum(last["scores"].values()) - 1) < 1e-3
+
+
+def test_models_lists_bundled_and_installed(tmp_path):
+    export_test_model(tmp_path)
+    (tmp_path / "junk.onnx").write_bytes(b"nope")
+    env = dict(os.environ, STREAMRNN_MODEL_PATH=str(tmp_path))
+    done = run("models", "--json", env=env)
+    listed = {m["name"]: m for m in json.loads(done.stdout)}
+    assert listed["commands"]["origin"] == "bundled"
+    assert "yes" in listed["commands"]["labels"] and listed["commands"]["thresholds"]
+    assert listed["test_gru_audio"]["origin"] == "path"
+    assert "junk.onnx: not a loadable ONNX model" in done.stderr
+    assert "test_gru_audio" in run("models", env=env).stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["detect", "--model", "/no/such.onnx", CLIPS / "yes_422d3197_nohash_0.flac"], "/no/such.onnx: no such model file"),
+    (["detect", "--model", "nosuchmodel", CLIPS / "yes_422d3197_nohash_0.flac"], "model 'nosuchmodel' not found"),
+    (["detect", "--model", "commands", "/no/such.wav"], "/no/such.wav: cannot read audio"),
+    (["detect", "--model", "commands", "--threshold", "maybe=0.5", DEMO], "--threshold: maybe not a label"),
+    (["export", "/no/such.pt"], "/no/such.pt: not a streamrnn checkpoint"),
+    (["train", "/no/such.toml"], "/no/such.toml: cannot read recipe"),
+])
+def test_bad_input_gets_one_line(args, message):
+    done = run(*args, check=False)
+    assert done.returncode == 1
+    assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_training_commands_without_the_extra_say_how_to_install(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    for command in (["train", "any.toml"], ["export", "any.pt"]):
+        done = run(*command, env=env, check=False)
+        assert done.returncode == 1
+        assert "pip install 'streamrnn[train]'" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_streaming_never_imports_torch():
+    code = ("import sys; from streamrnn.cli import main; "
+            f"rc = main(['detect', '--model', 'commands', {str(DEMO)!r}]); "
+            "assert rc == 0; main(['models']); "
+            "print('TORCH' if 'torch' in sys.modules else 'CLEAN')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "CLEAN"
+    assert '"kind": "detection"' in done.stdout

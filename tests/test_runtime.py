@@ -1,0 +1,151 @@
+"""The runtime: contract validation, stream bookkeeping, audio conversion, decisions."""
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+
+from conftest import CLIPS, clip, export_test_model
+from streamrnn.audio import AudioError, read_audio
+from streamrnn.contract import ContractError
+from streamrnn.decision import Decider, DecisionSettings
+from streamrnn.runtime import StreamingModel
+
+
+@pytest.fixture(scope="module")
+def contract(tmp_path_factory):
+    return export_test_model(tmp_path_factory.mktemp("model"))[2]
+
+
+def test_contract_metadata_is_complete(contract):
+    info = StreamingModel(contract).info
+    assert info.labels == ("a", "b", "c", "nothing")
+    assert info.background_label == "nothing"
+    assert (info.sample_rate, info.chunk, info.frame_hop, info.cell) == (16000, 1280, 160, "gru")
+    assert info.thresholds == {"a": 0.5, "b": 0.5, "c": 0.5}
+    props = {p.key for p in onnx.load(str(contract)).metadata_props}
+    for key in ("format_version", "kind", "labels", "sample_rate", "chunk", "frame_hop", "cell",
+                "thresholds", "background_label", "name", "version", "trained_on", "created"):
+        assert f"streamrnn.{key}" in props
+
+
+def test_garbage_file_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a model")
+    with pytest.raises(ContractError) as err:
+        StreamingModel(bad)
+    assert str(bad) in str(err.value) and "not a loadable ONNX model" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(ContractError, match="no such model file"):
+        StreamingModel(tmp_path / "absent.onnx")
+
+
+def test_onnx_without_metadata_is_refused(tmp_path, contract):
+    graph = onnx.load(str(contract))
+    del graph.metadata_props[:]
+    path = tmp_path / "plain.onnx"
+    onnx.save(graph, str(path))
+    with pytest.raises(ContractError, match="metadata lacks streamrnn.format_version"):
+        StreamingModel(path)
+
+
+def test_wrong_input_names_are_refused(tmp_path, contract):
+    graph = onnx.load(str(contract))
+    old = graph.graph.input[0].name
+    graph.graph.input[0].name = "pcm"
+    for node in graph.graph.node:
+        node.input[:] = ["pcm" if i == old else i for i in node.input]
+    path = tmp_path / "renamed.onnx"
+    onnx.save(graph, str(path))
+    with pytest.raises(ContractError, match=r"inputs are \['pcm'"):
+        StreamingModel(path)
+
+
+def test_wrong_chunk_metadata_is_refused(tmp_path, contract):
+    graph = onnx.load(str(contract))
+    for prop in graph.metadata_props:
+        if prop.key == "streamrnn.chunk":
+            prop.value = "640"
+    path = tmp_path / "chunk.onnx"
+    onnx.save(graph, str(path))
+    with pytest.raises(ContractError, match="takes chunks of 1280 samples but metadata says chunk=640"):
+        StreamingModel(path)
+
+
+def test_streams_come_and_go(contract):
+    model = StreamingModel(contract)
+    audio = clip("yes")
+    for i in range(20):  # more than the initial state capacity
+        model.add_stream(i)
+        model.feed(i, audio[: 1280 * 2 + i])
+    out = model.step()
+    assert sorted(out) == list(range(20)) and out[0].shape == (8, 4)
+    model.remove_stream(3)
+    model.reset_stream(4)
+    assert model.pending(4) == 0 and model.stream_frames(4) == 0
+    out = model.step()
+    assert 3 not in out and 4 not in out and len(out) == 18
+    assert model.stream_frames(5) == 16
+    with pytest.raises(KeyError, match="already exists"):
+        model.add_stream(5)
+    with pytest.raises(KeyError, match="no stream"):
+        model.feed("nope", audio)
+    with pytest.raises(ValueError, match="do not fit"):
+        model.feed(5, np.zeros((10, 2), np.float32))
+
+
+def test_reset_restarts_from_zero_state(contract):
+    model = StreamingModel(contract)
+    audio = clip("no")[:1280]
+    model.add_stream("s")
+    model.feed("s", audio)
+    first = model.step()["s"]
+    model.feed("s", audio)
+    assert not np.allclose(model.step()["s"], first)  # state carried
+    model.reset_stream("s")
+    model.feed("s", audio)
+    assert np.allclose(model.step()["s"], first, atol=1e-7)
+
+
+def test_stereo_44k_file_is_converted(tmp_path):
+    mono16 = clip("yes")
+    mono44 = read_audio(next(CLIPS.glob("yes_*.flac")), 44100)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([mono44, mono44], axis=1), 44100)
+    back = read_audio(path, 16000)
+    assert abs(len(back) - len(mono16)) <= 2
+    n = min(len(back), len(mono16))
+    assert np.corrcoef(back[:n], mono16[:n])[0, 1] > 0.99
+
+
+def test_unreadable_audio_names_the_file(tmp_path):
+    path = tmp_path / "broken.wav"
+    path.write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(AudioError, match="broken.wav: cannot read audio"):
+        read_audio(path, 16000)
+
+
+def test_decider_reports_label_times_and_respects_refractory(contract):
+    info = StreamingModel(contract).info
+    scores = np.zeros((300, 4), np.float32)
+    scores[:, 3] = 1.0
+    scores[100:120] = [0.0, 0.95, 0.0, 0.05]  # label b from frame 100
+    scores[130:150] = [0.0, 0.95, 0.0, 0.05]  # again within the refractory second
+    scores[250:270] = [0.0, 0.95, 0.0, 0.05]  # again after it
+    decider = Decider(info, DecisionSettings(smoothing=3, patience=2, refractory=1.0))
+    found = decider.update(scores[:105]) + decider.update(scores[105:])
+    assert [d.label for d in found] == ["b", "b"]
+    first, second = found
+    assert first.start == pytest.approx(1.00) and first.end == pytest.approx(1.03)
+    assert second.start == pytest.approx(2.50)
+    assert first.score > 0.6
+
+
+def test_threshold_override_silences_a_label(contract):
+    info = StreamingModel(contract).info
+    scores = np.tile(np.array([[0.0, 0.7, 0.0, 0.3]], np.float32), (50, 1))
+    assert Decider(info).update(scores)
+    assert not Decider(info, thresholds={"b": 0.8}).update(scores)
