@@ -86,7 +86,7 @@ def load_checkpoint(path: str | Path) -> tuple[StreamingRNN, Recipe, dict]:
     """Rebuild the model of a training checkpoint (loaded with weights_only=True)."""
     try:
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # torch's weights-only unpickler raises many types on foreign files
         raise ValueError(f"{path}: not a streamrnn checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(checkpoint, dict) or "recipe" not in checkpoint or "model" not in checkpoint:
         raise ValueError(f"{path}: not a streamrnn checkpoint (no recipe or model weights)")
@@ -103,8 +103,8 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     if chunk_frames:
         recipe.model.chunk = chunk_frames
     labels = list(checkpoint["labels"])
-    thresholds = dict(checkpoint.get("thresholds") or
-                      {x: 0.5 for x in labels if x != recipe.data.background_label})
+    unreported = {recipe.data.background_label, *recipe.data.unreported}
+    thresholds = dict(checkpoint.get("thresholds") or {x: 0.5 for x in labels if x not in unreported})
     out = Path(out) if out else Path(checkpoint_path).with_suffix(".onnx")
     return export_model(model, recipe, labels, out, thresholds,
                         checkpoint.get("trained_on", "unknown"))

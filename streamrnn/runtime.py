@@ -7,6 +7,7 @@ stream does. Zero state is the start of a stream.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ def open_contract(path: str | Path, device: str = "cpu",
         raise ValueError(f"device {device!r} is not one of {sorted(DEVICES)}")
     provider = DEVICES[device]
     if provider not in ort.get_available_providers():
-        raise RuntimeError(f"device {device!r} requested but onnxruntime has no {provider} "
+        raise ValueError(f"device {device!r} requested but onnxruntime has no {provider} "
                            "(install onnxruntime-gpu for CUDA)")
     if not path.is_file():
         raise ContractError(f"{path}: no such model file")
@@ -49,16 +50,23 @@ def open_contract(path: str | Path, device: str = "cpu",
 @dataclass
 class _Stream:
     row: int
-    pending: list[np.ndarray] = field(default_factory=list)
+    pending: deque[np.ndarray] = field(default_factory=deque)
     pending_len: int = 0
     frames: int = 0  # frames already scored: the stream time of the next frame
 
     def take(self, n: int) -> np.ndarray:
-        joined = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        head, rest = joined[:n], joined[n:]
-        self.pending = [rest] if len(rest) else []
-        self.pending_len = len(rest)
-        return head
+        """The next n pending samples (n <= pending_len), touching only the pieces used."""
+        head = self.pending.popleft()
+        if len(head) < n:
+            parts, have = [head], len(head)
+            while have < n:
+                parts.append(self.pending.popleft())
+                have += len(parts[-1])
+            head = np.concatenate(parts)
+        if len(head) > n:
+            self.pending.appendleft(head[n:])
+        self.pending_len -= n
+        return head[:n]
 
 
 class StreamingModel:

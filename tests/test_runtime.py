@@ -149,3 +149,12 @@ def test_threshold_override_silences_a_label(contract):
     scores = np.tile(np.array([[0.0, 0.7, 0.0, 0.3]], np.float32), (50, 1))
     assert Decider(info).update(scores)
     assert not Decider(info, thresholds={"b": 0.8}).update(scores)
+
+
+def test_cuda_request_without_provider_is_refused(contract):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ValueError, match="device 'cuda' requested but onnxruntime has no CUDAExecutionProvider"):
+        StreamingModel(contract, device="cuda")

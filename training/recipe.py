@@ -23,6 +23,7 @@ class DataConfig:
     kind: str = "audio"               # audio | sensor
     labels: list[str] = field(default_factory=list)  # empty: every label folder found
     background_label: str = ""        # the label that means "nothing"; required
+    unreported: list[str] = field(default_factory=list)  # labels given no threshold: never reported
     sample_rate: int = 16000
     channels: int = 1                 # sensor channels
     clip_seconds: float = 1.0         # every example is padded or cut to this length
@@ -162,6 +163,8 @@ def _check(r: Recipe) -> None:
     need(bool(r.data.background_label), "data.background_label is required")
     need(not r.data.labels or r.data.background_label in r.data.labels,
          f"data.background_label {r.data.background_label!r} is not in data.labels")
+    need(not r.data.labels or set(r.data.unreported) <= set(r.data.labels),
+         f"data.unreported {r.data.unreported} names labels not in data.labels")
     need(0 <= r.data.validation < 1 and 0 <= r.data.test < 1
          and r.data.validation + r.data.test < 1, "data.validation + data.test must be below 1")
     need(r.data.sample_rate > 0 and r.data.clip_seconds > 0, "data.sample_rate and data.clip_seconds must be positive")

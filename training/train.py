@@ -113,14 +113,15 @@ def accuracy(model: StreamingRNN, examples: list[Example], background: int, devi
 
 
 def choose_thresholds(model: StreamingRNN, examples: list[Example], labels: list[str],
-                      background: int, device) -> dict[str, float]:
-    """Per label, the threshold on the clip's peak probability with the best F1 on validation."""
+                      background: int, unreported: list[str], device) -> dict[str, float]:
+    """Per reported label, the threshold on the clip's peak probability with the best F1 on
+    validation clips."""
     peaks, _ = clip_probabilities(model, examples, background, device)
     truth = np.array([x.label for x in examples])
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     chosen = {}
     for j, label in enumerate(labels):
-        if j == background:
+        if j == background or label in unreported:
             continue
         positive = truth == j
         f1 = [2 * (positive & (peaks[:, j] >= g)).sum() /
@@ -130,9 +131,10 @@ def choose_thresholds(model: StreamingRNN, examples: list[Example], labels: list
 
 
 def _normalise(model: StreamingRNN, train: list[Example]) -> None:
-    """Measure feature mean/std on (up to 2000) training clips and keep them in the graph."""
+    """Measure feature mean/std on (up to about 2000) training clips, spread over all labels,
+    and keep them in the graph."""
     with torch.no_grad():
-        audio, _ = _stack(train[:2000])
+        audio, _ = _stack(train[::max(1, len(train) // 2000)])
         feats, _ = model.features(audio, model.zero_state(len(audio)))
         flat = feats.reshape(-1, feats.shape[-1])
         model.norm.set_statistics(flat.mean(0), flat.std(0))
@@ -234,7 +236,8 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
     """Reload the best checkpoint, choose thresholds, report test accuracy, export."""
     model, _, checkpoint = load_checkpoint(out / "best.pt")
     labels = splits.labels
-    thresholds = choose_thresholds(model, splits.validation, labels, background, "cpu")
+    thresholds = choose_thresholds(model, splits.validation, labels, background,
+                                   recipe.data.unreported, "cpu")
     test = accuracy(model, splits.test, background, "cpu") if splits.test else None
     trained_on = splits.summary(str(Path(recipe.data.path)))
     checkpoint.update(thresholds=thresholds, trained_on=trained_on)
