@@ -89,6 +89,66 @@ def cmd_detect(args) -> None:
         print(json.dumps(stamper.stamp(event)), flush=True)
 
 
+SERVE_FLAGS = {  # flag -> (setting, type, help)
+    "--publish": ("publish", str, "event address to bind (default tcp://127.0.0.1:5556)"),
+    "--device": ("device", str, "cpu or cuda"),
+    "--threads": ("threads", int, "onnxruntime threads per model"),
+    "--log-level": ("log_level", str, "debug, info, warning or error"),
+    "--heartbeat": ("heartbeat", float, "seconds between heartbeats"),
+    "--status-interval": ("status_interval", float, "seconds between status events"),
+    "--scores-rate": ("scores_rate", float, "scores.<stream> events per second per stream (0: off)"),
+    "--send-hwm": ("send_hwm", int, "events queued per subscriber before drops"),
+    "--stdin-rate": ("stdin_rate", int, "sample rate of raw PCM on stdin"),
+    "--wait-subscriber": ("wait_subscriber", float, "seconds to wait for a subscriber before reading sources"),
+    "--smoothing": ("decision.smoothing", int, "frames averaged"),
+    "--patience": ("decision.patience", int, "smoothed frames above threshold before firing"),
+    "--refractory": ("decision.refractory", float, "seconds a label stays silent after firing"),
+    "--idle-timeout": ("ingest.idle_timeout", float, "seconds before an idle ingest stream expires"),
+    "--mic-rate": ("mic.rate", float, "microphone capture rate (0: the device's default)"),
+}
+
+
+def _serve_overrides(args) -> dict:
+    overrides = {setting: getattr(args, setting.replace(".", "_")) for setting, _, _ in SERVE_FLAGS.values()}
+    overrides.update(models=args.model, sources=args.source, fast=True if args.fast else None)
+    return overrides
+
+
+def cmd_serve(args) -> None:
+    from .config import config_path, load_config
+    from .service import check_service, serve
+
+    overrides = _serve_overrides(args)
+    if not args.check:
+        raise SystemExit(serve(args.config, overrides))
+    path = config_path(args.config)
+    config = load_config(path, overrides)
+    check_service(config)
+    print(f"{path or 'flags'}: OK ({len(config.models)} model(s), {len(config.sources)} source(s))")
+
+
+def cmd_listen(args) -> None:
+    from .client import subscribe
+    for n, event in enumerate(subscribe(args.connect, args.topic or [""], timeout=args.timeout), 1):
+        print(json.dumps(event), flush=True)
+        if n == args.count:
+            break
+
+
+def cmd_send(args) -> None:
+    from .send import send
+    from .sources import unique_stream_ids
+    ids = [args.stream] if args.stream and len(args.files) == 1 else unique_stream_ids(args.files)
+    for path, stream in zip(args.files, ids):
+        count = send(path, args.connect, stream, realtime=not args.fast, rate=args.rate)
+        print(f"{path}: {count} messages as stream {stream}", file=sys.stderr)
+
+
+def cmd_demo(args) -> None:
+    from .demo import demo
+    raise SystemExit(demo())
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="streamrnn", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -120,6 +180,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refractory", type=float, default=1.0, help="seconds of silence after a detection")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.set_defaults(run=cmd_detect)
+
+    p = sub.add_parser("serve", help="run the recognizer service")
+    p.add_argument("--config", help="TOML config (default /etc/streamrnn/streamrnn.toml when present)")
+    p.add_argument("--model", action="append", help="model name or .onnx path (repeatable; replaces the config's)")
+    p.add_argument("--source", action="append",
+                   help="FILE, - (raw s16le PCM on stdin), mic[:DEVICE], pull:ADDR or sub:ADDR (repeatable)")
+    p.add_argument("--fast", action="store_true", help="read file sources as fast as possible")
+    p.add_argument("--check", action="store_true", help="validate the configuration and models, then exit")
+    for flag, (setting, kind, text) in SERVE_FLAGS.items():
+        p.add_argument(flag, dest=setting.replace(".", "_"), type=kind, help=text)
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("listen", help="print the service's events as JSON lines")
+    p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="event address")
+    p.add_argument("--topic", action="append", help="topic prefix, e.g. detection or detection.mic (repeatable)")
+    p.add_argument("--count", type=int, help="exit after this many events")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    p.set_defaults(run=cmd_listen)
+
+    p = sub.add_parser("send", help="push audio or sensor CSV files to a service's ingest socket")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--connect", required=True, help="ingest address (the service's pull:ADDR)")
+    p.add_argument("--stream", help="stream id (one file only; default: the file name)")
+    p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
+    p.add_argument("--rate", type=float, help="sample rate of CSV sensor frames")
+    p.set_defaults(run=cmd_send)
+
+    p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")
+    p.set_defaults(run=cmd_demo)
     return top
 
 

@@ -65,7 +65,7 @@ def test_models_lists_bundled_and_installed(tmp_path):
     (["detect", "--model", "commands", "--threshold", "maybe=0.5", DEMO], "--threshold: maybe not a label"),
     (["export", "/no/such.pt"], "/no/such.pt: not a streamrnn checkpoint"),
     (["export", CLIPS / "README.md"], "README.md: not a streamrnn checkpoint"),
-    (["train", "/no/such.toml"], "/no/such.toml: cannot read recipe"),
+    (["train", "/no/such.toml"], "/no/such.toml: cannot read"),
 ])
 def test_bad_input_gets_one_line(args, message):
     done = run(*args, check=False)

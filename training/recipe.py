@@ -6,21 +6,26 @@ Unknown keys, wrong types and impossible values stop with one line naming the ke
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrnn.settings import SettingsError, build, read_toml
 
-class RecipeError(ValueError):
+
+class RecipeError(SettingsError):
     """A recipe that cannot be used; the message names the file and key."""
+
+
+def choice(default: str, *others: str):
+    return field(default=default, metadata={"choices": (default, *others)})
 
 
 @dataclass
 class DataConfig:
     root: str = "../shared/data"      # data root; relative paths are taken from the working dir
     path: str = ""                    # dataset folder (or .ts file) under the root
-    layout: str = "folders"           # folders | speech_commands | ts | csv
-    kind: str = "audio"               # audio | sensor
+    layout: str = choice("folders", "speech_commands", "ts", "csv")
+    kind: str = choice("audio", "sensor")
     labels: list[str] = field(default_factory=list)  # empty: every label folder found
     background_label: str = ""        # the label that means "nothing"; required
     unreported: list[str] = field(default_factory=list)  # labels given no threshold: never reported
@@ -36,7 +41,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = "gru"                 # gru | lstm | rnn
+    cell: str = choice("gru", "lstm", "rnn")
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.0
@@ -46,8 +51,8 @@ class ModelConfig:
     f_min: float = 20.0
     f_max: float = 0.0                # 0: half the sample rate
     chunk: int = 8                    # frames per call of the exported model
-    window: int = 0                   # derived: samples
-    hop: int = 0                      # derived: samples
+    window: int = field(default=0, metadata={"internal": True})  # derived: samples
+    hop: int = field(default=0, metadata={"internal": True})     # derived: samples
 
 
 @dataclass
@@ -59,9 +64,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     clips_per_sequence: int = 3       # clips joined into one stream, state carried between them
     tbptt_frames: int = 0             # truncated BPTT segment (frames); 0: one clip
-    target: str = "clip"              # clip: max-pooling readout | frame: every frame labelled
+    target: str = choice("clip", "frame")  # clip: max-pooling readout; frame: every frame labelled
     early_stop: int = 6               # epochs without validation gain before stopping
-    device: str = "auto"              # auto | cpu | cuda
+    device: str = choice("auto", "cpu", "cuda")
     out_dir: str = "runs/{name}"
     threads: int = 0                  # torch CPU threads; 0: torch's default
 
@@ -96,7 +101,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    source: str = ""                  # where the recipe came from
+    source: str = field(default="", metadata={"internal": True})  # where it came from
 
     @property
     def clip_samples(self) -> int:
@@ -110,48 +115,6 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-CHOICES = {
-    ("data", "layout"): ("folders", "speech_commands", "ts", "csv"),
-    ("data", "kind"): ("audio", "sensor"),
-    ("model", "cell"): ("gru", "lstm", "rnn"),
-    ("train", "target"): ("clip", "frame"),
-    ("train", "device"): ("auto", "cpu", "cuda"),
-}
-
-
-DERIVED = {("model", "window"), ("model", "hop")}
-
-
-def _build(cls, table: dict, where: str, source: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in table.items():
-        name = f"{where}.{key}" if where else key
-        if key not in fields or key == "source" or (where, key) in DERIVED:
-            raise RecipeError(f"{source}: unknown key {name} (known: {', '.join(k for k in fields if k != 'source')})")
-        f = fields[key]
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-            if not isinstance(value, dict):
-                raise RecipeError(f"{source}: {name} must be a table")
-            values[key] = _build(f.default_factory, value, name, source)
-            continue
-        expected = f.type if isinstance(f.type, str) else f.type.__name__
-        ok = {"str": isinstance(value, str),
-              "int": isinstance(value, int) and not isinstance(value, bool),
-              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}[expected]
-        if not ok:
-            raise RecipeError(f"{source}: {name} = {value!r} is not a {expected}")
-        allowed = CHOICES.get((where, key))
-        if allowed and value not in allowed:
-            raise RecipeError(f"{source}: {name} = {value!r} (expected one of {', '.join(allowed)})")
-        values[key] = value
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise RecipeError(f"{source}: {where or 'recipe'}: {exc}") from None
 
 
 def _check(r: Recipe) -> None:
@@ -180,16 +143,10 @@ def _check(r: Recipe) -> None:
 
 def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:
     """Read and check a recipe; `data_root` overrides data.root."""
-    path = Path(path)
-    try:
-        table = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read recipe ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    table = read_toml(path, RecipeError)
     if "name" not in table:
         raise RecipeError(f"{path}: name is required")
-    recipe = _build(Recipe, table, "", str(path))
+    recipe = build(Recipe, table, str(path), error=RecipeError)
     recipe.source = str(path)
     if data_root:
         recipe.data.root = data_root
@@ -216,6 +173,6 @@ def recipe_from_dict(values: dict) -> Recipe:
     source = values.pop("source", "checkpoint")
     for key in ("window", "hop"):
         values.get("model", {}).pop(key, None)
-    recipe = _build(Recipe, values, "", source)
+    recipe = build(Recipe, values, source, error=RecipeError)
     recipe.source = source
     return finish(recipe)

@@ -1,0 +1,72 @@
+"""Subscribing to the service's events: `for event in subscribe(address, topics=...)`.
+
+ZeroMQ redials a lost connection by itself; if nothing at all arrives for `silence` seconds
+(heartbeats included, which are always listened for) the socket is made anew.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import zmq
+
+from .config import DEFAULT_PUBLISH
+
+
+class Subscription:
+    """A SUB socket on the service's events, filtered by topic prefixes."""
+
+    def __init__(self, address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0):
+        self.address, self.silence = address, silence
+        self._wanted = tuple(t.encode() for t in topics)
+        self._socket = None
+        self._heard = time.monotonic()
+        self._connect()
+
+    def _connect(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        self._socket = zmq.Context.instance().socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        for topic in set(self._wanted) | {b"heartbeat"}:
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self._socket.connect(self.address)
+        self._heard = time.monotonic()
+
+    def receive(self, timeout: float | None = None) -> dict | None:
+        """The next wanted event, or None after `timeout` seconds (None: wait for ever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self.silence if deadline is None else min(self.silence, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            if not self._socket.poll(int(wait * 1000)):
+                if time.monotonic() - self._heard >= self.silence:
+                    self._connect()  # a dead or restarted service: start afresh
+                continue
+            self._heard = time.monotonic()
+            parts = self._socket.recv_multipart()
+            if len(parts) != 2 or not parts[0].startswith(self._wanted):
+                continue
+            try:
+                return json.loads(parts[1])
+            except json.JSONDecodeError:
+                continue
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+def subscribe(address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0,
+              timeout: float | None = None) -> Iterator[dict]:
+    """Yield events (dicts) whose topic starts with one of `topics`; stop after `timeout`
+    seconds without one (None: never)."""
+    subscription = Subscription(address, topics, silence)
+    try:
+        while (event := subscription.receive(timeout)) is not None:
+            yield event
+    finally:
+        subscription.close()

@@ -1,0 +1,133 @@
+"""Service configuration: a TOML file, then command-line flags on top (flags win).
+
+Unknown keys, wrong types and impossible values stop start-up with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import SettingsError, build, read_toml
+
+DEFAULT_CONFIG = Path("/etc/streamrnn/streamrnn.toml")
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
+
+
+class ConfigError(SettingsError):
+    """A configuration that cannot start the service."""
+
+
+@dataclass
+class ModelConfig:
+    model: str                                        # bundled/installed name or .onnx path
+    thresholds: dict[str, float] = field(default_factory=dict)  # per-label overrides
+    smoothing: int = 0                                # 0: the [decision] default
+    patience: int = 0
+    refractory: float = -1.0
+
+
+@dataclass
+class DecisionConfig:
+    smoothing: int = 3          # frames averaged
+    patience: int = 2           # consecutive smoothed frames at or above threshold
+    refractory: float = 1.0     # seconds a label stays silent after firing
+
+
+@dataclass
+class IngestConfig:
+    idle_timeout: float = 30.0  # seconds without frames before a remote stream expires
+    max_rate: float = 384000.0  # sample rates above this (or below 1) are refused
+
+
+@dataclass
+class MicConfig:
+    rate: float = 0.0           # capture rate; 0: the device's default
+    block_ms: float = 20.0      # samples per callback
+    retry_max: float = 30.0     # seconds between reconnection attempts at most
+
+
+@dataclass
+class ServiceConfig:
+    models: list[ModelConfig] = field(default_factory=list, metadata={"table": ModelConfig})
+    sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR
+    publish: str = DEFAULT_PUBLISH
+    fast: bool = False          # file sources as fast as possible instead of real time
+    stdin_rate: int = 16000     # sample rate of raw 16-bit PCM on stdin
+    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    threads: int = 1            # onnxruntime threads per model
+    log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+    heartbeat: float = 5.0      # seconds between heartbeats
+    status_interval: float = 30.0  # seconds between status events (also on every change of note)
+    scores_rate: float = 0.0    # scores.<stream> events per second per stream; 0: off
+    send_hwm: int = 1000        # events queued per subscriber before drops
+    wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    mic: MicConfig = field(default_factory=MicConfig)
+    source: str = field(default="defaults", metadata={"internal": True})
+
+    def decision_for(self, model: ModelConfig) -> DecisionConfig:
+        d = self.decision
+        return DecisionConfig(model.smoothing or d.smoothing, model.patience or d.patience,
+                              d.refractory if model.refractory < 0 else model.refractory)
+
+
+def check(config: ServiceConfig) -> ServiceConfig:
+    """Refuse impossible values; the message names the key."""
+    def need(ok: bool, key: str, problem: str):
+        if not ok:
+            raise ConfigError(f"{config.source}: {key} {problem}")
+
+    need(bool(config.models), "models", "is empty: give at least one model (--model NAME|PATH)")
+    need(bool(config.sources), "sources", "is empty: give at least one source (--source FILE|-|mic|pull:ADDR)")
+    for i, m in enumerate(config.models):
+        for label, value in m.thresholds.items():
+            need(0 <= value <= 1, f"models[{i}].thresholds.{label}", f"= {value} is outside [0, 1]")
+        need(m.smoothing >= 0 and m.patience >= 0, f"models[{i}]", "smoothing and patience must be >= 0")
+    d = config.decision
+    need(d.smoothing >= 1, "decision.smoothing", f"= {d.smoothing} must be at least 1")
+    need(d.patience >= 1, "decision.patience", f"= {d.patience} must be at least 1")
+    need(d.refractory >= 0, "decision.refractory", f"= {d.refractory} must not be negative")
+    need(config.threads >= 1, "threads", f"= {config.threads} must be at least 1")
+    need(config.heartbeat > 0, "heartbeat", f"= {config.heartbeat} must be positive")
+    need(config.status_interval > 0, "status_interval", f"= {config.status_interval} must be positive")
+    need(config.scores_rate >= 0, "scores_rate", f"= {config.scores_rate} must not be negative")
+    need(config.send_hwm >= 1, "send_hwm", f"= {config.send_hwm} must be at least 1")
+    need(1 <= config.stdin_rate <= config.ingest.max_rate, "stdin_rate", f"= {config.stdin_rate} is not a usable rate")
+    need(config.ingest.idle_timeout > 0, "ingest.idle_timeout", "must be positive")
+    need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
+    need(sum(s == "-" for s in config.sources) <= 1, "sources", "names stdin (-) more than once")
+    need("://" in config.publish, "publish", f"= {config.publish!r} is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)")
+    return config
+
+
+def config_path(path: str | Path | None) -> Path | None:
+    """The config file in force: the one given, else the default one when it exists."""
+    return Path(path) if path else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+
+
+def load_config(path: str | Path | None, overrides: dict) -> ServiceConfig:
+    """Read the config file (if any), apply flag overrides, check the result.
+
+    `overrides` holds flag values; None means "not given". `models` and `sources` given as flags
+    replace the file's lists.
+    """
+    path = config_path(path)
+    config = build(ServiceConfig, read_toml(path, ConfigError), str(path), error=ConfigError) \
+        if path else ServiceConfig()
+    config.source = str(path) if path else "command line"
+    for key, value in overrides.items():  # "decision.smoothing" sets a key of a table
+        if value is None:
+            continue
+        if key == "models":
+            value = [ModelConfig(m) for m in value]
+        *tables, name = key.split(".")
+        target = config
+        for table in tables:
+            target = getattr(target, table)
+        if name not in {f.name for f in dataclasses.fields(target)}:
+            raise ValueError(f"no such setting {key}")
+        setattr(target, name, value)
+    return check(config)

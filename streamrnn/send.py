@@ -1,0 +1,70 @@
+"""`streamrnn send`: the reference ingest client. Pushes a file's samples to a service.
+
+Audio files go as mono s16le; CSV files (a row per time step, a column per channel) go as f32le
+sensor frames at `--rate`. Each message: [stream id, JSON header, samples].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import soundfile
+import zmq
+
+from .audio import AudioError, to_mono
+
+
+def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
+    """(samples, rate, kind) of an audio file or a sensor CSV."""
+    if path.endswith(".csv"):
+        if not rate:
+            raise ValueError(f"{path}: a CSV of sensor frames needs --rate")
+        try:
+            frames = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a CSV of numbers ({exc})") from None
+        return frames, rate, "sensor"
+    try:
+        samples, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({exc})") from None
+    return to_mono(samples), float(file_rate), "audio"
+
+
+def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_seconds: float):
+    """The multipart messages for one stream, the last marked `end`."""
+    block = max(1, int(rate * block_seconds))
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    count = max(1, -(-len(samples) // block))
+    for seq in range(count):
+        piece = samples[seq * block:(seq + 1) * block]
+        if kind == "audio":
+            fmt, payload = "s16le", (np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes()
+        else:
+            fmt, payload = "f32le", piece.astype("<f4").tobytes()
+        header = {"format": fmt, "rate": rate, "channels": channels, "seq": seq, "kind": kind}
+        if seq == count - 1:
+            header["end"] = True
+        yield [stream.encode(), json.dumps(header).encode(), payload], len(piece) / rate
+
+
+def send(path: str, address: str, stream: str, realtime: bool = True, rate: float | None = None,
+         block_seconds: float = 0.02) -> int:
+    """Send one file as one stream; returns the number of messages sent."""
+    samples, rate, kind = read_frames(path, rate)
+    socket = zmq.Context.instance().socket(zmq.PUSH)
+    socket.setsockopt(zmq.LINGER, 10000)
+    socket.connect(address)
+    start, sent_seconds, count = time.monotonic(), 0.0, 0
+    try:
+        for parts, seconds in messages(stream, samples, rate, kind, block_seconds):
+            sent_seconds += seconds
+            if realtime:
+                time.sleep(max(0.0, start + sent_seconds - time.monotonic()))
+            socket.send_multipart(parts)
+            count += 1
+    finally:
+        socket.close()
+    return count

@@ -1,0 +1,100 @@
+"""Sources: each runs in its own thread and hands the service messages through one callback.
+
+Messages: `Samples` (a piece of a stream at the source's own rate), `StreamEnd` (no more
+samples on a stream), `Problem` (something counted, and dropped where it was data),
+`SourceState` (how a source is doing, reported in status).
+`open_source(spec)` turns a `--source` spec into a source; binding and device checks happen
+there, so bad specs fail at start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Samples:
+    stream: str
+    samples: np.ndarray          # float32 [n] (audio) or [n, channels] (sensor)
+    rate: float
+    kind: str = "audio"          # audio | sensor
+    received: float = field(default_factory=time.monotonic)  # when the service was handed them
+
+
+@dataclass
+class StreamEnd:
+    stream: str
+
+
+@dataclass
+class SourceState:
+    source: str
+    state: str                   # running | retrying: REASON | ended
+
+
+@dataclass
+class Problem:
+    counter: str                 # name of the counter in status/heartbeat
+    message: str                 # one line for the log
+    stream: str | None = None
+
+
+Emit = Callable[[object], None]
+
+
+class Source:
+    """One input. `run` blocks until the source ends or `stop` is set."""
+
+    name: str = ""
+    finite: bool = True          # ends by itself (files, stdin); mic and ingest run until stopped
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release sockets or devices (called after `run` has returned)."""
+
+
+def unique_stream_ids(paths: list[str]) -> list[str]:
+    """Stream ids for files: the file stem, numbered where stems repeat."""
+    seen: dict[str, int] = {}
+    ids = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        ids.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return ids
+
+
+def open_sources(specs: list[str], config, context) -> list[Source]:
+    """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`."""
+    from .file import FileSource
+    from .ingest import IngestSource
+    from .stdin import StdinSource
+
+    sources: list[Source] = []
+    files = [s for s in specs if not (s == "-" or s == "mic" or s.startswith(("mic:", "pull:", "sub:")))]
+    file_ids = dict(zip(files, unique_stream_ids(files)))
+    try:
+        for spec in specs:
+            if spec == "-":
+                sources.append(StdinSource(config.stdin_rate))
+            elif spec == "mic" or spec.startswith("mic:"):
+                from .mic import MicSource  # sounddevice/PortAudio only when a microphone is used
+                sources.append(MicSource(spec.partition(":")[2], config.mic))
+            elif spec.startswith(("pull:", "sub:")):
+                kind, _, address = spec.partition(":")
+                sources.append(IngestSource(context, kind, address, config.ingest))
+            else:
+                sources.append(FileSource(spec, file_ids[spec], realtime=not config.fast))
+    except Exception:
+        for source in sources:
+            source.close()
+        raise
+    return sources

@@ -1,0 +1,43 @@
+"""Audio files (wav/flac/ogg): paced at real time, or as fast as the service takes them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import soundfile
+
+from streamrnn.audio import AudioError, to_mono
+
+from . import Emit, Samples, Source, StreamEnd
+
+REALTIME_BLOCK = 0.01  # seconds per piece when paced like a live input
+FAST_BLOCK = 1.0
+
+
+class FileSource(Source):
+    def __init__(self, path: str, stream: str, realtime: bool):
+        self.name = f"file:{path}"
+        self.stream = stream
+        self.realtime = realtime
+        try:
+            info = soundfile.info(path)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"source {path}: cannot read audio ({exc})") from None
+        self.path, self.rate = path, float(info.samplerate)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        block = int(self.rate * (REALTIME_BLOCK if self.realtime else FAST_BLOCK))
+        start = time.monotonic()
+        sent = 0
+        with soundfile.SoundFile(self.path) as f:
+            for piece in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                if stop.is_set():
+                    return
+                if self.realtime:  # hand over each piece when its last sample would have been heard
+                    delay = start + (sent + len(piece)) / self.rate - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        return
+                emit(Samples(self.stream, to_mono(piece), self.rate))
+                sent += len(piece)
+        emit(StreamEnd(self.stream))
