@@ -1,8 +1,10 @@
 """The event publisher: a bound ZeroMQ XPUB socket sending multipart [topic, JSON].
 
-XPUB behaves as PUB for subscribers and also shows their subscriptions. With XPUB_NODROP and
-non-blocking sends, a message past a subscriber's high-water mark fails instead of vanishing,
-so drops are counted; recognition never waits for a slow subscriber.
+XPUB behaves as PUB for subscribers and also shows their subscriptions. Sends never block.
+Each event is first offered with XPUB_NODROP, which fails if any subscriber's queue is at its
+high-water mark; then it is counted as a drop and sent again without NODROP, which delivers it
+to every subscriber with room. So `drops` counts events that some subscriber missed, and one slow
+subscriber neither stalls recognition nor starves the others.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def bind(socket: zmq.Socket, address: str, what: str) -> None:
         socket.bind(address)
     except zmq.ZMQError as exc:
         socket.close(linger=0)
-        raise BindError(f"{what} {address}: cannot bind ({exc.strerror})") from None
+        raise BindError(f"{what} {address}: cannot bind ({zmq.strerror(exc.errno)})") from None
 
 
 class Publisher:
@@ -35,7 +37,11 @@ class Publisher:
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.LINGER, 500)
         self._monitor = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        bind(self._socket, address, "publish")
+        try:
+            bind(self._socket, address, "publish")
+        except BindError:
+            self._monitor.close(linger=0)
+            raise
         self._stamper = Stamper()
         self.published = 0
         self.drops = 0
@@ -44,11 +50,17 @@ class Publisher:
     def publish(self, event: dict) -> dict:
         """Stamp and send one event; count it as dropped if a subscriber's queue is full."""
         event = self._stamper.stamp(event)
+        parts = encode(event)
         try:
-            self._socket.send_multipart(encode(event), flags=zmq.NOBLOCK)
-            self.published += 1
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
         except zmq.Again:
             self.drops += 1
+            self._socket.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+            finally:
+                self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self.published += 1
         return event
 
     def poll(self) -> None:

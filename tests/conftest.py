@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -15,6 +17,25 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT / "tests" / "data"
 DATA_ROOT = Path(os.environ.get("STREAMRNN_DATA", ROOT.parent / "shared" / "data"))
 STREAMRNN = [sys.executable, "-m", "streamrnn.cli"]
+
+DEMO = ROOT / "streamrnn" / "samples" / "commands_demo.flac"
+DEMO_WORDS = [("yes", 0.5, 1.5), ("no", 2.0, 3.0), ("up", 3.5, 4.5), ("down", 5.0, 6.0),
+              ("left", 6.5, 7.5), ("stop", 8.0, 9.0), ("go", 9.5, 10.5)]
+EVENT_SCHEMA = jsonschema.Draft202012Validator(json.loads((ROOT / "streamrnn" / "event.schema.json").read_text()))
+
+
+def assert_demo_words(events: list[dict], stream: str | None = None, offset: float = 0.0) -> None:
+    """Most words of the demo recording detected in their time window, almost nothing else."""
+    found = [e for e in events if e["kind"] == "detection" and (stream is None or e["stream"] == stream)]
+
+    def fits(e, word, start, end):
+        return e["label"] == word and start + offset - 0.2 <= e["end"] <= end + offset + 0.6
+
+    hits = [w for w, s, t in DEMO_WORDS if any(fits(e, w, s, t) for e in found)]
+    wrong = [e for e in found if not any(fits(e, w, s, t) for w, s, t in DEMO_WORDS)]
+    assert len(hits) >= 6, (hits, found)
+    assert len(wrong) <= 1, wrong
+
 
 needs_data = pytest.mark.skipif(not (DATA_ROOT / "speech_commands").is_dir(),
                                 reason=f"shared data not found at {DATA_ROOT} (set STREAMRNN_DATA)")

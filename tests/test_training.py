@@ -42,7 +42,7 @@ def test_small_gru_beats_chance_on_held_out_speakers_and_streams_exactly(tmp_pat
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     chance = 1 / len(report["labels"])
     print("held-out speakers accuracy", report["test_accuracy"], "chance", chance)
-    assert report["test_accuracy"] > 0.6 > 3 * chance
+    assert report["test_accuracy"] >= 3 * chance  # 0.6 for five labels
     runtime = StreamingModel(path)
     assert runtime.info.name == "tiny_commands" and runtime.info.cell == "gru"
     assert set(runtime.info.thresholds) == {"yes", "no", "up", "down"}

@@ -1,13 +1,14 @@
 """A microphone through sounddevice (PortAudio); imported only when a microphone is used.
 
-Captures mono float32 at the device's rate (or `mic.rate`); the service converts it to each
-model's rate. Overflows are counted; a device that fails or disappears is reopened with backoff.
+Captures mono 16-bit PCM (what microphones deliver) at the device's rate (or `mic.rate`); the
+service converts it to each model's rate. Overflows are counted; a device that fails or disappears is reopened with backoff.
 """
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 import sounddevice as sd
 
 from . import Emit, Problem, Samples, Source, SourceState
@@ -46,13 +47,13 @@ class MicSource(Source):
         def callback(indata, frames, time_info, status):
             if status.input_overflow:
                 emit(Problem("mic_overflows", f"{self.name}: input overflow (samples lost)", STREAM))
-            emit(Samples(STREAM, indata[:, 0].copy(), self.rate))
+            emit(Samples(STREAM, indata[:, 0].astype(np.float32) / 32768.0, self.rate))
 
         backoff = 0.5
         while not stop.is_set():
             try:
                 with sd.InputStream(device=self.device, channels=1, samplerate=self.rate,
-                                    blocksize=self.block, dtype="float32", callback=callback) as stream:
+                                    blocksize=self.block, dtype="int16", callback=callback) as stream:
                     emit(SourceState(self.name, "running"))
                     backoff = 0.5
                     while stream.active and not stop.wait(0.1):

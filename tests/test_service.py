@@ -1,0 +1,303 @@
+"""The service end to end: real `streamrnn serve` processes, real sockets, a real subscriber."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import zmq
+
+from conftest import DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words
+from streamrnn.client import Subscription
+from streamrnn.send import messages
+
+COMMANDS = ROOT / "streamrnn" / "models" / "commands.onnx"
+
+
+def demo_pcm() -> np.ndarray:
+    samples, _ = sf.read(DEMO, dtype="float32")
+    return samples
+
+
+class Service:
+    """A `streamrnn serve` subprocess publishing on ipc:// with a subscriber already listening."""
+
+    def __init__(self, tmp_path, *args, env=None, stdin=None):
+        self.address = f"ipc://{tmp_path}/events"
+        self.subscription = Subscription(self.address)
+        command = STREAMRNN + ["serve", "--publish", self.address, "--wait-subscriber", "10",
+                               "--heartbeat", "0.5", *map(str, args)]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=stdin, stderr=subprocess.PIPE)
+        self.events: list[dict] = []
+
+    def collect(self, until=lambda event: False, timeout: float = 60) -> dict | None:
+        """Gather events until one satisfies `until` (returned), the process ends, or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.subscription.receive(timeout=0.2)
+            if event is None:
+                if self.process.poll() is not None:
+                    return None
+                continue
+            EVENT_SCHEMA.validate(event)
+            self.events.append(event)
+            if until(event):
+                return event
+        raise AssertionError(f"timed out; events so far: {self.events[-5:]}")
+
+    def stop(self, sig=signal.SIGTERM) -> tuple[int, float, str]:
+        start = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=10)
+        took = time.monotonic() - start
+        self.collect(timeout=1)
+        return code, took, self.process.stderr.read().decode()
+
+    def finish(self) -> tuple[int, str]:
+        self.collect(lambda e: e.get("state") == "stopping")
+        code = self.process.wait(timeout=20)
+        return code, self.process.stderr.read().decode()
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.subscription.close()
+
+    def final_status(self) -> dict:
+        return [e for e in self.events if e["kind"] == "status"][-1]
+
+
+@pytest.fixture
+def service(tmp_path):
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(Service(tmp_path, *args, **kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.close()
+
+
+def test_file_source_detections_reach_a_subscriber(service):
+    s = service("--model", "commands", "--source", DEMO, "--fast")
+    code, log = s.finish()
+    assert code == 0, log
+    assert_demo_words(s.events, stream="commands_demo")
+    kinds = {e["kind"] for e in s.events}
+    assert {"detection", "status", "heartbeat"} <= kinds
+    seqs = [e["seq"] for e in s.events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    final = s.final_status()
+    assert final["state"] == "stopping" and final["frames"] >= 1100 and final["drops"] == 0
+    assert "detection commands_demo yes" in log
+
+
+def test_stdin_source(service):
+    s = service("--model", "commands", "--source", "-", "--stdin-rate", "16000",
+                stdin=subprocess.PIPE)
+    s.collect(lambda e: e["kind"] == "status")
+    pcm = (demo_pcm() * 32767).astype("<i2").tobytes()
+    s.process.stdin.write(pcm[:12345])  # an odd split: half a sample waits for its other byte
+    s.process.stdin.write(pcm[12345:])
+    s.process.stdin.close()
+    code, log = s.finish()
+    assert code == 0, log
+    assert_demo_words(s.events, stream="stdin")
+
+
+def test_zmq_ingest_from_streamrnn_send(service, tmp_path):
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}")
+    s.collect(lambda e: e["kind"] == "status")
+    sent = subprocess.run(STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "kitchen", "--fast"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert sent.returncode == 0, sent.stderr
+    s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=30)
+    code, took, log = s.stop()
+    assert code == 0 and took < 1.0, (code, took, log)
+    assert_demo_words(s.events, stream="kitchen")
+    assert s.final_status()["state"] == "stopping"
+
+
+def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, tmp_path):
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}")
+    s.collect(lambda e: e["kind"] == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    good = list(messages("good", demo_pcm(), 16000.0, "audio", 0.02))
+    header = {"format": "s16le", "rate": 16000, "channels": 1, "seq": 0}
+    bad = [
+        [b"x", b"{}"],                                                   # wrong part count
+        [b"bad", b"{not json", b"\0\0"],                                 # bad JSON
+        [b"bad", json.dumps({**header, "format": "mp3"}).encode(), b""],  # unknown format
+        [b"bad", json.dumps(header).encode(), b"\0\0\0"],               # odd byte count
+        [b"bad", json.dumps({**header, "format": "f32le"}).encode(),
+         np.array([0.1, np.nan], "<f4").tobytes()],                      # NaN
+        [b"bad", json.dumps({**header, "rate": 1e9}).encode(), b"\0\0"],  # absurd rate
+    ]
+    for i, (parts, _) in enumerate(good):
+        push.send_multipart(parts)
+        if i < len(bad):
+            push.send_multipart(bad[i])
+        if i == 10:  # the good stream's sequence going backwards, then a gap
+            push.send_multipart(good[3][0])
+    push.send_multipart([b"gappy", json.dumps(header).encode(), b"\0\0" * 160])
+    push.send_multipart([b"gappy", json.dumps({**header, "seq": 5, "end": True}).encode(), b"\0\0" * 160])
+    s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=30)
+    s.collect(lambda e: e["kind"] == "status" and e["problems"].get("ingest_seq_gaps"), timeout=5)
+    code, _, log = s.stop()
+    push.close(linger=0)
+    assert code == 0, log
+    assert_demo_words(s.events, stream="good")
+    problems = s.final_status()["problems"]
+    for counter in ("ingest_bad_parts", "ingest_bad_header", "ingest_bad_format", "ingest_odd_bytes",
+                    "ingest_not_finite", "ingest_bad_rate", "ingest_seq_backwards", "ingest_seq_gaps"):
+        assert problems.get(counter) == 1, (counter, problems)
+
+
+def test_stream_that_stops_mid_chunk_expires_and_is_scored(service, tmp_path):
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}", "--idle-timeout", "0.5")
+    s.collect(lambda e: e["kind"] == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    cut = demo_pcm()[:int(1.57 * 16000) + 37]  # "yes", then silence stops mid-chunk
+    for parts, _ in messages("cut", cut, 16000.0, "audio", 0.02):
+        if json.loads(parts[1]).get("end"):
+            break  # never say end: the stream just goes quiet
+        push.send_multipart(parts)
+    expired = s.collect(lambda e: e["kind"] == "status" and e["problems"].get("streams_expired"), timeout=10)
+    assert expired["problems"]["streams_expired"] == 1
+    assert any(e["kind"] == "detection" and e["stream"] == "cut" and e["label"] == "yes" for e in s.events)
+    push.close(linger=0)
+    assert s.stop()[0] == 0
+
+
+def test_sd_notify_ready_watchdog_stopping_on_a_real_socket(tmp_path):
+    path = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
+    process = subprocess.Popen(STREAMRNN + ["serve", "--model", "commands", "--source", f"pull:ipc://{tmp_path}/in",
+                                            "--publish", f"ipc://{tmp_path}/events"], env=env, cwd=ROOT,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        received = []
+        while not any("READY=1" in m for m in received):
+            received.append(listener.recv(4096).decode())
+        assert any(line.startswith("STATUS=") for m in received for line in m.splitlines())
+        started = time.monotonic()
+        while time.monotonic() - started < 0.6:
+            received.append(listener.recv(4096).decode())
+        watchdogs = sum(m == "WATCHDOG=1" for m in received)
+        assert watchdogs >= 3, received  # every 0.1 s
+        process.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in received[-1]:
+            received.append(listener.recv(4096).decode())
+        assert process.wait(timeout=5) == 0
+    finally:
+        process.kill()
+        listener.close()
+
+
+def test_sighup_reloads_and_keeps_the_old_model_when_the_new_file_is_garbage(service, tmp_path):
+    model = tmp_path / "mine.onnx"
+    shutil.copy(COMMANDS, model)
+    config = tmp_path / "streamrnn.toml"
+    ingest = f"ipc://{tmp_path}/ingest"
+    config.write_text(f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "{model}"\n')
+    s = service("--config", config)
+    s.collect(lambda e: e["kind"] == "status")
+    model.write_bytes(b"garbage")
+    s.process.send_signal(signal.SIGHUP)
+    s.collect(lambda e: e["kind"] == "status" and e["problems"].get("reload_failures"), timeout=10)
+    subprocess.run(STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "after", "--fast"],
+                   check=True, capture_output=True, timeout=60, cwd=ROOT)
+    s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=30)
+    assert_demo_words(s.events, stream="after")
+    shutil.copy(COMMANDS, model)
+    config.write_text(config.read_text() + "thresholds = { yes = 0.99 }\n")
+    s.process.send_signal(signal.SIGHUP)
+    reloaded = s.collect(lambda e: e["kind"] == "status" and e["state"] == "reloaded", timeout=10)
+    assert reloaded["models"][0]["name"] == "commands"
+    code, _, log = s.stop()
+    assert code == 0
+    assert "keeping the loaded model" in log and "not a loadable ONNX model" in log
+
+
+def test_slow_subscriber_does_not_stall_others_and_drops_are_counted(service, tmp_path):
+    slow = zmq.Context.instance().socket(zmq.SUB)  # connected first, never reads
+    slow.setsockopt(zmq.RCVHWM, 5)
+    slow.setsockopt(zmq.RCVBUF, 4096)
+    slow.setsockopt(zmq.SUBSCRIBE, b"")
+    slow.connect(f"ipc://{tmp_path}/events")
+    copies = [tmp_path / f"copy{i}.flac" for i in range(6)]
+    for path in copies:
+        shutil.copy(DEMO, path)
+    sources = [arg for path in copies for arg in ("--source", path)]
+    s = service("--model", "commands", *sources, "--fast", "--scores-rate", "1000", "--send-hwm", "5")
+    try:
+        code, log = s.finish()
+    finally:
+        slow.close(linger=0)
+    assert code == 0, log
+    assert s.final_status()["drops"] > 0
+    for path in copies:  # the subscriber that reads got every detection all the same
+        assert_demo_words(s.events, stream=path.stem)
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    blocker = zmq.Context.instance().socket(zmq.PUB)
+    port = blocker.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        done = subprocess.run(STREAMRNN + ["serve", "--model", "commands", "--source", DEMO,
+                                           "--publish", f"tcp://127.0.0.1:{port}"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        blocker.close(linger=0)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"streamrnn: error: publish tcp://127.0.0.1:{port}: cannot bind (Address already in use)"
+
+
+@pytest.mark.parametrize("config, message", [
+    ('sources = ["x.wav"]\nbogus = 1\n[[models]]\nmodel = "commands"\n', "unknown key bogus"),
+    ('sources = ["x.wav"]\nheartbeat = "often"\n[[models]]\nmodel = "commands"\n', "heartbeat = 'often' is not a float"),
+    ('sources = ["x.wav"]\n[[models]]\nmodel = "commands"\nthresholds = { yes = 2 }\n', "models[0].thresholds.yes = 2 is outside [0, 1]"),
+    ('sources = ["x.wav"]\n[[models]]\nmodel = "commands"\nthresholds = { maybe = 0.5 }\n', "models[0].thresholds: maybe not a label"),
+    ('sources = ["x.wav"]\n[[models]]\nmodel = "nosuch"\n', "model 'nosuch' not found"),
+    ('sources = ["/no/such.wav"]\n[[models]]\nmodel = "commands"\n', "source /no/such.wav: cannot read audio"),
+    ('[[models]]\nmodel = "commands"\n', "sources is empty"),
+    ('sources = ["x.wav"]\n[decision]\npatience = 0\n[[models]]\nmodel = "commands"\n', "decision.patience = 0 must be at least 1"),
+])
+def test_bad_config_stops_start_up_in_one_line(tmp_path, config, message):
+    (tmp_path / "x.wav").write_bytes(DEMO.read_bytes())
+    path = tmp_path / "c.toml"
+    path.write_text(config)
+    for extra in (["--check"], []):
+        done = subprocess.run(STREAMRNN + ["serve", "--config", path, *extra], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 1
+        assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_check_accepts_a_good_config(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'sources = ["{DEMO}", "pull:tcp://127.0.0.1:5557"]\n[[models]]\nmodel = "commands"\n'
+                    'thresholds = { yes = 0.8 }\n[decision]\nsmoothing = 4\n')
+    done = subprocess.run(STREAMRNN + ["serve", "--config", path, "--check"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "OK (1 model(s), 2 source(s))" in done.stdout
