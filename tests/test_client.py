@@ -1,0 +1,91 @@
+"""Subscribers: `streamrnn listen`, the reconnecting Python client, and sensor frames end to end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import numpy as np
+import zmq
+
+from conftest import ROOT, STREAMRNN, export_test_model
+from streamrnn.client import Subscription
+from test_service import Service
+
+
+def free_tcp_address() -> str:
+    probe = zmq.Context.instance().socket(zmq.PUB)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)
+    return f"tcp://127.0.0.1:{port}"
+
+
+def serve(address: str, tmp_path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(STREAMRNN + ["serve", "--model", "commands", "--source", f"pull:ipc://{tmp_path}/{name}",
+                                         "--publish", address, "--heartbeat", "0.2"],
+                            cwd=ROOT, stderr=subprocess.DEVNULL)
+
+
+def test_listen_prints_events_as_json_lines(tmp_path):
+    address = free_tcp_address()
+    service = serve(address, tmp_path, "in")
+    try:
+        done = subprocess.run(STREAMRNN + ["listen", "--connect", address, "--topic", "heartbeat", "--count", "3"],
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["kind"] for e in events] == ["heartbeat"] * 3
+    assert events[0]["seq"] < events[1]["seq"] < events[2]["seq"]
+
+
+def test_subscription_survives_a_service_restart(tmp_path):
+    address = free_tcp_address()
+    subscription = Subscription(address, ("heartbeat",), silence=1.0)
+    first = serve(address, tmp_path, "a")
+    try:
+        before = subscription.receive(timeout=20)
+        assert before is not None and before["kind"] == "heartbeat"
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=10) == 0
+        second = serve(address, tmp_path, "b")
+        try:
+            after = None
+            while after is None or after["uptime"] >= before["uptime"] + 5:
+                after = subscription.receive(timeout=20)
+                assert after is not None, "no event from the restarted service"
+            assert after["seq"] < 5  # a new publisher counts from 0 again
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=10)
+    finally:
+        first.kill()
+        subscription.close()
+
+
+def test_sensor_frames_through_ingest_reach_a_sensor_model(tmp_path):
+    _, _, model = export_test_model(tmp_path, "gru", "sensor", chunk=10)
+    csv = tmp_path / "wrist.csv"
+    rng = np.random.default_rng(1)
+    np.savetxt(csv, rng.normal(size=(200, 3)), delimiter=",")
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = Service(tmp_path, "--model", model, "--model", "commands", "--source", f"pull:{ingest}",
+                "--scores-rate", "1000")
+    try:
+        s.collect(lambda e: e["kind"] == "status")
+        sent = subprocess.run(STREAMRNN + ["send", csv, "--rate", "25", "--connect", ingest, "--fast"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert sent.returncode == 0, sent.stderr
+        s.collect(lambda e: e["kind"] == "scores" and e["stream"] == "wrist", timeout=20)
+        s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] == 200 and e["streams"] == 0, timeout=20)
+        code, _, log = s.stop()
+    finally:
+        s.close()
+    assert code == 0, log
+    scores = [e for e in s.events if e["kind"] == "scores" and e["stream"] == "wrist"]
+    assert {e["model"] for e in scores} == {"test_gru_sensor"}  # the audio model never sees it
+    assert set(scores[0]["scores"]) == {"a", "b", "c", "nothing"}
+    assert "streams_unserved" not in s.final_status()["problems"]
