@@ -282,7 +282,11 @@ class Service:
     def _feed(self, piece: Samples) -> None:
         channels = 1 if piece.samples.ndim == 1 else piece.samples.shape[1]
         record = self.streams.get(piece.stream)
-        if record is None or record.ended:
+        if record is not None and record.ended:  # an id used again right after its stream ended
+            self._run_models()
+            self._drop_ended_streams()
+            record = None
+        if record is None:
             record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels)
             takers = [s for s in self.slots if s.takes(piece.kind, channels)]
             if not takers:

@@ -301,3 +301,27 @@ def test_check_accepts_a_good_config(tmp_path):
                           timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "OK (1 model(s), 2 source(s))" in done.stdout
+
+
+def test_a_stream_id_used_again_starts_a_fresh_stream(service, tmp_path):
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}")
+    s.collect(lambda e: e["kind"] == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    yes = demo_pcm()[:int(1.8 * 16000)]
+    for _ in range(2):  # ended and reused at once, then restarted from seq 0 without an end
+        for parts, _ in messages("again", yes, 16000.0, "audio", 0.02):
+            push.send_multipart(parts)
+    for parts, _ in list(messages("again", yes, 16000.0, "audio", 0.02))[:-1]:
+        push.send_multipart(parts)
+    for parts, _ in messages("again", yes, 16000.0, "audio", 0.02):
+        push.send_multipart(parts)
+    s.collect(lambda e: e["kind"] == "status" and e["problems"].get("streams_restarted"), timeout=20)
+    s.collect(lambda e: sum(x["kind"] == "detection" and x["label"] == "yes" for x in s.events) >= 4, timeout=20)
+    push.close(linger=0)
+    code, _, log = s.stop()
+    assert code == 0, log
+    yeses = [e for e in s.events if e["kind"] == "detection" and e["stream"] == "again"]
+    assert [e["label"] for e in yeses] == ["yes"] * 4
+    assert all(0.5 <= e["end"] <= 1.8 for e in yeses)  # each run counts stream time from 0

@@ -3,8 +3,8 @@
 Each message has three parts: the stream id (UTF-8), a JSON header, the raw samples.
 Header: `format` (`s16le` | `f32le`), `rate` (Hz), `channels` (default 1), `seq` (per-stream
 counter), optional `kind` (`audio` | `sensor`, default audio) and `end` (true: the stream ends
-after these samples). New ids start streams; streams idle past `idle_timeout` end. Malformed
-messages are counted and dropped; sequence gaps are counted.
+after these samples). New ids start streams; seq 0 on a known id starts it over; streams idle
+past `idle_timeout` end. Malformed messages are counted and dropped; sequence gaps are counted.
 """
 
 from __future__ import annotations
@@ -93,7 +93,11 @@ class IngestSource(Source):
                 try:
                     stream, header, samples = parse(parts, self.config.max_rate)
                     seq = header["seq"]
-                    if stream in last_seq and seq <= last_seq[stream]:
+                    if stream in last_seq and seq == 0:  # the sender started over: a new stream
+                        emit(Problem("streams_restarted", f"stream {stream}: seq 0 again, restarted", stream))
+                        emit(StreamEnd(stream))
+                        del last_seq[stream], last_seen[stream]
+                    elif stream in last_seq and seq <= last_seq[stream]:
                         raise Reject("ingest_seq_backwards", f"stream {stream}: seq {seq} after {last_seq[stream]}")
                 except Reject as r:
                     emit(Problem(r.counter, str(r)))
