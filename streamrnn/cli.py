@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -18,9 +19,8 @@ class CommandError(Exception):
 
 def _need_training(command: str) -> None:
     try:
-        import torch  # noqa: F401
-        import torchaudio  # noqa: F401
-        import onnx  # noqa: F401
+        for name in ("torch", "torchaudio", "onnx"):
+            importlib.import_module(name)
     except ImportError:
         raise CommandError(f"streamrnn {command} {TRAIN_EXTRA}") from None
 

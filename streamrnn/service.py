@@ -316,9 +316,9 @@ class Service:
                 slot.end_stream(stream)
 
     def _run_models(self) -> None:
-        now = time.monotonic()
         for slot in self.slots:
             while out := slot.runtime.step():
+                now = time.monotonic()
                 for stream, scores in out.items():
                     self.frames += len(scores)
                     for detection in slot.deciders[stream].update(scores):

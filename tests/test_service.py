@@ -30,9 +30,9 @@ def demo_pcm() -> np.ndarray:
 class Service:
     """A `streamrnn serve` subprocess publishing on ipc:// with a subscriber already listening."""
 
-    def __init__(self, tmp_path, *args, env=None, stdin=None):
+    def __init__(self, tmp_path, *args, env=None, stdin=None, topics=("",)):
         self.address = f"ipc://{tmp_path}/events"
-        self.subscription = Subscription(self.address)
+        self.subscription = Subscription(self.address, topics)
         command = STREAMRNN + ["serve", "--publish", self.address, "--wait-subscriber", "10",
                                "--heartbeat", "0.5", *map(str, args)]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=stdin, stderr=subprocess.PIPE)
@@ -89,6 +89,16 @@ def service(tmp_path):
         s.close()
 
 
+def ingest_service(service, tmp_path, *args, topics=("",)):
+    """A running service with a ZeroMQ ingest source, and a PUSH socket connected to it."""
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}", *args, topics=topics)
+    s.collect(lambda e: e["kind"] == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    return s, push
+
+
 def test_file_source_detections_reach_a_subscriber(service):
     s = service("--model", "commands", "--source", DEMO, "--fast")
     code, log = s.finish()
@@ -131,11 +141,7 @@ def test_zmq_ingest_from_streamrnn_send(service, tmp_path):
 
 
 def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, tmp_path):
-    ingest = f"ipc://{tmp_path}/ingest"
-    s = service("--model", "commands", "--source", f"pull:{ingest}")
-    s.collect(lambda e: e["kind"] == "status")
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(ingest)
+    s, push = ingest_service(service, tmp_path)
     good = list(messages("good", demo_pcm(), 16000.0, "audio", 0.02))
     header = {"format": "s16le", "rate": 16000, "channels": 1, "seq": 0}
     bad = [
@@ -168,11 +174,7 @@ def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, 
 
 
 def test_stream_that_stops_mid_chunk_expires_and_is_scored(service, tmp_path):
-    ingest = f"ipc://{tmp_path}/ingest"
-    s = service("--model", "commands", "--source", f"pull:{ingest}", "--idle-timeout", "0.5")
-    s.collect(lambda e: e["kind"] == "status")
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(ingest)
+    s, push = ingest_service(service, tmp_path, "--idle-timeout", "0.5")
     cut = demo_pcm()[:int(1.57 * 16000) + 37]  # "yes", then silence stops mid-chunk
     for parts, _ in messages("cut", cut, 16000.0, "audio", 0.02):
         if json.loads(parts[1]).get("end"):
@@ -239,24 +241,28 @@ def test_sighup_reloads_and_keeps_the_old_model_when_the_new_file_is_garbage(ser
 
 
 def test_slow_subscriber_does_not_stall_others_and_drops_are_counted(service, tmp_path):
-    slow = zmq.Context.instance().socket(zmq.SUB)  # connected first, never reads
+    s, push = ingest_service(service, tmp_path, "--scores-rate", "1000", "--send-hwm", "50",
+                             topics=("detection", "status", "heartbeat"))  # filtered at the sender
+    slow = zmq.Context.instance().socket(zmq.SUB)  # subscribes, never reads
     slow.setsockopt(zmq.RCVHWM, 5)
     slow.setsockopt(zmq.RCVBUF, 4096)
     slow.setsockopt(zmq.SUBSCRIBE, b"")
-    slow.connect(f"ipc://{tmp_path}/events")
-    copies = [tmp_path / f"copy{i}.flac" for i in range(6)]
-    for path in copies:
-        shutil.copy(DEMO, path)
-    sources = [arg for path in copies for arg in ("--source", path)]
-    s = service("--model", "commands", *sources, "--fast", "--scores-rate", "1000", "--send-hwm", "5")
+    slow.connect(s.address)
     try:
-        code, log = s.finish()
+        s.collect(lambda e: e["kind"] == "heartbeat" and e["subscribers"] == 2, timeout=10)
+        streams = [f"room{i}" for i in range(16)]  # about 1 MB of events: more than socket buffers hold
+        for stream in streams:
+            for parts, _ in messages(stream, demo_pcm(), 16000.0, "audio", 0.02):
+                push.send_multipart(parts)
+        s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] >= 16 * 1100 and e["streams"] == 0, timeout=30)
+        code, _, log = s.stop()
     finally:
         slow.close(linger=0)
+        push.close(linger=0)
     assert code == 0, log
     assert s.final_status()["drops"] > 0
-    for path in copies:  # the subscriber that reads got every detection all the same
-        assert_demo_words(s.events, stream=path.stem)
+    for stream in streams:  # the subscriber that reads got every detection all the same
+        assert_demo_words(s.events, stream=stream)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):
@@ -304,11 +310,7 @@ def test_check_accepts_a_good_config(tmp_path):
 
 
 def test_a_stream_id_used_again_starts_a_fresh_stream(service, tmp_path):
-    ingest = f"ipc://{tmp_path}/ingest"
-    s = service("--model", "commands", "--source", f"pull:{ingest}")
-    s.collect(lambda e: e["kind"] == "status")
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.connect(ingest)
+    s, push = ingest_service(service, tmp_path)
     yes = demo_pcm()[:int(1.8 * 16000)]
     for _ in range(2):  # ended and reused at once, then restarted from seq 0 without an end
         for parts, _ in messages("again", yes, 16000.0, "audio", 0.02):
