@@ -56,6 +56,7 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
         "labels": labels, "background_label": recipe.data.background_label,
         "thresholds": thresholds, "sample_rate": recipe.data.sample_rate, "chunk": chunk,
         "frame_hop": model.frame_hop, "channels": recipe.data.channels, "cell": recipe.model.cell,
+        "readout": model.readout,
         "trained_on": trained_on, "license": recipe.license, "description": recipe.description,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })

@@ -17,6 +17,7 @@ AUDIO_INPUT = "audio"
 SCORES_OUTPUT = "scores"
 KINDS = ("audio", "sensor")
 CELLS = ("rnn", "lstm", "gru")
+READOUTS = ("peak", "mean")  # how a clip's label follows from its frames (see metrics.clip_scores)
 
 # key -> how the string value is decoded ("str", "int", "json")
 METADATA = {
@@ -32,6 +33,7 @@ METADATA = {
     "frame_hop": "int",
     "channels": "int",
     "cell": "str",
+    "readout": "str",
     "trained_on": "str",
     "created": "str",
     "license": "str",
@@ -71,6 +73,7 @@ class ModelInfo:
     cell: str
     trained_on: str
     created: str
+    readout: str = "peak"
     license: str = ""
     description: str = ""
 
@@ -129,6 +132,8 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
         fail(f"metadata {PREFIX}kind={values['kind']!r} (expected one of {KINDS})")
     if values["cell"] not in CELLS:
         fail(f"metadata {PREFIX}cell={values['cell']!r} (expected one of {CELLS})")
+    if values.get("readout", "peak") not in READOUTS:
+        fail(f"metadata {PREFIX}readout={values['readout']!r} (expected one of {READOUTS})")
     if values["background_label"] not in labels:
         fail(f"metadata {PREFIX}background_label={values['background_label']!r} is not a label")
     thresholds = values["thresholds"]

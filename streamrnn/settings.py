@@ -23,6 +23,7 @@ TYPE_CHECKS = {
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "dict[str, float]": lambda v: isinstance(v, dict) and all(
         isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values()),
+    "dict[str, str]": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
 }
 
 

@@ -1,14 +1,12 @@
 """Datasets: labelled clips read from disk, split by speaker (or recording), fitted to a length.
 
-Layouts: `folders` (a folder per label of wav/flac), `speech_commands` (folders per word plus
-`_unknown_`/`_silence_`; builds them from other words and `_background_noise_` where missing),
-`ts` (sktime .ts sensor files) and `csv` (a folder per label of CSV recordings, a row per step).
+Audio layouts are listed by `streamrnn.datasets` (folders, speech_commands, files); sensor
+layouts here: `ts` (sktime .ts files) and `csv` (a folder per label of CSV recordings, a row per
+step). `data.noise_clips` adds background-label clips cut from the noise folder.
 """
 
 from __future__ import annotations
 
-import re
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +15,9 @@ import numpy as np
 import torch
 
 from streamrnn.audio import AudioError, read_audio
+from streamrnn.datasets import DataError, audio_files, list_clips, split_of
 
 from .recipe import Recipe
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-
-
-class DataError(ValueError):
-    """Data that cannot be used; the message names the folder, file or label."""
 
 
 @dataclass
@@ -49,10 +42,6 @@ class Splits:
                 f"{count(self.validation)}, test {count(self.test)}; split by group")
 
 
-def _stable_hash(text: str) -> float:
-    return zlib.crc32(text.encode()) / 2**32
-
-
 def _fit(samples: np.ndarray, length: int) -> torch.Tensor:
     """Cut the middle `length` samples, or pad zeros evenly on both sides."""
     n = len(samples)
@@ -63,60 +52,29 @@ def _fit(samples: np.ndarray, length: int) -> torch.Tensor:
     return torch.from_numpy(np.pad(samples, pad))
 
 
-def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-
-
-def _group(regex: re.Pattern | None, path: Path) -> str:
-    if regex is None:
-        return path.name
-    match = regex.search(path.name)
-    return match.group(1) if match else path.name
-
-
-def _label_folders(recipe: Recipe, root: Path) -> dict[str, list[Path]]:
-    """label -> files, for the folders and speech_commands layouts."""
-    d = recipe.data
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder does not exist")
-    folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
-    labels = d.labels or sorted(n for n in folders if n != "_background_noise_")
-    files = {}
-    for label in labels:
-        if label in folders:
-            files[label] = _audio_files(folders[label])
-        elif d.layout == "speech_commands" and label == "_unknown_":
-            files[label] = [f for name, p in folders.items()
-                            if name not in labels and not name.startswith("_") for f in _audio_files(p)]
-        elif d.layout == "speech_commands" and label == "_silence_" and "_background_noise_" in folders:
-            files[label] = _audio_files(folders["_background_noise_"])
-        else:
-            raise DataError(f"{root}: no folder for label {label!r}")
-    return files
-
-
 def _read_audio_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[Example]]:
     d = recipe.data
     length = recipe.clip_samples
-    regex = re.compile(d.group_regex) if d.group_regex else None
-    files = _label_folders(recipe, root)
-    labels = list(files)
+    labels, clips = list_clips(root, d.layout, d.labels, d.group_regex, d.label_regex, d.label_map,
+                               d.max_per_label)
+    for extra in d.extra if root == Path(d.root) / d.path else []:
+        _, more = list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
+                             extra.label_regex, extra.label_map, d.max_per_label)
+        clips += more
     examples = []
-    for index, (label, paths) in enumerate(files.items()):
-        if d.max_per_label:
-            paths = sorted(paths, key=lambda p: _stable_hash(p.name))[:d.max_per_label]
-        for path in paths:
-            try:
-                samples = read_audio(path, d.sample_rate)
-            except AudioError as exc:
-                raise DataError(str(exc)) from None
-            if path.parent.name == "_background_noise_":
-                # long noise recordings become clip-length cuts, each its own group
-                for i in range(0, len(samples) - length + 1, length):
-                    examples.append(Example(torch.from_numpy(samples[i:i + length].copy()), index,
-                                            f"{path.name}#{i // length}", str(path)))
-            else:
-                examples.append(Example(_fit(samples, length), index, _group(regex, path), str(path)))
+    for clip in clips:
+        try:
+            samples = read_audio(clip.path, d.sample_rate)
+        except AudioError as exc:
+            raise DataError(str(exc)) from None
+        index = labels.index(clip.label)
+        if clip.path.parent.name == "_background_noise_":
+            # long noise recordings become clip-length cuts, each its own group
+            for i in range(0, len(samples) - length + 1, length):
+                examples.append(Example(torch.from_numpy(samples[i:i + length].copy()), index,
+                                        f"{clip.path.name}#{i // length}", str(clip.path)))
+        else:
+            examples.append(Example(_fit(samples, length), index, clip.group, str(clip.path)))
     return labels, examples
 
 
@@ -190,27 +148,58 @@ def _read_sensor_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[E
 
 
 def load_splits(recipe: Recipe) -> Splits:
-    """Read the recipe's dataset and split it by group (speaker or recording)."""
+    """Read the recipe's dataset and split it by group (speaker or recording); with
+    `data.test_path`, that dataset is the test set and the main one gives train and validation."""
     d = recipe.data
+    labels, examples = _read(recipe, d.path)
+    if d.noise_clips and d.background_label not in labels:
+        labels.append(d.background_label)
     root = Path(d.root) / d.path
-    if not root.exists():
-        raise DataError(f"{root}: data path does not exist (data.root={d.root!r}, data.path={d.path!r})")
-    reader = _read_audio_examples if d.kind == "audio" else _read_sensor_examples
-    labels, examples = reader(recipe, root)
     if d.background_label not in labels:
         raise DataError(f"{root}: background label {d.background_label!r} is not among labels {labels}")
+    if d.noise_clips:
+        examples += _noise_examples(recipe, labels.index(d.background_label))
     counts = Counter(x.label for x in examples)
     empty = [label for i, label in enumerate(labels) if not counts[i]]
     if empty:
         raise DataError(f"{root}: no examples for label(s) {', '.join(empty)}")
     splits = Splits(labels, [], [], [])
+    test_share = 0.0 if d.test_path else d.test
     for x in examples:
-        h = _stable_hash(x.group)
-        part = splits.test if h < d.test else splits.validation if h < d.test + d.validation else splits.train
-        part.append(x)
+        getattr(splits, split_of(x.group, d.validation, test_share, d.validation_groups, d.test_groups)).append(x)
+    if d.test_path:
+        test_labels, splits.test = _read(recipe, d.test_path)
+        for x in splits.test:  # the test set may list its labels in another order
+            x.label = labels.index(test_labels[x.label]) if test_labels[x.label] in labels else -1
+        splits.test = [x for x in splits.test if x.label >= 0]
     if not splits.train or (d.validation and not splits.validation):
         raise DataError(f"{root}: too few groups to split ({len(examples)} examples)")
     return splits
+
+
+def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
+    root = Path(recipe.data.root) / path
+    if not root.exists():
+        raise DataError(f"{root}: data path does not exist (data.root={recipe.data.root!r}, path={path!r})")
+    reader = _read_audio_examples if recipe.data.kind == "audio" else _read_sensor_examples
+    return reader(recipe, root)
+
+
+def _noise_examples(recipe: Recipe, label: int) -> list[Example]:
+    """`data.noise_clips` clip-length cuts of the noise recordings at fixed random places and
+    gains; each cut is its own group."""
+    noise = load_noise(recipe)
+    length = recipe.clip_samples
+    generator = torch.Generator().manual_seed(recipe.seed)
+    examples = []
+    for i in range(recipe.data.noise_clips):
+        source = noise[i % len(noise)]
+        if len(source) < length:
+            source = source.repeat(length // len(source) + 1)
+        start = int(torch.randint(len(source) - length + 1, (), generator=generator))
+        gain = 10 ** (float(torch.empty(()).uniform_(-30, 0, generator=generator)) / 20)
+        examples.append(Example(source[start:start + length] * gain, label, f"noise#{i}", f"noise#{i}"))
+    return examples
 
 
 def load_noise(recipe: Recipe) -> list[torch.Tensor]:
@@ -222,7 +211,7 @@ def load_noise(recipe: Recipe) -> list[torch.Tensor]:
     if not folder.is_dir():
         raise DataError(f"{folder}: noise folder does not exist (data.noise={d.noise!r})")
     try:
-        noise = [torch.from_numpy(read_audio(p, d.sample_rate)) for p in _audio_files(folder)]
+        noise = [torch.from_numpy(read_audio(p, d.sample_rate)) for p in audio_files(folder)]
     except AudioError as exc:
         raise DataError(str(exc)) from None
     if not noise:

@@ -35,6 +35,7 @@ class StreamingRNN(nn.Module):
         self.rnn = CELLS[m.cell](features, m.hidden, m.layers, batch_first=True,
                                  dropout=m.dropout if m.layers > 1 else 0.0)
         self.head = nn.Linear(m.hidden, len(d.labels))
+        self.readout = "mean" if recipe.train.target == "frame" else "peak"  # how clips are judged
 
     def zero_state(self, batch: int) -> list[torch.Tensor]:
         device = self.head.weight.device

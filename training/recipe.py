@@ -21,10 +21,21 @@ def choice(default: str, *others: str):
 
 
 @dataclass
+class ExtraData:
+    """Another folder of clips for the same labels, e.g. a second corpus; split the same way."""
+    path: str
+    layout: str = choice("folders", "speech_commands", "files")
+    label_regex: str = ""
+    label_map: dict[str, str] = field(default_factory=dict)
+    group_regex: str = ""
+
+
+@dataclass
 class DataConfig:
     root: str = "../shared/data"      # data root; relative paths are taken from the working dir
     path: str = ""                    # dataset folder (or .ts file) under the root
-    layout: str = choice("folders", "speech_commands", "ts", "csv")
+    test_path: str = ""               # a separate test set under the root (then `test` is unused)
+    layout: str = choice("folders", "speech_commands", "files", "ts", "csv")
     kind: str = choice("audio", "sensor")
     labels: list[str] = field(default_factory=list)  # empty: every label folder found
     background_label: str = ""        # the label that means "nothing"; required
@@ -33,8 +44,14 @@ class DataConfig:
     channels: int = 1                 # sensor channels
     clip_seconds: float = 1.0         # every example is padded or cut to this length
     group_regex: str = ""             # captures the speaker/recording in a file name
+    label_regex: str = ""             # layout files: captures the label in a file name
+    label_map: dict[str, str] = field(default_factory=dict)  # renames captured labels
+    noise_clips: int = 0              # extra background-label clips cut from the noise folder
+    extra: list[ExtraData] = field(default_factory=list, metadata={"table": ExtraData})  # [[data.extra]]
     validation: float = 0.1           # share of groups held out for validation
     test: float = 0.1                 # share of groups held out for testing
+    validation_groups: list[str] = field(default_factory=list)  # named instead of hashed
+    test_groups: list[str] = field(default_factory=list)
     max_per_label: int = 0            # 0: all
     noise: str = "noise"              # folder of background noise under the root ("" for none)
 
@@ -137,8 +154,8 @@ def _check(r: Recipe) -> None:
     for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
         need(0 <= getattr(r.augment, name) <= 1, f"augment.{name} must be within [0, 1]")
     need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
-    need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands"),
-         "audio data needs layout folders or speech_commands")
+    need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands", "files"),
+         "audio data needs layout folders, speech_commands or files")
 
 
 def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:

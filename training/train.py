@@ -58,10 +58,13 @@ def _start_distributed(recipe: Recipe) -> Rank:
     return Rank(dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu"))
 
 
-def clip_log_scores(logits: torch.Tensor, background: int) -> torch.Tensor:
-    """Per-clip label scores from per-frame logits [B, T, L]: max over frames of each label's
-    log-probability, min over frames for the background label."""
+def clip_log_scores(logits: torch.Tensor, background: int, readout: str) -> torch.Tensor:
+    """Per-clip label scores from per-frame logits [B, T, L] (torch twin of
+    streamrnn.metrics.clip_scores). `peak`: max over frames of each label's log-probability, min
+    over frames for the background label; `mean`: the mean log-probability over frames."""
     logp = torch.log_softmax(logits, dim=-1)
+    if readout == "mean":
+        return logp.mean(dim=1)
     is_background = torch.arange(logp.shape[-1], device=logp.device) == background
     return torch.where(is_background, logp.min(dim=1).values, logp.max(dim=1).values)
 
@@ -72,7 +75,7 @@ def clip_loss(logits: torch.Tensor, labels: torch.Tensor, background: int, targe
     if target == "frame":
         frame_labels = labels[:, :, None].expand(b, c, t).reshape(-1)
         return nn.functional.cross_entropy(logits.reshape(-1, n), frame_labels)
-    scores = clip_log_scores(logits.reshape(b * c, t, n), background)
+    scores = clip_log_scores(logits.reshape(b * c, t, n), background, "peak")
     return nn.functional.cross_entropy(scores, labels.reshape(-1))
 
 
@@ -102,7 +105,7 @@ def clip_probabilities(model: StreamingRNN, examples: list[Example], background:
         audio, _ = _stack(examples[s:s + EVAL_BATCH])
         logits, _ = model(audio.to(device), model.zero_state(len(audio)))
         peaks.append(torch.softmax(logits, -1).max(dim=1).values.cpu())
-        scores.append(clip_log_scores(logits, background).cpu())
+        scores.append(clip_log_scores(logits, background, model.readout).cpu())
     return torch.cat(peaks).numpy(), torch.cat(scores).numpy()
 
 

@@ -1,0 +1,112 @@
+"""Labelled clips on disk: which file has which label and group, and which split it falls in.
+
+Shared by training (`streamrnn.training.data`) and evaluation (`streamrnn eval`), so both put the
+same speakers in the same splits. Torch-free.
+
+Layouts: `folders` (a folder per label), `speech_commands` (folders per word; `_unknown_` from
+the other word folders and `_silence_` from `_background_noise_` where those folders are missing)
+and `files` (one flat folder; `label_regex` takes the label from each file name, `label_map`
+renames it; files it does not match are not part of the dataset).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
+SPLITS = ("train", "validation", "test")
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message names the folder, file or label."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: str
+    group: str  # speaker or recording: never split across train/validation/test
+
+
+def stable_hash(text: str) -> float:
+    """A number in [0, 1) that depends on the text only (not on the Python process)."""
+    return zlib.crc32(text.encode()) / 2**32
+
+
+def split_of(group: str, validation: float, test: float, validation_groups=(), test_groups=()) -> str:
+    """Named groups go where they are named; the rest by a stable hash of the group."""
+    if group in test_groups:
+        return "test"
+    if group in validation_groups:
+        return "validation"
+    if validation_groups or test_groups:
+        return "train"
+    h = stable_hash(group)
+    return "test" if h < test else "validation" if h < test + validation else "train"
+
+
+def audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def group_of(regex: re.Pattern | None, path: Path) -> str:
+    match = regex.search(path.name) if regex else None
+    return match.group(1) if match else path.name
+
+
+def _by_folder(root: Path, layout: str, labels: list[str]) -> dict[str, list[Path]]:
+    folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
+    labels = labels or sorted(n for n in folders if n != "_background_noise_")
+    files = {}
+    for label in labels:
+        if label in folders:
+            files[label] = audio_files(folders[label])
+        elif layout == "speech_commands" and label == "_unknown_":
+            files[label] = [f for name, p in folders.items()
+                            if name not in labels and not name.startswith("_") for f in audio_files(p)]
+        elif layout == "speech_commands" and label == "_silence_" and "_background_noise_" in folders:
+            files[label] = audio_files(folders["_background_noise_"])
+        else:
+            raise DataError(f"{root}: no folder for label {label!r}")
+    return files
+
+
+def _by_name(root: Path, labels: list[str], label_regex: str, label_map: dict[str, str]) -> dict[str, list[Path]]:
+    if not label_regex:
+        raise DataError(f"{root}: layout 'files' needs a label_regex to find labels in file names")
+    regex = re.compile(label_regex)
+    files: dict[str, list[Path]] = {label: [] for label in labels}
+    for path in audio_files(root):
+        match = regex.search(path.name)
+        if match is None:
+            continue  # not part of this dataset
+        label = label_map.get(match.group(1), match.group(1))
+        if labels and label not in files:
+            continue
+        files.setdefault(label, []).append(path)
+    if not any(files.values()):
+        raise DataError(f"{root}: label_regex {label_regex!r} matches no file name")
+    return files if labels else dict(sorted(files.items()))
+
+
+def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = None,
+               group_regex: str = "", label_regex: str = "", label_map: dict[str, str] | None = None,
+               max_per_label: int = 0) -> tuple[list[str], list[Clip]]:
+    """(labels, clips) of an audio dataset; `max_per_label` picks a fixed subset per label."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder does not exist")
+    if layout == "files":
+        files = _by_name(root, labels or [], label_regex, label_map or {})
+    else:
+        files = _by_folder(root, layout, labels or [])
+    regex = re.compile(group_regex) if group_regex else None
+    clips = []
+    for label, paths in files.items():
+        if max_per_label:
+            paths = sorted(paths, key=lambda p: stable_hash(p.name))[:max_per_label]
+        clips += [Clip(p, label, group_of(regex, p)) for p in paths]
+    return list(files), clips
