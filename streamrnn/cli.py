@@ -144,6 +144,39 @@ def cmd_send(args) -> None:
         print(f"{path}: {count} messages as stream {stream}", file=sys.stderr)
 
 
+def cmd_eval(args) -> None:
+    from pathlib import Path
+
+    from .catalog import resolve_model
+    from .evaluate import confusion_png, evaluate_clips, folder_items, markdown, recipe_items
+    from .runtime import StreamingModel
+    from .training.recipe import load_recipe  # settings only: no torch
+
+    if bool(args.data) == bool(args.recipe):
+        raise CommandError("eval: give DATA folders or --recipe (with --split), not both or neither")
+    model = StreamingModel(resolve_model(args.model), device=args.device)
+    if args.recipe:
+        recipe = load_recipe(args.recipe, args.data_root)
+        items = recipe_items(recipe, args.split, model.info.sample_rate)
+        data = f"{recipe.data.test_path if args.split == 'test' and recipe.data.test_path else recipe.data.path} ({args.split} split of {args.recipe})"
+    else:
+        items = folder_items(args.data, model.info.kind, model.info.sample_rate)
+        data = ", ".join(args.data)
+    report = evaluate_clips(model, items)
+    report["data"] = data
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(markdown(report, data))
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            confusion_png(report, out / "confusion.png")
+        except ImportError:
+            print("streamrnn: no confusion.png: plots need matplotlib (pip install 'streamrnn[plots]')",
+                  file=sys.stderr)
+    print(json.dumps(report) if args.json else markdown(report, data), end="" if not args.json else "\n")
+
+
 def cmd_demo(args) -> None:
     from .demo import demo
     raise SystemExit(demo())
@@ -206,6 +239,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     p.add_argument("--rate", type=float, help="sample rate of CSV sensor frames")
     p.set_defaults(run=cmd_send)
+
+    p = sub.add_parser("eval", help="accuracy, per-label precision/recall and confusion on labelled clips")
+    p.add_argument("--model", required=True, help="bundled model name or path to a .onnx contract")
+    p.add_argument("data", nargs="*", metavar="DATA", help="folders with a subfolder of clips per label")
+    p.add_argument("--recipe", help="evaluate on this training recipe's data split instead")
+    p.add_argument("--split", default="test", choices=["test", "validation", "train", "all"])
+    p.add_argument("--data-root", help="data root for --recipe (overrides data.root)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="folder for report.md, report.json and confusion.png")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")
     p.set_defaults(run=cmd_demo)

@@ -3,10 +3,11 @@
 Shared by training (`streamrnn.training.data`) and evaluation (`streamrnn eval`), so both put the
 same speakers in the same splits. Torch-free.
 
-Layouts: `folders` (a folder per label), `speech_commands` (folders per word; `_unknown_` from
+Audio layouts: `folders` (a folder per label), `speech_commands` (folders per word; `_unknown_` from
 the other word folders and `_silence_` from `_background_noise_` where those folders are missing)
 and `files` (one flat folder; `label_regex` takes the label from each file name, `label_map`
-renames it; files it does not match are not part of the dataset).
+renames it; files it does not match are not part of the dataset). Sensor layouts: `ts` (sktime
+.ts files) and `csv` (a folder per label, a CSV per recording, a row per time step).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 SPLITS = ("train", "validation", "test")
@@ -110,3 +113,67 @@ def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = N
             paths = sorted(paths, key=lambda p: stable_hash(p.name))[:max_per_label]
         clips += [Clip(p, label, group_of(regex, p)) for p in paths]
     return list(files), clips
+
+
+def parse_ts(path: Path) -> tuple[list[str], list[tuple[np.ndarray, str]]]:
+    """sktime .ts: header lines, then `@data` and one `dim:dim:...:label` line per recording."""
+    class_labels, rows, in_data = [], [], False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        lower = line.lower()
+        if lower.startswith("@classlabel"):
+            class_labels = line.split()[2:]
+        elif lower.startswith("@data"):
+            in_data = True
+        elif in_data:
+            *dims, label = line.split(":")
+            try:
+                series = np.array([[float(v) for v in dim.split(",")] for dim in dims], np.float32)
+            except ValueError:
+                raise DataError(f"{path}:{number}: not a row of numbers") from None
+            rows.append((series.T, label.strip()))
+    if not rows:
+        raise DataError(f"{path}: no @data rows")
+    return class_labels, rows
+
+
+def read_csv(path: Path) -> np.ndarray:
+    lines = path.read_text().splitlines()
+    try:
+        float(lines[0].split(",")[0])
+        skip = 0
+    except (ValueError, IndexError):
+        skip = 1
+    try:
+        return np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float32, ndmin=2)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a CSV of numbers ({exc})") from None
+
+
+def sensor_recordings(root: Path, layout: str, labels: list[str] | None = None
+                      ) -> tuple[list[str], list[tuple[np.ndarray, str, str]]]:
+    """(labels, [(samples [n, channels], label, group)]) of sensor data: a .ts file or a folder of
+    them (each recording its own group), or a folder per label of CSV recordings."""
+    root = Path(root)
+    recordings: list[tuple[np.ndarray, str, str]] = []
+    if layout == "ts":
+        files = sorted(root.glob("*.ts")) if root.is_dir() else [root]
+        if not files or not files[0].exists():
+            raise DataError(f"{root}: no .ts files")
+        found: list[str] = []
+        for f in files:
+            class_labels, rows = parse_ts(f)
+            found += [x for x in class_labels if x not in found]
+            recordings += [(s, label, f"{f.name}#{i}") for i, (s, label) in enumerate(rows)]
+        labels = labels or found
+    else:
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder does not exist")
+        labels = labels or sorted(p.name for p in root.iterdir() if p.is_dir())
+        for label in labels:
+            if not (root / label).is_dir():
+                raise DataError(f"{root}: no folder for label {label!r}")
+            recordings += [(read_csv(f), label, f"{label}/{f.name}") for f in sorted((root / label).glob("*.csv"))]
+    return list(labels), [r for r in recordings if r[1] in labels]

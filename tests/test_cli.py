@@ -76,6 +76,7 @@ def test_streaming_never_imports_torch():
     code = ("import sys; from streamrnn.cli import main; "
             f"rc = main(['detect', '--model', 'commands', {str(DEMO)!r}]); "
             "assert rc == 0; main(['models']); "
+            f"assert main(['eval', '--model', 'motions', {str(CLIPS / 'motions')!r}, '--json']) == 0; "
             "print('TORCH' if 'torch' in sys.modules else 'CLEAN')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

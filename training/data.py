@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from streamrnn.audio import AudioError, read_audio
-from streamrnn.datasets import DataError, audio_files, list_clips, split_of
+from streamrnn.datasets import DataError, audio_files, list_clips, sensor_recordings, split_of
 
 from .recipe import Recipe
 
@@ -78,73 +78,15 @@ def _read_audio_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[Ex
     return labels, examples
 
 
-def _parse_ts(path: Path) -> tuple[list[str], list[tuple[np.ndarray, str]]]:
-    """sktime .ts: header lines, then `@data` and one `dim:dim:...:label` line per recording."""
-    class_labels, rows, in_data = [], [], False
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        lower = line.lower()
-        if lower.startswith("@classlabel"):
-            class_labels = line.split()[2:]
-        elif lower.startswith("@data"):
-            in_data = True
-        elif in_data:
-            *dims, label = line.split(":")
-            try:
-                series = np.array([[float(v) for v in dim.split(",")] for dim in dims], np.float32)
-            except ValueError:
-                raise DataError(f"{path}:{number}: not a row of numbers") from None
-            rows.append((series.T, label.strip()))
-    if not rows:
-        raise DataError(f"{path}: no @data rows")
-    return class_labels, rows
-
-
-def _read_csv(path: Path) -> np.ndarray:
-    lines = path.read_text().splitlines()
-    try:
-        float(lines[0].split(",")[0])
-        skip = 0
-    except (ValueError, IndexError):
-        skip = 1
-    try:
-        return np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float32, ndmin=2)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a CSV of numbers ({exc})") from None
-
-
 def _read_sensor_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[Example]]:
     d = recipe.data
-    length = recipe.clip_samples
-    recordings: list[tuple[np.ndarray, str, str]] = []  # (samples, label, group)
-    if d.layout == "ts":
-        files = sorted(root.glob("*.ts")) if root.is_dir() else [root]
-        if not files or not files[0].exists():
-            raise DataError(f"{root}: no .ts files")
-        found = []
-        for f in files:
-            class_labels, rows = _parse_ts(f)
-            found += [x for x in class_labels if x not in found]
-            recordings += [(s, label, f"{f.name}#{i}") for i, (s, label) in enumerate(rows)]
-        labels = d.labels or found
-    else:
-        if not root.is_dir():
-            raise DataError(f"{root}: data folder does not exist")
-        labels = d.labels or sorted(p.name for p in root.iterdir() if p.is_dir())
-        for label in labels:
-            if not (root / label).is_dir():
-                raise DataError(f"{root}: no folder for label {label!r}")
-            recordings += [(_read_csv(f), label, f"{label}/{f.name}") for f in sorted((root / label).glob("*.csv"))]
+    labels, recordings = sensor_recordings(root, d.layout, d.labels)
     examples = []
     for samples, label, group in recordings:
-        if label not in labels:
-            continue
         if samples.shape[1] != d.channels:
             raise DataError(f"{group}: {samples.shape[1]} channels, recipe data.channels = {d.channels}")
-        examples.append(Example(_fit(samples, length), labels.index(label), group, group))
-    return list(labels), examples
+        examples.append(Example(_fit(samples, recipe.clip_samples), labels.index(label), group, group))
+    return labels, examples
 
 
 def load_splits(recipe: Recipe) -> Splits:

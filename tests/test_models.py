@@ -1,0 +1,70 @@
+"""Every bundled model: loads, honours the contract, says where its data came from, and
+recognises real clips it was not trained on. Evaluation runs through `streamrnn eval`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, needs_data
+from streamrnn.catalog import BUNDLED
+from streamrnn.runtime import StreamingModel
+
+BUNDLED_MODELS = sorted(BUNDLED.glob("*.onnx"))
+
+
+def run_eval(*args) -> dict:
+    done = subprocess.run(STREAMRNN + ["eval", *map(str, args), "--json"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("path", BUNDLED_MODELS, ids=lambda p: p.stem)
+def test_bundled_model_honours_the_contract(path):
+    info = StreamingModel(path).info
+    assert info.name == path.stem
+    assert info.license and info.trained_on and info.description
+    assert set(info.thresholds) <= set(info.labels) - {info.background_label}
+    assert (BUNDLED / f"{path.stem}.md").is_file(), "every bundled model has a model card"
+
+
+def commands_folders(tmp_path):
+    for name, label in (("yes", "yes"), ("no", "no"), ("up", "up"), ("down", "down"), ("silence", "_silence_")):
+        (tmp_path / label).mkdir()
+        source = next(CLIPS.glob(f"{name}_*.flac"))
+        (tmp_path / label / source.name).symlink_to(source)
+    return tmp_path
+
+
+@pytest.mark.parametrize("model, data, least", [
+    ("commands", None, 4),                   # 5 held-out Speech Commands clips
+    ("motions", CLIPS / "motions", 3),       # 4 recordings of the official BasicMotions test set
+    ("digits", CLIPS / "digits", 3),         # 4 digits of the held-out FSDD speaker
+])
+def test_bundled_model_recognises_held_out_clips(tmp_path, model, data, least):
+    if not (BUNDLED / f"{model}.onnx").exists():
+        pytest.fail(f"bundled model {model} is missing")
+    report = run_eval("--model", model, data or commands_folders(tmp_path), "--out", tmp_path / "report")
+    correct = round(report["accuracy"] * report["clips"])
+    assert correct >= least, report["errors"]
+    assert (tmp_path / "report" / "report.md").read_text().startswith(f"# {model} ")
+    assert (tmp_path / "report" / "confusion.png").stat().st_size > 1000
+
+
+@needs_data
+def test_eval_on_a_recipe_split_matches_training_report():
+    report = run_eval("--model", "commands", "--recipe", "training/recipes/commands.toml", "--split", "test",
+                      "--data-root", DATA_ROOT)
+    assert report["clips"] == 363 and report["accuracy"] == pytest.approx(0.8981, abs=1e-4)
+    assert sum(v["support"] for v in report["per_label"].values()) == 363
+
+
+def test_eval_refuses_labels_the_model_lacks(tmp_path):
+    (tmp_path / "maybe").mkdir()
+    (tmp_path / "maybe" / "x.flac").symlink_to(next(CLIPS.glob("yes_*.flac")))
+    done = subprocess.run(STREAMRNN + ["eval", "--model", "commands", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1 and "labels maybe are not labels of model commands" in done.stderr
