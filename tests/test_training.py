@@ -187,3 +187,20 @@ def test_folder_layout_splits_groups_apart(tmp_path):
     parts = [{x.group for x in part} for part in (splits.train, splits.validation, splits.test)]
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert splits.labels == ["go", "noise"]
+
+
+@needs_data
+@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                    reason="espeak-ng/flite not installed (tests/run.sh installs them as root)")
+def test_synthetic_speech_only_trains(tmp_path):
+    from streamrnn.training.synth import voices
+
+    recipe = tiny(tmp_path, data__max_per_label=24)
+    recipe.synth.per_label = 4
+    splits = load_splits(recipe)
+    synthetic = [x for x in splits.train if x.group.startswith("synth:")]
+    assert len(synthetic) == 4 * 4  # yes, no, up, down; not the background label
+    assert not any(x.group.startswith("synth:") for x in splits.validation + splits.test)
+    assert all(x.samples.abs().max() > 0.1 for x in synthetic)
+    assert {x.group.split(":")[1] for x in synthetic} == {"espeak-ng", "flite"}  # seeded draw uses both
+    assert voices(["espeak-ng", "flite"], 5, 3) == voices(["espeak-ng", "flite"], 5, 3)

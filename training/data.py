@@ -37,7 +37,9 @@ class Splits:
 
     def summary(self, root: str) -> str:
         def count(xs):
-            return f"{len(xs)} clips/{len({x.group for x in xs})} groups"
+            synthetic = sum(x.group.startswith("synth:") for x in xs)
+            return (f"{len(xs)} clips/{len({x.group for x in xs})} groups"
+                    + (f" ({synthetic} synthetic)" if synthetic else ""))
         return (f"{root}: {len(self.labels)} labels; train {count(self.train)}, validation "
                 f"{count(self.validation)}, test {count(self.test)}; split by group")
 
@@ -116,7 +118,22 @@ def load_splits(recipe: Recipe) -> Splits:
         splits.test = [x for x in splits.test if x.label >= 0]
     if not splits.train or (d.validation and not splits.validation):
         raise DataError(f"{root}: too few groups to split ({len(examples)} examples)")
+    splits.train += _synth_examples(recipe, labels)
     return splits
+
+
+def _synth_examples(recipe: Recipe, labels: list[str]) -> list[Example]:
+    """Synthetic speech for the training split (see synth.py)."""
+    s = recipe.synth
+    if not s.per_label:
+        return []
+    from .synth import synth_clips
+
+    phrases = s.phrases or {x: x for x in labels
+                            if not x.startswith("_") and x != recipe.data.background_label}
+    clips = synth_clips(phrases, s.per_label, s.engines, recipe.data.sample_rate, recipe.seed)
+    return [Example(_fit(samples, recipe.clip_samples), labels.index(label), group, group)
+            for samples, label, group in clips]
 
 
 def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:

@@ -108,6 +108,14 @@ class AugmentConfig:
 
 
 @dataclass
+class SynthConfig:
+    """Synthetic speech (training split only): each label's phrase in `per_label` voices."""
+    per_label: int = 0                # 0: none
+    engines: list[str] = field(default_factory=lambda: ["espeak-ng", "flite"])
+    phrases: dict[str, str] = field(default_factory=dict)  # label -> text; default the label itself
+
+
+@dataclass
 class Recipe:
     name: str
     version: str = "0.1.0"
@@ -118,6 +126,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     source: str = field(default="", metadata={"internal": True})  # where it came from
 
     @property
@@ -154,6 +163,9 @@ def _check(r: Recipe) -> None:
     for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
         need(0 <= getattr(r.augment, name) <= 1, f"augment.{name} must be within [0, 1]")
     need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
+    need(set(r.synth.engines) <= {"espeak-ng", "flite"}, f"synth.engines {r.synth.engines}: espeak-ng and flite are known")
+    need(not r.data.labels or set(r.synth.phrases) <= set(r.data.labels),
+         f"synth.phrases names labels not in data.labels: {sorted(set(r.synth.phrases) - set(r.data.labels))}")
     need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands", "files"),
          "audio data needs layout folders, speech_commands or files")
 
