@@ -162,6 +162,9 @@ def cmd_eval(args) -> None:
     else:
         items = folder_items(args.data, model.info.kind, model.info.sample_rate)
         data = ", ".join(args.data)
+    if args.detect:
+        _eval_detection(args, model, items, data)
+        return
     report = evaluate_clips(model, items)
     report["data"] = data
     if args.out:
@@ -175,6 +178,34 @@ def cmd_eval(args) -> None:
             print("streamrnn: no confusion.png: plots need matplotlib (pip install 'streamrnn[plots]')",
                   file=sys.stderr)
     print(json.dumps(report) if args.json else markdown(report, data), end="" if not args.json else "\n")
+
+
+def _eval_detection(args, model, items, data: str) -> None:
+    from pathlib import Path
+
+    from . import continuous
+    from .decision import DecisionSettings
+
+    if not args.negatives:
+        raise CommandError("eval --detect needs --negatives DIR (audio that never holds the keywords)")
+    positives = [(i.samples, i.label) for i in items if i.label in model.info.thresholds]
+    if not positives:
+        raise CommandError(f"eval --detect: no clips of a reported label of {model.info.name} in {data}")
+    snrs = [None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]]
+    negatives = continuous.read_negatives(args.negatives, model.info.sample_rate)
+    report = continuous.detection_report(model, negatives, positives, snrs,
+                                         DecisionSettings(args.smoothing, args.patience, args.refractory))
+    report.update(data=data, negatives=args.negatives)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "detection.md").write_text(continuous.markdown(report))
+        (out / "detection.json").write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            continuous.det_png(report, out / "det.png")
+        except ImportError:
+            print("streamrnn: no det.png: plots need matplotlib (pip install 'streamrnn[plots]')", file=sys.stderr)
+    print(json.dumps(report) if args.json else continuous.markdown(report), end="\n" if args.json else "")
 
 
 def cmd_demo(args) -> None:
@@ -249,6 +280,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="folder for report.md, report.json and confusion.png")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--detect", action="store_true",
+                   help="detection on continuous audio: the clips placed into --negatives at each --snr")
+    p.add_argument("--negatives", action="append", help="folder of audio never holding the keywords (repeatable)")
+    p.add_argument("--snr", action="append", help="clean or a number in dB (repeatable; default clean, 10, 0)")
+    p.add_argument("--smoothing", type=int, default=3, help="decision smoothing in frames (as the service)")
+    p.add_argument("--patience", type=int, default=2, help="decision patience in frames (as the service)")
+    p.add_argument("--refractory", type=float, default=1.0, help="decision refractory seconds (as the service)")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")

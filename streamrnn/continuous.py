@@ -1,0 +1,171 @@
+"""Detection on continuous audio, the way the service sees it.
+
+Positive clips are placed at random, non-overlapping places in long streams of negative audio
+(speech, music, noise that never holds the phrase) at a given SNR; the streams run through the
+streaming model once, and the service's decision layer turns the scores into detections at each
+threshold of a sweep. A detection whose end falls within a placed keyword (plus `tolerance`
+seconds) of the same label is a hit, any other is a false accept. Reports: false-reject rate,
+false accepts per hour of negative audio, latency (detection end minus keyword end), and the DET
+curve (false-reject rate against false accepts per hour). Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decision import Decider, DecisionSettings
+from .detect import flush
+from .runtime import StreamingModel
+
+TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
+SWEEP = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.97, 0.99)
+
+
+@dataclass(frozen=True)
+class Placement:
+    label: str
+    start: float  # seconds of stream time
+    end: float
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)) + 1e-12))
+
+
+def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate: float,
+            snr_db: float | None, seed: int, gap: float = 2.0) -> tuple[np.ndarray, list[Placement]]:
+    """Place each positive once into (a copy of) the negative audio, `gap` seconds apart at least.
+
+    `snr_db` None: clean (the negative is silenced under the keyword); otherwise the keyword is
+    scaled so its RMS is `snr_db` above the negative's over the same span.
+    """
+    rng = np.random.default_rng(seed)
+    audio = negative.copy()
+    need = sum(len(p) for p, _ in positives) + gap * rate * (len(positives) + 1)
+    if need > len(audio):
+        raise ValueError(f"negative audio ({len(audio) / rate:.0f} s) too short for {len(positives)} positives")
+    slack = len(audio) - int(need)
+    cuts = np.sort(rng.integers(0, slack + 1, len(positives)))
+    placements, cursor = [], int(gap * rate)
+    for (clip, label), extra in zip(positives, np.diff(np.concatenate([[0], cuts]))):
+        cursor += int(extra)
+        span = slice(cursor, cursor + len(clip))
+        if snr_db is None:
+            audio[span] = clip
+        else:
+            audio[span] += clip * (_rms(audio[span]) * 10 ** (snr_db / 20) / _rms(clip))
+        placements.append(Placement(label, cursor / rate, (cursor + len(clip)) / rate))
+        cursor += len(clip) + int(gap * rate)
+    return np.clip(audio, -1, 1), placements
+
+
+def stream_scores(model: StreamingModel, streams: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-frame scores of each stream, all streams batched."""
+    for i, audio in enumerate(streams):
+        model.add_stream(i)
+        model.feed(i, audio)
+        flush(model, i)
+    scores = model.run()
+    for i in range(len(streams)):
+        model.remove_stream(i)
+    return [scores[i] for i in range(len(streams))]
+
+
+def count_detections(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
+                     negative_hours: float, settings: DecisionSettings,
+                     thresholds: dict[str, float] | None = None) -> dict:
+    """Hits, false accepts and latencies of the decision layer over scored streams; thresholds
+    None means the model's own."""
+    hits = false_accepts = 0
+    latencies = []
+    total = sum(len(p) for p in placements)
+    for frames, placed in zip(scores, placements):
+        found = set()
+        for d in Decider(model.info, settings, thresholds).update(frames):
+            match = next((i for i, p in enumerate(placed)
+                          if p.label == d.label and p.start <= d.end <= p.end + TOLERANCE), None)
+            if match is None:
+                false_accepts += 1
+            elif match not in found:
+                found.add(match)
+                latencies.append(d.end - placed[match].end)
+        hits += len(found)
+    return {"frr": round(1 - hits / total, 4) if total else None, "false_accepts": false_accepts,
+            "fa_per_hour": round(false_accepts / negative_hours, 3),
+            "latency_ms": {"median": round(1000 * float(np.median(latencies)), 1),
+                           "p95": round(1000 * float(np.percentile(latencies, 95)), 1)} if latencies else None}
+
+
+def detection_report(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
+                     snrs: list[float | None], settings: DecisionSettings = DecisionSettings(),
+                     seed: int = 0) -> dict:
+    """For each SNR: the positives spread over the negative streams, scored once, then counted
+    at the model's own thresholds and over a sweep of one threshold for every label (DET)."""
+    rate = model.info.sample_rate
+    hours = sum(len(n) for n in negatives) / rate / 3600
+    per_stream = np.array_split(np.arange(len(positives)), len(negatives))
+    report = {"model": model.info.name, "model_version": model.info.version, "positives": len(positives),
+              "negative_hours": round(hours, 3), "tolerance_s": TOLERANCE, "conditions": []}
+    for k, snr in enumerate(snrs):
+        composed = [compose(neg, [positives[i] for i in idx], rate, snr, seed + 1000 * k + j)
+                    for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
+        scores = stream_scores(model, [audio for audio, _ in composed])
+        placed = [p for _, p in composed]
+        counts = lambda t=None: count_detections(model, scores, placed, hours, settings, t)  # noqa: E731
+        sweep = [{"threshold": t, **counts(dict.fromkeys(model.info.thresholds, t))} for t in SWEEP]
+        report["conditions"].append({"snr_db": snr, "at_model_thresholds": counts(), "det": sweep})
+    return report
+
+
+def read_negatives(folders: list[str], rate: float, stream_minutes: float = 10.0) -> list[np.ndarray]:
+    """Every audio file under the folders (recursively), at `rate`, joined and cut into streams."""
+    from pathlib import Path
+
+    from .audio import read_audio
+    from .datasets import AUDIO_SUFFIXES, DataError
+
+    files = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise DataError(f"--negatives {', '.join(folders)}: no audio files")
+    audio = np.concatenate([read_audio(p, rate) for p in files])
+    size = int(stream_minutes * 60 * rate)
+    return [audio[i:i + size] for i in range(0, len(audio), size) if len(audio[i:i + size]) > size // 4]
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# {report['model']} {report['model_version']}: detection on continuous audio", "",
+             f"{report['positives']} keywords placed in {report['negative_hours']:.2f} h of negative audio; "
+             f"a hit is a detection of the right label ending within the keyword or "
+             f"{report['tolerance_s']} s after it.", "",
+             "| SNR | false rejects | false accepts / h | latency median (ms) | latency p95 (ms) |",
+             "|---|---|---|---|---|"]
+    for c in report["conditions"]:
+        row = c["at_model_thresholds"]
+        lat = row["latency_ms"] or {"median": "-", "p95": "-"}
+        snr = "clean" if c["snr_db"] is None else f"{c['snr_db']:g} dB"
+        lines.append(f"| {snr} | {row['frr']:.3f} | {row['fa_per_hour']:.2f} | {lat['median']} | {lat['p95']} |")
+    return "\n".join(lines) + "\n\n(at the thresholds in the model's metadata; det.png sweeps one threshold for all labels)\n"
+
+
+def det_png(report: dict, path) -> None:
+    """False-reject rate against false accepts per hour, a curve per SNR (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    floor = 0.5 / report["negative_hours"]  # where zero false accepts is drawn on a log axis
+    for c in report["conditions"]:
+        points = sorted((max(r["fa_per_hour"], floor), r["frr"]) for r in c["det"])
+        ax.plot(*zip(*points), marker=".", label="clean" if c["snr_db"] is None else f"{c['snr_db']:g} dB SNR")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"false accepts per hour ({report['negative_hours']:.2f} h of negatives; zero drawn at {floor:.2f})")
+    ax.set_ylabel("false-reject rate")
+    ax.set_title(f"{report['model']} {report['model_version']}: DET, {report['positives']} keywords")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

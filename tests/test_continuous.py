@@ -1,0 +1,56 @@
+"""Detection on continuous audio: keyword placement, SNR, and the end-to-end `eval --detect`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
+from streamrnn.continuous import compose
+
+
+def test_compose_places_keywords_apart_at_the_asked_snr():
+    rng = np.random.default_rng(0)
+    negative = (rng.normal(size=16000 * 60) * 0.05).astype(np.float32)
+    positives = [(clip(w), w) for w in ("yes", "no", "up", "down")]
+    audio, placed = compose(negative, positives, 16000, 10.0, seed=3)
+    assert len(audio) == len(negative) and [p.label for p in placed] == ["yes", "no", "up", "down"]
+    for a, b in zip(placed, placed[1:]):
+        assert b.start - a.end >= 2.0  # the gap
+    for p, (x, _) in zip(placed, positives):
+        span = slice(round(p.start * 16000), round(p.end * 16000))
+        added = audio[span] - negative[span]
+        ratio = 20 * np.log10(np.sqrt(np.mean(added ** 2)) / np.sqrt(np.mean(negative[span] ** 2)))
+        assert ratio == pytest.approx(10.0, abs=0.2)
+    clean, placed = compose(negative, positives, 16000, None, seed=3)
+    first = placed[0]
+    assert np.array_equal(clean[round(first.start * 16000):round(first.end * 16000)], positives[0][0])
+    with pytest.raises(ValueError, match="too short"):
+        compose(negative[:16000 * 5], positives, 16000, None, seed=0)
+
+
+@needs_data
+def test_eval_detect_reports_frr_fa_per_hour_latency_and_det(tmp_path):
+    for word in ("yes", "no", "up", "down"):
+        (tmp_path / "clips" / word).mkdir(parents=True)
+        for i in range(3):  # the same held-out clip three times, placed at different spots
+            (tmp_path / "clips" / word / f"{i}.flac").symlink_to(next((ROOT / "tests" / "data").glob(f"{word}_*.flac")))
+    done = subprocess.run(STREAMRNN + ["eval", "--model", "commands", tmp_path / "clips", "--detect",
+                                       "--negatives", DATA_ROOT / "noise", "--snr", "clean", "--snr", "0",
+                                       "--json", "--out", tmp_path / "out"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["positives"] == 12 and 0.1 < report["negative_hours"] < 0.2  # about 9 minutes of noise
+    clean, noisy = report["conditions"]
+    assert clean["snr_db"] is None and noisy["snr_db"] == 0
+    assert clean["at_model_thresholds"]["frr"] <= 0.5
+    assert clean["at_model_thresholds"]["latency_ms"]["median"] < 1000
+    for condition in report["conditions"]:
+        det = condition["det"]  # a higher threshold never rejects less nor accepts more
+        assert all(a["frr"] <= b["frr"] and a["false_accepts"] >= b["false_accepts"] for a, b in zip(det, det[1:]))
+    assert (tmp_path / "out" / "det.png").stat().st_size > 1000
+    assert "| clean |" in (tmp_path / "out" / "detection.md").read_text()
