@@ -9,6 +9,9 @@ import numpy as np
 from .contract import ModelInfo
 
 
+NEVER = np.iinfo(np.int64).min
+
+
 @dataclass(frozen=True)
 class DecisionSettings:
     smoothing: int = 3       # frames in the moving average of each label's score
@@ -59,21 +62,36 @@ class Decider:
         picked = scores[:, self._columns]
         window = np.concatenate([self._history, picked])
         k = self._settings.smoothing
-        sums = np.cumsum(np.vstack([np.zeros((1, window.shape[1]), np.float32), window]), axis=0)
-        smoothed = (sums[k:] - sums[:-k]) / k
+        # each frame's mean over its own window, summed in one fixed order: the same numbers
+        # however the stream is cut into chunks
+        smoothed = window[:len(picked)].copy()
+        for i in range(1, k):
+            smoothed += window[i:i + len(picked)]
+        smoothed /= k
         self._history = window[len(window) - (k - 1):] if k > 1 else self._history
+        frames = np.arange(self._frame, self._frame + len(picked))[:, None]
+        # runs of frames at/above threshold: frame minus the last frame below (carried over chunks)
+        below = _last_true(~(smoothed >= self._threshold), frames, self._frame - 1 - self._run)
+        run = frames - below
+        # where the current rise above half the threshold began (-1: not risen)
+        rising = picked >= self._threshold / 2
+        not_rising = _last_true(~rising, frames, np.where(self._rise >= 0, self._rise - 1, self._frame - 1))
+        rise = np.where(rising, not_rising + 1, -1)
         detections = []
-        for t in range(len(picked)):
+        for t, j in zip(*np.nonzero(run == self._settings.patience)):  # time order; few
             frame = self._frame + t
-            rising = picked[t] >= self._threshold / 2
-            self._rise = np.where(rising, np.where(self._rise < 0, frame, self._rise), -1)
-            self._run = np.where(smoothed[t] >= self._threshold, self._run + 1, 0)
-            fire = (self._run == self._settings.patience) & (frame >= self._quiet_until)
-            for j in np.flatnonzero(fire):
-                start = self._rise[j] if self._rise[j] >= 0 else frame
-                detections.append(Detection(self._labels[j], float(smoothed[t, j]),
-                                            start * self._frame_seconds,
-                                            (frame + 1) * self._frame_seconds))
-                self._quiet_until[j] = frame + 1 + self._refractory_frames
+            if frame < self._quiet_until[j]:
+                continue
+            start = rise[t, j] if rise[t, j] >= 0 else frame
+            detections.append(Detection(self._labels[j], float(smoothed[t, j]),
+                                        start * self._frame_seconds, (frame + 1) * self._frame_seconds))
+            self._quiet_until[j] = frame + 1 + self._refractory_frames
+        self._run, self._rise = run[-1], rise[-1]
         self._frame += len(picked)
         return detections
+
+
+def _last_true(mask: np.ndarray, frames: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """For each frame and label, the latest frame (up to it) where `mask` holds, else `before`."""
+    marks = np.where(mask, frames, NEVER)
+    return np.maximum.accumulate(np.vstack([before[None, :], marks]), axis=0)[1:]

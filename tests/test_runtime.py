@@ -158,3 +158,19 @@ def test_cuda_request_without_provider_is_refused(contract):
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(ValueError, match="device 'cuda' requested but onnxruntime has no CUDAExecutionProvider"):
         StreamingModel(contract, device="cuda")
+
+
+def test_decisions_do_not_depend_on_how_scores_are_cut(contract):
+    info = StreamingModel(contract).info
+    rng = np.random.default_rng(7)
+    scores = rng.dirichlet([0.3, 0.3, 0.3, 0.6], size=3000).astype(np.float32)  # spiky, many firings
+    settings = DecisionSettings(smoothing=2, patience=2, refractory=0.05)
+    whole = Decider(info, settings).update(scores)
+    assert len(whole) > 50 and all(d.start <= d.end for d in whole)
+    for cuts in ([1] * 50 + [7, 13], [8], [3, 999]):
+        decider, pieces, at = Decider(info, settings), [], 0
+        while at < len(scores):
+            size = cuts[len(pieces) % len(cuts)]
+            pieces += decider.update(scores[at:at + size])
+            at += size
+        assert pieces == whole
