@@ -145,8 +145,6 @@ def cmd_send(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from pathlib import Path
-
     from .catalog import resolve_model
     from .evaluate import confusion_png, evaluate_clips, folder_items, markdown, recipe_items
     from .runtime import StreamingModel
@@ -168,21 +166,25 @@ def cmd_eval(args) -> None:
     report = evaluate_clips(model, items)
     report["data"] = data
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(markdown(report, data))
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        try:
-            confusion_png(report, out / "confusion.png")
-        except ImportError:
-            print("streamrnn: no confusion.png: plots need matplotlib (pip install 'streamrnn[plots]')",
-                  file=sys.stderr)
+        _write_reports(args.out, report, markdown(report, data), "confusion.png", confusion_png, "report")
     print(json.dumps(report) if args.json else markdown(report, data), end="" if not args.json else "\n")
 
 
-def _eval_detection(args, model, items, data: str) -> None:
+def _write_reports(folder: str, report: dict, text: str, png: str, plot, stem: str) -> None:
+    """STEM.md, STEM.json and a plot (when matplotlib is installed) into `folder`."""
     from pathlib import Path
 
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    try:
+        plot(report, out / png)
+    except ImportError:
+        print(f"streamrnn: no {png}: plots need matplotlib (pip install 'streamrnn[plots]')", file=sys.stderr)
+
+
+def _eval_detection(args, model, items, data: str) -> None:
     from . import continuous
     from .decision import DecisionSettings
 
@@ -197,14 +199,7 @@ def _eval_detection(args, model, items, data: str) -> None:
                                          DecisionSettings(args.smoothing, args.patience, args.refractory))
     report.update(data=data, negatives=args.negatives)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "detection.md").write_text(continuous.markdown(report))
-        (out / "detection.json").write_text(json.dumps(report, indent=2) + "\n")
-        try:
-            continuous.det_png(report, out / "det.png")
-        except ImportError:
-            print("streamrnn: no det.png: plots need matplotlib (pip install 'streamrnn[plots]')", file=sys.stderr)
+        _write_reports(args.out, report, continuous.markdown(report), "det.png", continuous.det_png, "detection")
     print(json.dumps(report) if args.json else continuous.markdown(report), end="\n" if args.json else "")
 
 
