@@ -5,8 +5,9 @@ Positive clips are placed at random, non-overlapping places in long streams of n
 streaming model once, and the service's decision layer turns the scores into detections at each
 threshold of a sweep. A detection whose end falls within a placed keyword (plus `tolerance`
 seconds) of the same label is a hit, any other is a false accept. Reports: false-reject rate,
-false accepts per hour of negative audio, latency (detection end minus keyword end), and the DET
-curve (false-reject rate against false accepts per hour). Torch-free.
+false accepts per hour of negative audio, latency (detection end minus the end of the placed
+clip: clips with trailing silence give negative values), and the DET curve (false-reject rate
+against false accepts per hour). Torch-free.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def markdown(report: dict) -> str:
              f"{report['positives']} keywords placed in {report['negative_hours']:.2f} h of negative audio; "
              f"a hit is a detection of the right label ending within the keyword or "
              f"{report['tolerance_s']} s after it.", "",
-             "| SNR | false rejects | false accepts / h | latency median (ms) | latency p95 (ms) |",
+             "| SNR | false rejects | false accepts / h | latency after clip end, median (ms) | p95 (ms) |",
              "|---|---|---|---|---|"]
     for c in report["conditions"]:
         row = c["at_model_thresholds"]

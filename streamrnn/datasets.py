@@ -6,7 +6,8 @@ same speakers in the same splits. Torch-free.
 Audio layouts: `folders` (a folder per label), `speech_commands` (folders per word; `_unknown_` from
 the other word folders and `_silence_` from `_background_noise_` where those folders are missing)
 and `files` (one flat folder; `label_regex` takes the label from each file name, `label_map`
-renames it; files it does not match are not part of the dataset). Sensor layouts: `ts` (sktime
+renames it, or `label` names one label for every file it selects; files it does not match are
+not part of the dataset). Sensor layouts: `ts` (sktime
 .ts files) and `csv` (a folder per label, a CSV per recording, a row per time step).
 """
 
@@ -77,19 +78,20 @@ def _by_folder(root: Path, layout: str, labels: list[str]) -> dict[str, list[Pat
     return files
 
 
-def _by_name(root: Path, labels: list[str], label_regex: str, label_map: dict[str, str]) -> dict[str, list[Path]]:
+def _by_name(root: Path, labels: list[str], label_regex: str, label_map: dict[str, str],
+             label: str = "") -> dict[str, list[Path]]:
     if not label_regex:
         raise DataError(f"{root}: layout 'files' needs a label_regex to find labels in file names")
     regex = re.compile(label_regex)
-    files: dict[str, list[Path]] = {label: [] for label in labels}
+    files: dict[str, list[Path]] = {x: [] for x in labels}
     for path in audio_files(root):
         match = regex.search(path.name)
         if match is None:
             continue  # not part of this dataset
-        label = label_map.get(match.group(1), match.group(1))
-        if labels and label not in files:
+        found = label or label_map.get(match.group(1), match.group(1))
+        if labels and found not in files:
             continue
-        files.setdefault(label, []).append(path)
+        files.setdefault(found, []).append(path)
     if not any(files.values()):
         raise DataError(f"{root}: label_regex {label_regex!r} matches no file name")
     return files if labels else dict(sorted(files.items()))
@@ -97,13 +99,14 @@ def _by_name(root: Path, labels: list[str], label_regex: str, label_map: dict[st
 
 def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = None,
                group_regex: str = "", label_regex: str = "", label_map: dict[str, str] | None = None,
-               max_per_label: int = 0) -> tuple[list[str], list[Clip]]:
-    """(labels, clips) of an audio dataset; `max_per_label` picks a fixed subset per label."""
+               max_per_label: int = 0, label: str = "") -> tuple[list[str], list[Clip]]:
+    """(labels, clips) of an audio dataset; `max_per_label` picks a fixed subset per label;
+    `label` (layout files) gives every file the regex selects that one label."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
     if layout == "files":
-        files = _by_name(root, labels or [], label_regex, label_map or {})
+        files = _by_name(root, labels or [], label_regex, label_map or {}, label)
     else:
         files = _by_folder(root, layout, labels or [])
     regex = re.compile(group_regex) if group_regex else None

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .client import Subscription
 
-SAMPLE = Path(__file__).parent / "samples" / "commands_demo.flac"
-MODELS = ("commands",)
+SAMPLE = Path(__file__).parent / "samples" / "demo.flac"
+MODELS = ("commands", "digits")
 
 
 def demo() -> int:
@@ -22,7 +22,7 @@ def demo() -> int:
                    "--publish", address, "--wait-subscriber", "10", "--log-level", "warning"]
         for model in MODELS:
             command += ["--model", model]
-        print(f"streamrnn demo: serving {SAMPLE.name} (spoken: yes, no, up, down, left, stop, go) "
+        print(f"streamrnn demo: serving {SAMPLE.name} (spoken: yes, no, up, down, left, stop, go, three, seven) "
               f"at real time with model(s) {', '.join(MODELS)}", flush=True)
         subscription = Subscription(address, ("detection", "status"))
         service = subprocess.Popen(command)

@@ -70,7 +70,7 @@ def recipe_items(recipe, split: str, rate: float) -> list[Item]:
     if path == d.path:
         for extra in d.extra:
             clips += list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
-                                extra.label_regex, extra.label_map)[1]
+                                extra.label_regex, extra.label_map, label=extra.label)[1]
     return _audio_items([c for c in clips if wanted(c.group)], rate)
 
 

@@ -18,9 +18,10 @@ CLIPS = ROOT / "tests" / "data"
 DATA_ROOT = Path(os.environ.get("STREAMRNN_DATA", ROOT.parent / "shared" / "data"))
 STREAMRNN = [sys.executable, "-m", "streamrnn.cli"]
 
-DEMO = ROOT / "streamrnn" / "samples" / "commands_demo.flac"
+DEMO = ROOT / "streamrnn" / "samples" / "demo.flac"
 DEMO_WORDS = [("yes", 0.5, 1.5), ("no", 2.0, 3.0), ("up", 3.5, 4.5), ("down", 5.0, 6.0),
-              ("left", 6.5, 7.5), ("stop", 8.0, 9.0), ("go", 9.5, 10.5)]
+              ("left", 6.5, 7.5), ("stop", 8.0, 9.0), ("go", 9.5, 10.5),  # commands
+              ("three", 11.0, 11.33), ("seven", 11.83, 12.29)]           # digits
 EVENT_SCHEMA = jsonschema.Draft202012Validator(json.loads((ROOT / "streamrnn" / "event.schema.json").read_text()))
 
 

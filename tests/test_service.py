@@ -103,14 +103,14 @@ def test_file_source_detections_reach_a_subscriber(service):
     s = service("--model", "commands", "--source", DEMO, "--fast")
     code, log = s.finish()
     assert code == 0, log
-    assert_demo_words(s.events, stream="commands_demo")
+    assert_demo_words(s.events, stream="demo")
     kinds = {e["kind"] for e in s.events}
     assert {"detection", "status", "heartbeat"} <= kinds
     seqs = [e["seq"] for e in s.events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     final = s.final_status()
     assert final["state"] == "stopping" and final["frames"] >= 1100 and final["drops"] == 0
-    assert "detection commands_demo yes" in log
+    assert "detection demo yes" in log
 
 
 def test_stdin_source(service):

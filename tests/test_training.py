@@ -204,3 +204,45 @@ def test_synthetic_speech_only_trains(tmp_path):
     assert all(x.samples.abs().max() > 0.1 for x in synthetic)
     assert {x.group.split(":")[1] for x in synthetic} == {"espeak-ng", "flite"}  # seeded draw uses both
     assert voices(["espeak-ng", "flite"], 5, 3) == voices(["espeak-ng", "flite"], 5, 3)
+
+
+def test_files_layout_extra_sources_fixed_labels_and_named_splits(tmp_path):
+    root = tmp_path / "data"
+    (root / "flat").mkdir(parents=True)
+    (root / "words").mkdir()
+    tone = clip("yes")[:8000]
+    for speaker in ("ann", "bob", "cid", "dan"):
+        for digit in (1, 2):
+            sf.write(root / "flat" / f"{digit}_{speaker}_0.wav", tone, 16000)
+    for i in range(5):
+        sf.write(root / "words" / f"hello_{i:08x}_nohash_0.wav", tone, 16000)
+    sf.write(root / "flat" / "README.wav", tone, 16000)  # the label regex does not select it
+    path = write_recipe(tmp_path, f"""
+[data]
+root = "{root}"
+path = "flat"
+layout = "files"
+label_regex = '^(\\d)_'
+label_map = {{ "1" = "one", "2" = "two" }}
+labels = ["one", "two", "_unknown_", "_silence_"]
+background_label = "_silence_"
+noise = "words"
+noise_clips = 3
+group_regex = '^\\d_([a-z]+)_'
+validation_groups = ["bob"]
+test_groups = ["cid"]
+[[data.extra]]
+path = "words"
+layout = "files"
+label_regex = '^([a-z]+)_'
+label = "_unknown_"
+max_clips = 2
+""")
+    splits = load_splits(load_recipe(path))
+    by_split = {name: sorted((splits.labels[x.label], x.group) for x in getattr(splits, name))
+                for name in ("train", "validation", "test")}
+    assert by_split["validation"] == [("one", "bob"), ("two", "bob")]
+    assert by_split["test"] == [("one", "cid"), ("two", "cid")]
+    train_labels = [label for label, _ in by_split["train"]]
+    assert train_labels.count("_unknown_") == 2 and train_labels.count("_silence_") == 3
+    assert train_labels.count("one") == 2 and train_labels.count("two") == 2  # ann and dan

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from streamrnn.audio import AudioError, read_audio
-from streamrnn.datasets import DataError, audio_files, list_clips, sensor_recordings, split_of
+from streamrnn.datasets import DataError, audio_files, list_clips, sensor_recordings, split_of, stable_hash
 
 from .recipe import Recipe
 
@@ -61,7 +61,9 @@ def _read_audio_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[Ex
                                d.max_per_label)
     for extra in d.extra if root == Path(d.root) / d.path else []:
         _, more = list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
-                             extra.label_regex, extra.label_map, d.max_per_label)
+                             extra.label_regex, extra.label_map, d.max_per_label, extra.label)
+        if extra.max_clips:
+            more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]
         clips += more
     examples = []
     for clip in clips:

@@ -28,6 +28,8 @@ class ExtraData:
     label_regex: str = ""
     label_map: dict[str, str] = field(default_factory=dict)
     group_regex: str = ""
+    label: str = ""                   # every file label_regex selects gets this label
+    max_clips: int = 0                # 0: all; else a fixed subset of this source
 
 
 @dataclass
