@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-SPLITS = ("train", "validation", "test")
 
 
 class DataError(ValueError):

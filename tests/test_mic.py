@@ -4,10 +4,8 @@ a `file` device whose capture side reads the demo recording as raw PCM."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 
-import numpy as np
 import pytest
 import soundfile as sf
 

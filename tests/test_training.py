@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import CLIPS, DATA_ROOT, ROOT, clip, needs_data
+from conftest import DATA_ROOT, ROOT, clip, needs_data
 from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import DataError, load_splits
