@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrnn.detect import flush
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.model import StreamingRNN
 
@@ -38,18 +37,9 @@ def torch_scores(model: StreamingRNN, audio: np.ndarray, chunk: int | None = Non
     return torch.cat(parts).numpy()
 
 
-def onnx_scores(path: str | Path, audio: np.ndarray) -> np.ndarray:
-    """Per-frame probabilities from onnxruntime, one stream fed whole and run chunk by chunk."""
-    runtime = StreamingModel(path)
-    runtime.add_stream("s")
-    runtime.feed("s", audio)
-    return runtime.run()["s"]
-
-
-def batched_scores(path: str | Path, audio: np.ndarray, others: list[np.ndarray],
+def batched_scores(runtime: StreamingModel, audio: np.ndarray, others: list[np.ndarray],
                    pieces=IRREGULAR_PIECES) -> np.ndarray:
     """Scores of `audio` served among `others`, which start earlier, in irregular pieces."""
-    runtime = StreamingModel(path)
     chunk = runtime.info.chunk
     sizes = [p or 3 * chunk for p in pieces]
     streams = {f"other{i}": x for i, x in enumerate(others)} | {"target": audio}
@@ -69,19 +59,22 @@ def batched_scores(path: str | Path, audio: np.ndarray, others: list[np.ndarray]
         out = runtime.step()
         if "target" in out:
             collected.append(out["target"])
-    flush(runtime, "target")
+    runtime.flush("target")
     collected += [runtime.run().get("target", np.zeros((0, len(runtime.info.labels)), np.float32))]
+    for sid in streams:
+        runtime.remove_stream(sid)
     return np.concatenate(collected)
 
 
 def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray,
            others: list[np.ndarray]) -> dict[str, float]:
     """Largest absolute score difference of (b), (c), (d) against (a) over one signal."""
-    chunk = StreamingModel(path).info.chunk
+    runtime = StreamingModel(path)
+    chunk = runtime.info.chunk
     audio = pad_to_chunks(audio, chunk)
     whole = torch_scores(model, audio)
     return {
         "torch_chunks": float(np.abs(torch_scores(model, audio, chunk) - whole).max()),
-        "onnx_chunks": float(np.abs(onnx_scores(path, audio) - whole).max()),
-        "onnx_batched": float(np.abs(batched_scores(path, audio, others) - whole).max()),
+        "onnx_chunks": float(np.abs(runtime.score([audio])[0] - whole).max()),
+        "onnx_batched": float(np.abs(batched_scores(runtime, audio, others) - whole).max()),
     }

@@ -25,15 +25,19 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples
 
 
-def read_audio(path: str | Path, rate: float) -> np.ndarray:
-    """Read a wav/flac/ogg file as mono float32 in [-1, 1] at `rate` Hz.
-
-    Several channels are averaged to mono and other rates are resampled with soxr.
-    """
+def read_native(path: str | Path) -> tuple[np.ndarray, float]:
+    """A wav/flac/ogg file as mono float32 in [-1, 1] at its own rate: (samples, rate)."""
     try:
-        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio ({exc})") from None
     if len(samples) == 0:
         raise AudioError(f"{path}: holds no samples")
-    return to_model_rate(to_mono(samples), file_rate, rate)
+    return to_mono(samples), float(rate)
+
+
+def read_audio(path: str | Path, rate: float) -> np.ndarray:
+    """A wav/flac/ogg file as mono float32 in [-1, 1] at `rate` Hz (several channels averaged,
+    other rates resampled with soxr)."""
+    samples, file_rate = read_native(path)
+    return to_model_rate(samples, file_rate, rate)

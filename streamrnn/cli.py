@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from .decision import DecisionSettings
 
 TRAIN_EXTRA = "needs the training extra: pip install 'streamrnn[train]' (torch, torchaudio, onnx)"
 
@@ -67,7 +68,6 @@ def cmd_models(args) -> None:
 
 def cmd_detect(args) -> None:
     from .catalog import resolve_model
-    from .decision import DecisionSettings
     from .detect import detect_files, score_files
     from .events import Stamper
     from .runtime import StreamingModel
@@ -83,7 +83,7 @@ def cmd_detect(args) -> None:
                 print(json.dumps({"stream": stream, "frame": i, "end": round((i + 1) * hop, 4),
                                   "scores": dict(zip(model.info.labels, np.round(row, 5).tolist()))}))
         return
-    settings = DecisionSettings(args.smoothing, args.patience, args.refractory)
+    settings = _decision_settings(args)
     stamper = Stamper()
     for event in detect_files(model, args.files, settings, dict(args.threshold)):
         print(json.dumps(stamper.stamp(event)), flush=True)
@@ -186,7 +186,6 @@ def _write_reports(folder: str, report: dict, text: str, png: str, plot, stem: s
 
 def _eval_detection(args, model, items, data: str) -> None:
     from . import continuous
-    from .decision import DecisionSettings
 
     if not args.negatives:
         raise CommandError("eval --detect needs --negatives DIR (audio that never holds the keywords)")
@@ -196,7 +195,7 @@ def _eval_detection(args, model, items, data: str) -> None:
     snrs = [None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]]
     negatives = continuous.read_negatives(args.negatives, model.info.sample_rate)
     report = continuous.detection_report(model, negatives, positives, snrs,
-                                         DecisionSettings(args.smoothing, args.patience, args.refractory))
+                                         _decision_settings(args))
     report.update(data=data, negatives=args.negatives)
     if args.out:
         _write_reports(args.out, report, continuous.markdown(report), "det.png", continuous.det_png, "detection")
@@ -206,6 +205,20 @@ def _eval_detection(args, model, items, data: str) -> None:
 def cmd_demo(args) -> None:
     from .demo import demo
     raise SystemExit(demo())
+
+
+def _add_decision_flags(p: argparse.ArgumentParser) -> None:
+    """The decision layer's settings, as the service uses them (offline commands)."""
+    d = DecisionSettings()
+    p.add_argument("--smoothing", type=int, default=d.smoothing, help=f"frames averaged (default {d.smoothing})")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help=f"smoothed frames above threshold before firing (default {d.patience})")
+    p.add_argument("--refractory", type=float, default=d.refractory,
+                   help=f"seconds a label stays silent after firing (default {d.refractory:g})")
+
+
+def _decision_settings(args):
+    return DecisionSettings(args.smoothing, args.patience, args.refractory)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -234,9 +247,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", action="store_true", help="print per-frame scores instead")
     p.add_argument("--threshold", type=_threshold, action="append", default=[],
                    metavar="LABEL=VALUE", help="override a label's threshold (repeatable)")
-    p.add_argument("--smoothing", type=int, default=3, help="frames averaged (default 3)")
-    p.add_argument("--patience", type=int, default=2, help="frames above threshold (default 2)")
-    p.add_argument("--refractory", type=float, default=1.0, help="seconds of silence after a detection")
+    _add_decision_flags(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.set_defaults(run=cmd_detect)
 
@@ -279,9 +290,7 @@ def parser() -> argparse.ArgumentParser:
                    help="detection on continuous audio: the clips placed into --negatives at each --snr")
     p.add_argument("--negatives", action="append", help="folder of audio never holding the keywords (repeatable)")
     p.add_argument("--snr", action="append", help="clean or a number in dB (repeatable; default clean, 10, 0)")
-    p.add_argument("--smoothing", type=int, default=3, help="decision smoothing in frames (as the service)")
-    p.add_argument("--patience", type=int, default=2, help="decision patience in frames (as the service)")
-    p.add_argument("--refractory", type=float, default=1.0, help="decision refractory seconds (as the service)")
+    _add_decision_flags(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .decision import DecisionSettings
 from .settings import SettingsError, build, read_toml
 
 DEFAULT_CONFIG = Path("/etc/streamrnn/streamrnn.toml")
@@ -30,9 +31,10 @@ class ModelConfig:
 
 @dataclass
 class DecisionConfig:
-    smoothing: int = 3          # frames averaged
-    patience: int = 2           # consecutive smoothed frames at or above threshold
-    refractory: float = 1.0     # seconds a label stays silent after firing
+    """The [decision] table; defaults are DecisionSettings'."""
+    smoothing: int = DecisionSettings.smoothing    # frames averaged
+    patience: int = DecisionSettings.patience      # consecutive smoothed frames at or above threshold
+    refractory: float = DecisionSettings.refractory  # seconds a label stays silent after firing
 
 
 @dataclass
@@ -68,10 +70,11 @@ class ServiceConfig:
     mic: MicConfig = field(default_factory=MicConfig)
     source: str = field(default="defaults", metadata={"internal": True})
 
-    def decision_for(self, model: ModelConfig) -> DecisionConfig:
+    def decision_for(self, model: ModelConfig) -> DecisionSettings:
+        """The [decision] table with a model's own overrides on top."""
         d = self.decision
-        return DecisionConfig(model.smoothing or d.smoothing, model.patience or d.patience,
-                              d.refractory if model.refractory < 0 else model.refractory)
+        return DecisionSettings(model.smoothing or d.smoothing, model.patience or d.patience,
+                                d.refractory if model.refractory < 0 else model.refractory)
 
 
 def check(config: ServiceConfig) -> ServiceConfig:

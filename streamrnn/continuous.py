@@ -13,11 +13,13 @@ against false accepts per hour). Torch-free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .audio import read_audio
+from .datasets import AUDIO_SUFFIXES, DataError
 from .decision import Decider, DecisionSettings
-from .detect import flush
 from .runtime import StreamingModel
 
 TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
@@ -62,18 +64,6 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
     return np.clip(audio, -1, 1), placements
 
 
-def stream_scores(model: StreamingModel, streams: list[np.ndarray]) -> list[np.ndarray]:
-    """Per-frame scores of each stream, all streams batched."""
-    for i, audio in enumerate(streams):
-        model.add_stream(i)
-        model.feed(i, audio)
-        flush(model, i)
-    scores = model.run()
-    for i in range(len(streams)):
-        model.remove_stream(i)
-    return [scores[i] for i in range(len(streams))]
-
-
 def count_detections(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
                      negative_hours: float, settings: DecisionSettings,
                      thresholds: dict[str, float] | None = None) -> dict:
@@ -112,7 +102,7 @@ def detection_report(model: StreamingModel, negatives: list[np.ndarray], positiv
     for k, snr in enumerate(snrs):
         composed = [compose(neg, [positives[i] for i in idx], rate, snr, seed + 1000 * k + j)
                     for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
-        scores = stream_scores(model, [audio for audio, _ in composed])
+        scores = model.score([audio for audio, _ in composed])
         placed = [p for _, p in composed]
         counts = lambda t=None: count_detections(model, scores, placed, hours, settings, t)  # noqa: E731
         sweep = [{"threshold": t, **counts(dict.fromkeys(model.info.thresholds, t))} for t in SWEEP]
@@ -122,11 +112,6 @@ def detection_report(model: StreamingModel, negatives: list[np.ndarray], positiv
 
 def read_negatives(folders: list[str], rate: float, stream_minutes: float = 10.0) -> list[np.ndarray]:
     """Every audio file under the folders (recursively), at `rate`, joined and cut into streams."""
-    from pathlib import Path
-
-    from .audio import read_audio
-    from .datasets import AUDIO_SUFFIXES, DataError
-
     files = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise DataError(f"--negatives {', '.join(folders)}: no audio files")

@@ -117,6 +117,29 @@ def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = N
     return list(files), clips
 
 
+def recipe_clips(data, path: str) -> tuple[list[str], list[Clip]]:
+    """The audio clips a recipe's [data] settings select under `data.root/path`; for the main path
+    its [[data.extra]] sources too, each capped at its max_clips. Training and `streamrnn eval`
+    both draw clips here, so they see the same ones."""
+    d = data
+    labels, clips = list_clips(Path(d.root) / path, d.layout, d.labels, d.group_regex, d.label_regex,
+                               d.label_map, d.max_per_label)
+    for extra in d.extra if path == d.path else []:
+        _, more = list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
+                             extra.label_regex, extra.label_map, d.max_per_label, extra.label)
+        if extra.max_clips:
+            more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]
+        clips += more
+    return labels, clips
+
+
+def recipe_split(group: str, data) -> str:
+    """The split a recipe puts a group in; with a separate `test_path` the main data gives only
+    train and validation."""
+    return split_of(group, data.validation, 0.0 if data.test_path else data.test,
+                    data.validation_groups, data.test_groups)
+
+
 def parse_ts(path: Path) -> tuple[list[str], list[tuple[np.ndarray, str]]]:
     """sktime .ts: header lines, then `@data` and one `dim:dim:...:label` line per recording."""
     class_labels, rows, in_data = [], [], False
@@ -142,7 +165,11 @@ def parse_ts(path: Path) -> tuple[list[str], list[tuple[np.ndarray, str]]]:
 
 
 def read_csv(path: Path) -> np.ndarray:
-    lines = path.read_text().splitlines()
+    """A CSV of numbers as float32 [rows, columns]; a first row that is not numbers is a header."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         float(lines[0].split(",")[0])
         skip = 0

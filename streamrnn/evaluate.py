@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import AudioError, read_audio
-from .datasets import DataError, list_clips, sensor_recordings, split_of
-from .detect import flush
+from .datasets import DataError, list_clips, recipe_clips, recipe_split, sensor_recordings
 from .metrics import clip_report, clip_scores, confusion
 from .runtime import StreamingModel
 
@@ -51,26 +50,18 @@ def folder_items(folders: list[str], kind: str, rate: float) -> list[Item]:
 
 
 def recipe_items(recipe, split: str, rate: float) -> list[Item]:
-    """The clips of a recipe's split (train, validation, test or all), as training drew it."""
+    """The clips of a recipe's split (train, validation, test or all), as training draws it."""
     d = recipe.data
-    separate_test = bool(d.test_path)
-    path = d.test_path if split == "test" and separate_test else d.path
-    root = Path(d.root) / path
-    test_share = 0.0 if separate_test else d.test
+    path = d.test_path if split == "test" and d.test_path else d.path
+    whole = split == "all" or path != d.path  # a separate test set is all test
 
     def wanted(group: str) -> bool:
-        if split == "all" or (split == "test" and separate_test):
-            return True
-        return split_of(group, d.validation, test_share, d.validation_groups, d.test_groups) == split
+        return whole or recipe_split(group, d) == split
 
     if d.kind == "sensor":
-        _, recordings = sensor_recordings(root, d.layout, d.labels)
+        _, recordings = sensor_recordings(Path(d.root) / path, d.layout, d.labels)
         return [Item(group, label, samples) for samples, label, group in recordings if wanted(group)]
-    labels, clips = list_clips(root, d.layout, d.labels, d.group_regex, d.label_regex, d.label_map)
-    if path == d.path:
-        for extra in d.extra:
-            clips += list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
-                                extra.label_regex, extra.label_map, label=extra.label)[1]
+    _, clips = recipe_clips(d, path)
     return _audio_items([c for c in clips if wanted(c.group)], rate)
 
 
@@ -82,16 +73,10 @@ def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
         raise DataError(f"labels {', '.join(unknown)} are not labels of model {info.name} ({', '.join(info.labels)})")
     if not items:
         raise DataError("no clips to evaluate")
-    for n, item in enumerate(items):
-        model.add_stream(n)
-        model.feed(n, item.samples)
-        flush(model, n)
-    scores = model.run()
+    scores = model.score([item.samples for item in items])
     background = info.labels.index(info.background_label)
-    predicted = np.array([int(np.argmax(clip_scores(scores[n], background, info.readout))) for n in range(len(items))])
+    predicted = np.array([int(np.argmax(clip_scores(s, background, info.readout))) for s in scores])
     truth = np.array([info.labels.index(i.label) for i in items])
-    for n in range(len(items)):
-        model.remove_stream(n)
     report = clip_report(list(info.labels), confusion(truth, predicted, len(info.labels)))
     report["model"], report["model_version"] = info.name, info.version
     report["errors"] = [{"clip": items[n].name, "label": items[n].label, "predicted": info.labels[predicted[n]]}

@@ -76,16 +76,19 @@ class StreamingModel:
         self.session, self.info = open_contract(path, device, threads)
         inputs = self.session.get_inputs()[1:]
         self._state_names = [state_input(i) for i in range(len(inputs))]
-        self._state_shapes = [tuple(i.shape[1:]) for i in inputs]
-        self._states = [np.zeros((0, *s), np.float32) for s in self._state_shapes]
+        self._states = [np.zeros((0, *i.shape[1:]), np.float32) for i in inputs]
         self._capacity = 0
         self._free_rows: list[int] = []
         self._streams: dict[Hashable, _Stream] = {}
-        self._sample_shape = () if self.info.kind == "audio" else (self.info.channels,)
 
     @property
     def streams(self) -> list[Hashable]:
         return list(self._streams)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: () for audio, (channels,) for sensors."""
+        return () if self.info.kind == "audio" else (self.info.channels,)
 
     def add_stream(self, stream_id: Hashable) -> None:
         """Start a stream at zero state."""
@@ -93,17 +96,11 @@ class StreamingModel:
             raise KeyError(f"stream {stream_id!r} already exists")
         if not self._free_rows:
             self._grow()
-        row = self._free_rows.pop()
-        for s in self._states:
-            s[row] = 0.0
-        self._streams[stream_id] = _Stream(row)
+        self._start(stream_id, self._free_rows.pop())
 
     def reset_stream(self, stream_id: Hashable) -> None:
         """Forget a stream's state and pending samples; its clock starts again at 0."""
-        stream = self._get(stream_id)
-        for s in self._states:
-            s[stream.row] = 0.0
-        self._streams[stream_id] = _Stream(stream.row)
+        self._start(stream_id, self._get(stream_id).row)
 
     def remove_stream(self, stream_id: Hashable) -> None:
         self._free_rows.append(self._get(stream_id).row)
@@ -121,12 +118,18 @@ class StreamingModel:
         """Queue samples (float32 in [-1, 1]; [n] for audio, [n, channels] for sensors)."""
         stream = self._get(stream_id)
         samples = np.asarray(samples, dtype=np.float32)
-        if samples.shape[1:] != self._sample_shape:
+        if samples.shape[1:] != self.sample_shape:
             raise ValueError(f"stream {stream_id!r}: samples of shape {samples.shape} do not fit "
-                             f"model {self.info.name} (expected [n{', %d' % self.info.channels if self._sample_shape else ''}])")
+                             f"model {self.info.name} (expected [n{''.join(f', {c}' for c in self.sample_shape)}])")
         if len(samples):
             stream.pending.append(samples)
             stream.pending_len += len(samples)
+
+    def flush(self, stream_id: Hashable) -> None:
+        """Pad a stream's last partial chunk with silence so its tail gets scored."""
+        left = self.pending(stream_id) % self.info.chunk
+        if left:
+            self.feed(stream_id, np.zeros((self.info.chunk - left, *self.sample_shape), np.float32))
 
     def step(self) -> dict[Hashable, np.ndarray]:
         """One batched call for every stream with a full chunk: {stream: scores[frames, labels]}."""
@@ -153,6 +156,25 @@ class StreamingModel:
             for sid, scores in out.items():
                 collected.setdefault(sid, []).append(scores)
         return {sid: np.concatenate(parts) for sid, parts in collected.items()}
+
+    def score(self, signals: list[np.ndarray]) -> list[np.ndarray]:
+        """Per-frame scores [frames, labels] of whole signals: each a new stream from zero state,
+        all run batched, each tail padded to a whole chunk."""
+        ids = [object() for _ in signals]  # private ids: never clash with the caller's streams
+        for sid, signal in zip(ids, signals):
+            self.add_stream(sid)
+            self.feed(sid, signal)
+            self.flush(sid)
+        scores = self.run()
+        for sid in ids:
+            self.remove_stream(sid)
+        empty = np.zeros((0, len(self.info.labels)), np.float32)
+        return [scores.get(sid, empty) for sid in ids]
+
+    def _start(self, stream_id: Hashable, row: int) -> None:
+        for s in self._states:
+            s[row] = 0.0
+        self._streams[stream_id] = _Stream(row)
 
     def _get(self, stream_id: Hashable) -> _Stream:
         try:

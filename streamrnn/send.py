@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
-import soundfile
 import zmq
 
-from .audio import AudioError, to_mono
+from .audio import read_native
+from .datasets import read_csv
 
 
 def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
@@ -21,16 +22,9 @@ def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
     if path.endswith(".csv"):
         if not rate:
             raise ValueError(f"{path}: a CSV of sensor frames needs --rate")
-        try:
-            frames = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a CSV of numbers ({exc})") from None
-        return frames, rate, "sensor"
-    try:
-        samples, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioError(f"{path}: cannot read audio ({exc})") from None
-    return to_mono(samples), float(file_rate), "audio"
+        return read_csv(Path(path)), rate, "sensor"
+    samples, file_rate = read_native(path)
+    return samples, file_rate, "audio"
 
 
 def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_seconds: float):

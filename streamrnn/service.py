@@ -25,12 +25,11 @@ from .audio import to_mono
 from .catalog import resolve_model
 from .config import ConfigError, ModelConfig, ServiceConfig, config_path, load_config
 from .decision import Decider, DecisionSettings
-from .detect import flush
 from .events import detection_event, heartbeat_event, scores_event, status_event
 from .notify import Notifier
 from .publisher import Publisher
 from .runtime import StreamingModel
-from .sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources
+from .sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
 from .sources.file import FileSource
 
 log = logging.getLogger("streamrnn")
@@ -80,16 +79,13 @@ class ModelSlot:
     def end_stream(self, stream: str) -> None:
         """Flush converter and partial chunk so the stream's tail gets scored."""
         if self.resamplers[stream] is not None:
-            self.feed(stream, np.zeros((0, *self._sample_shape()), np.float32), last=True)
-        flush(self.runtime, stream)
+            self.feed(stream, np.zeros((0, *self.runtime.sample_shape), np.float32), last=True)
+        self.runtime.flush(stream)
 
     def remove_stream(self, stream: str) -> None:
         self.runtime.remove_stream(stream)
         for table in (self.deciders, self.resamplers, self.scores_sent):
             table.pop(stream, None)
-
-    def _sample_shape(self) -> tuple:
-        return () if self.info.kind == "audio" else (self.info.channels,)
 
 
 def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot:
@@ -100,9 +96,7 @@ def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot
     if unknown:
         raise ConfigError(f"{config.source}: models[{index}].thresholds: {', '.join(unknown)} "
                           f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})")
-    d = config.decision_for(spec)
-    return ModelSlot(spec, path, _fingerprint(path), runtime,
-                     DecisionSettings(d.smoothing, d.patience, d.refractory))
+    return ModelSlot(spec, path, _fingerprint(path), runtime, config.decision_for(spec))
 
 
 def check_service(config: ServiceConfig) -> None:
@@ -110,10 +104,10 @@ def check_service(config: ServiceConfig) -> None:
     for i, spec in enumerate(config.models):
         load_slot(config, spec, i)
     for spec in config.sources:
-        if spec == "mic" or spec.startswith("mic:"):
+        if spec_kind(spec) == "mic":
             from .sources.mic import MicSource
             MicSource(spec.partition(":")[2], config.mic)
-        elif spec != "-" and not spec.startswith(("pull:", "sub:")):
+        elif spec_kind(spec) == "file":
             FileSource(spec, spec, realtime=False)
 
 
@@ -187,8 +181,7 @@ class Service:
 
     def _reuse(self, slot: ModelSlot, spec: ModelConfig) -> ModelSlot:
         """Same model file: streams keep their state; new decision settings start new deciders."""
-        d = self.config.decision_for(spec)
-        settings = DecisionSettings(d.smoothing, d.patience, d.refractory)
+        settings = self.config.decision_for(spec)
         if settings != slot.settings or spec.thresholds != slot.spec.thresholds:
             slot.settings, slot.spec = settings, spec
             slot.deciders = {s: Decider(slot.info, settings, spec.thresholds) for s in slot.deciders}

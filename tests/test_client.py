@@ -70,7 +70,7 @@ def test_sensor_frames_through_ingest_reach_a_sensor_model(tmp_path):
     _, _, model = export_test_model(tmp_path, "gru", "sensor", chunk=10)
     csv = tmp_path / "wrist.csv"
     rng = np.random.default_rng(1)
-    np.savetxt(csv, rng.normal(size=(200, 3)), delimiter=",")
+    np.savetxt(csv, rng.normal(size=(200, 3)), delimiter=",", header="x,y,z", comments="")  # with a header row
     ingest = f"ipc://{tmp_path}/ingest"
     s = Service(tmp_path, "--model", model, "--model", "commands", "--source", f"pull:{ingest}",
                 "--scores-rate", "1000")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import clip, export_test_model
-from streamrnn.deploy.verify import batched_scores, onnx_scores, pad_to_chunks, parity, torch_scores
+from streamrnn.deploy.verify import batched_scores, pad_to_chunks, parity, torch_scores
 from streamrnn.runtime import StreamingModel
 
 TOLERANCE = 1e-4
@@ -21,7 +21,8 @@ def test_four_ways_agree_on_real_audio(tmp_path, speech, cell):
 def test_scores_are_not_trivial(tmp_path, speech):
     """Guard for the parity test: scores move with the audio, so agreement means something."""
     model, _, path = export_test_model(tmp_path)
-    scores = onnx_scores(path, pad_to_chunks(speech, StreamingModel(path).info.chunk))
+    runtime = StreamingModel(path)
+    scores = runtime.score([pad_to_chunks(speech, runtime.info.chunk)])[0]
     assert scores.std(axis=0).max() > 1e-3
     assert np.allclose(scores.sum(axis=1), 1, atol=1e-5)
 
@@ -37,11 +38,11 @@ def test_sensor_model_streams_exactly(tmp_path):
 
 def test_irregular_pieces_give_the_same_scores(tmp_path, speech):
     _, _, path = export_test_model(tmp_path)
-    chunk = StreamingModel(path).info.chunk
-    audio = pad_to_chunks(speech, chunk)
-    whole = onnx_scores(path, audio)
+    runtime = StreamingModel(path)
+    audio = pad_to_chunks(speech, runtime.info.chunk)
+    whole = runtime.score([audio])[0]
     for pieces in [(1,), (37,), (None,), (1, 37, None)]:
-        got = batched_scores(path, audio, [], pieces)
+        got = batched_scores(runtime, audio, [], pieces)
         assert got.shape == whole.shape
         assert np.abs(got - whole).max() < TOLERANCE, pieces
 
@@ -49,10 +50,10 @@ def test_irregular_pieces_give_the_same_scores(tmp_path, speech):
 def test_streams_do_not_leak_into_each_other(tmp_path, speech):
     """A stream's scores depend on its own audio only, not on who shares the batch."""
     model, _, path = export_test_model(tmp_path)
-    chunk = StreamingModel(path).info.chunk
-    audio = pad_to_chunks(speech, chunk)
-    alone = batched_scores(path, audio, [])
-    crowded = batched_scores(path, audio, [clip("down"), clip("yes"), clip("no")])
+    runtime = StreamingModel(path)
+    audio = pad_to_chunks(speech, runtime.info.chunk)
+    alone = batched_scores(runtime, audio, [])
+    crowded = batched_scores(runtime, audio, [clip("down"), clip("yes"), clip("no")])
     assert np.abs(alone - crowded).max() < TOLERANCE
     reference = torch_scores(model, audio)
     assert np.abs(reference - alone).max() < TOLERANCE

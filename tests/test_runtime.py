@@ -95,6 +95,10 @@ def test_streams_come_and_go(contract):
         model.feed("nope", audio)
     with pytest.raises(ValueError, match="do not fit"):
         model.feed(5, np.zeros((10, 2), np.float32))
+    before = sorted(model.streams)
+    tail, empty = model.score([audio[:100], audio[:0]])  # whole signals beside the open streams
+    assert tail.shape == (8, 4) and empty.shape == (0, 4)  # 100 samples padded to one chunk
+    assert sorted(model.streams) == before and model.stream_frames(5) == 16
 
 
 def test_reset_restarts_from_zero_state(contract):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from streamrnn.audio import AudioError, read_audio
-from streamrnn.datasets import DataError, audio_files, list_clips, sensor_recordings, split_of, stable_hash
+from streamrnn.datasets import DataError, audio_files, recipe_clips, recipe_split, sensor_recordings
 
 from .recipe import Recipe
 
@@ -54,17 +54,10 @@ def _fit(samples: np.ndarray, length: int) -> torch.Tensor:
     return torch.from_numpy(np.pad(samples, pad))
 
 
-def _read_audio_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[Example]]:
+def _read_audio_examples(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
     d = recipe.data
     length = recipe.clip_samples
-    labels, clips = list_clips(root, d.layout, d.labels, d.group_regex, d.label_regex, d.label_map,
-                               d.max_per_label)
-    for extra in d.extra if root == Path(d.root) / d.path else []:
-        _, more = list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
-                             extra.label_regex, extra.label_map, d.max_per_label, extra.label)
-        if extra.max_clips:
-            more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]
-        clips += more
+    labels, clips = recipe_clips(d, path)
     examples = []
     for clip in clips:
         try:
@@ -110,9 +103,8 @@ def load_splits(recipe: Recipe) -> Splits:
     if empty:
         raise DataError(f"{root}: no examples for label(s) {', '.join(empty)}")
     splits = Splits(labels, [], [], [])
-    test_share = 0.0 if d.test_path else d.test
     for x in examples:
-        getattr(splits, split_of(x.group, d.validation, test_share, d.validation_groups, d.test_groups)).append(x)
+        getattr(splits, recipe_split(x.group, d)).append(x)
     if d.test_path:
         test_labels, splits.test = _read(recipe, d.test_path)
         for x in splits.test:  # the test set may list its labels in another order
@@ -142,8 +134,9 @@ def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
     root = Path(recipe.data.root) / path
     if not root.exists():
         raise DataError(f"{root}: data path does not exist (data.root={recipe.data.root!r}, path={path!r})")
-    reader = _read_audio_examples if recipe.data.kind == "audio" else _read_sensor_examples
-    return reader(recipe, root)
+    if recipe.data.kind == "audio":
+        return _read_audio_examples(recipe, path)
+    return _read_sensor_examples(recipe, root)
 
 
 def _noise_examples(recipe: Recipe, label: int) -> list[Example]:

@@ -72,6 +72,16 @@ def unique_stream_ids(paths: list[str]) -> list[str]:
     return ids
 
 
+def spec_kind(spec: str) -> str:
+    """What a `--source` spec names: `stdin` (-), `mic` (mic[:DEVICE]), `ingest` (pull:ADDR,
+    sub:ADDR) or `file` (anything else)."""
+    if spec == "-":
+        return "stdin"
+    if spec == "mic" or spec.startswith("mic:"):
+        return "mic"
+    return "ingest" if spec.startswith(("pull:", "sub:")) else "file"
+
+
 def open_sources(specs: list[str], config, context) -> list[Source]:
     """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`."""
     from .file import FileSource
@@ -79,18 +89,19 @@ def open_sources(specs: list[str], config, context) -> list[Source]:
     from .stdin import StdinSource
 
     sources: list[Source] = []
-    files = [s for s in specs if not (s == "-" or s == "mic" or s.startswith(("mic:", "pull:", "sub:")))]
+    files = [s for s in specs if spec_kind(s) == "file"]
     file_ids = dict(zip(files, unique_stream_ids(files)))
     try:
         for spec in specs:
-            if spec == "-":
+            kind = spec_kind(spec)
+            if kind == "stdin":
                 sources.append(StdinSource(config.stdin_rate))
-            elif spec == "mic" or spec.startswith("mic:"):
+            elif kind == "mic":
                 from .mic import MicSource  # sounddevice/PortAudio only when a microphone is used
                 sources.append(MicSource(spec.partition(":")[2], config.mic))
-            elif spec.startswith(("pull:", "sub:")):
-                kind, _, address = spec.partition(":")
-                sources.append(IngestSource(context, kind, address, config.ingest))
+            elif kind == "ingest":
+                socket_type, _, address = spec.partition(":")
+                sources.append(IngestSource(context, socket_type, address, config.ingest))
             else:
                 sources.append(FileSource(spec, file_ids[spec], realtime=not config.fast))
     except Exception:
