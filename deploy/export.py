@@ -32,7 +32,8 @@ class ContractGraph(nn.Module):
 
 def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: str | Path,
                  thresholds: dict[str, float], trained_on: str) -> Path:
-    """Write the contract file for `model` with chunks of recipe.model.chunk frames."""
+    """Write the contract file for `model`: chunks of any whole number of frames, recipe.model.chunk
+    frames by default (metadata `chunk`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
@@ -48,9 +49,10 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
         torch.onnx.export(ContractGraph(model), (torch.zeros(shape), *state), str(path),
                           dynamo=False, opset_version=OPSET, input_names=inputs,
                           output_names=outputs,
-                          dynamic_axes={name: {0: "batch"} for name in inputs + outputs})
+                          dynamic_axes={name: {0: "batch"} for name in inputs + outputs}
+                          | {AUDIO_INPUT: {0: "batch", 1: "samples"}, SCORES_OUTPUT: {0: "batch", 1: "frames"}})
     graph = onnx.load(str(path))
-    _declare_output_shapes(graph, chunk // model.frame_hop, len(labels))
+    _declare_output_shapes(graph, len(labels))
     metadata = encode_metadata({
         "kind": recipe.data.kind, "name": recipe.name, "version": recipe.version,
         "labels": labels, "background_label": recipe.data.background_label,
@@ -65,10 +67,10 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
     return path
 
 
-def _declare_output_shapes(graph: onnx.ModelProto, frames: int, n_labels: int) -> None:
+def _declare_output_shapes(graph: onnx.ModelProto, n_labels: int) -> None:
     """Write the contract's output shapes into the graph: scores [batch, frames, labels], each
     next state shaped as its state input (the exporter leaves some of these symbolic)."""
-    shapes = {SCORES_OUTPUT: ["batch", frames, n_labels]}
+    shapes = {SCORES_OUTPUT: ["batch", "frames", n_labels]}
     for value in graph.graph.input[1:]:
         dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
         shapes["next_" + value.name] = dims

@@ -40,7 +40,7 @@ def torch_scores(model: StreamingRNN, audio: np.ndarray, chunk: int | None = Non
 def batched_scores(runtime: StreamingModel, audio: np.ndarray, others: list[np.ndarray],
                    pieces=IRREGULAR_PIECES) -> np.ndarray:
     """Scores of `audio` served among `others`, which start earlier, in irregular pieces."""
-    chunk = runtime.info.chunk
+    chunk = runtime.chunk
     sizes = [p or 3 * chunk for p in pieces]
     streams = {f"other{i}": x for i, x in enumerate(others)} | {"target": audio}
     offsets = dict.fromkeys(streams, 0)
@@ -70,7 +70,7 @@ def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray,
            others: list[np.ndarray]) -> dict[str, float]:
     """Largest absolute score difference of (b), (c), (d) against (a) over one signal."""
     runtime = StreamingModel(path)
-    chunk = runtime.info.chunk
+    chunk = runtime.chunk
     audio = pad_to_chunks(audio, chunk)
     whole = torch_scores(model, audio)
     return {

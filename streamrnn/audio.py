@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ import soxr
 
 class AudioError(ValueError):
     """Audio that cannot be read or used; the message names the input and the fault."""
+
+
+class EmptyAudio(AudioError):
+    """A well-formed audio file with no samples (collections of recordings hold a few)."""
 
 
 def to_model_rate(samples: np.ndarray, rate: float, model_rate: float) -> np.ndarray:
@@ -32,7 +37,7 @@ def read_native(path: str | Path) -> tuple[np.ndarray, float]:
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio ({exc})") from None
     if len(samples) == 0:
-        raise AudioError(f"{path}: holds no samples")
+        raise EmptyAudio(f"{path}: holds no samples")
     return to_mono(samples), float(rate)
 
 
@@ -41,3 +46,16 @@ def read_audio(path: str | Path, rate: float) -> np.ndarray:
     other rates resampled with soxr)."""
     samples, file_rate = read_native(path)
     return to_model_rate(samples, file_rate, rate)
+
+
+def read_many(paths: list[Path], rate: float) -> list[np.ndarray]:
+    """Several files as by `read_audio`; empty ones are left out and counted on stderr."""
+    audio, empty = [], []
+    for path in paths:
+        try:
+            audio.append(read_audio(path, rate))
+        except EmptyAudio:
+            empty.append(path)
+    if empty:
+        print(f"streamrnn: skipped {len(empty)} empty audio file(s), e.g. {empty[0]}", file=sys.stderr)
+    return audio

@@ -44,6 +44,26 @@ def cmd_train(args) -> None:
     train(load_recipe(args.recipe, args.data_root), args.resume)
 
 
+def cmd_train_wakeword(args) -> None:
+    _need_training("train-wakeword")
+    from .training.recipe import load_recipe
+    from .training.train import train
+    from .training.wakeword import write_recipe
+    path = write_recipe(args.phrase, args.recipe_out or "runs/recipes", args.name, args.recordings or [])
+    print(f"recipe: {path}", flush=True)
+    if not args.recipe_only:
+        train(load_recipe(path, args.data_root))
+
+
+def cmd_fetch_negatives(args) -> None:
+    from pathlib import Path
+
+    from .negatives import PACKAGES, default_folder, fetch
+    for folder in fetch(Path(args.folder) if args.folder else default_folder(), args.set):
+        kind = next(k for k, packages in PACKAGES.items() if folder.name in packages)
+        print(f"{kind:<5} {folder}  ({PACKAGES[kind][folder.name]})")
+
+
 def cmd_export(args) -> None:
     _need_training("export")
     from .deploy.export import export_checkpoint
@@ -192,14 +212,38 @@ def _eval_detection(args, model, items, data: str) -> None:
     positives = [(i.samples, i.label) for i in items if i.label in model.info.thresholds]
     if not positives:
         raise CommandError(f"eval --detect: no clips of a reported label of {model.info.name} in {data}")
-    snrs = [None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]]
     negatives = continuous.read_negatives(args.negatives, model.info.sample_rate)
+    if args.pick_fa_per_hour is not None:
+        _pick_thresholds(args, model, negatives, positives)
+        return
+    snrs = [None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]]
     report = continuous.detection_report(model, negatives, positives, snrs,
                                          _decision_settings(args))
     report.update(data=data, negatives=args.negatives)
     if args.out:
         _write_reports(args.out, report, continuous.markdown(report), "det.png", continuous.det_png, "detection")
     print(json.dumps(report) if args.json else continuous.markdown(report), end="\n" if args.json else "")
+
+
+def _pick_thresholds(args, model, negatives, positives) -> None:
+    from .continuous import pick_thresholds
+    picked = pick_thresholds(model, negatives, positives, args.pick_fa_per_hour, _decision_settings(args))
+    if args.write:
+        try:
+            from .deploy.metadata import write_thresholds
+        except ImportError:
+            raise CommandError("eval --write needs onnx: pip install onnx") from None
+        write_thresholds(args.write, picked["thresholds"])
+        picked["written_to"] = args.write
+    print(json.dumps(picked) if args.json else "\n".join(
+        f"{label}: threshold {v['threshold']}, false rejects {v['frr']}, false accepts/h {v['fa_per_hour']}"
+        f" ({picked['negative_hours']:.2f} h of negatives)" for label, v in picked["per_label"].items()))
+
+
+def cmd_bench(args) -> None:
+    from .bench import run, table
+    report = run(quick=args.quick, device=args.device, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(report) if args.json else table(report), end="\n" if args.json else "")
 
 
 def cmd_demo(args) -> None:
@@ -290,8 +334,34 @@ def parser() -> argparse.ArgumentParser:
                    help="detection on continuous audio: the clips placed into --negatives at each --snr")
     p.add_argument("--negatives", action="append", help="folder of audio never holding the keywords (repeatable)")
     p.add_argument("--snr", action="append", help="clean or a number in dB (repeatable; default clean, 10, 0)")
+    p.add_argument("--pick-fa-per-hour", type=float, metavar="RATE",
+                   help="with --detect: per label, the lowest threshold with at most RATE false accepts per hour")
+    p.add_argument("--write", metavar="MODEL.onnx", help="with --pick-fa-per-hour: write the thresholds into this "
+                   "contract file's metadata (needs onnx)")
     _add_decision_flags(p)
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("train-wakeword", help="train a wake-word detector for any phrase from text alone")
+    p.add_argument("phrase", help='the wake phrase, e.g. "hey nova" (also the label)')
+    p.add_argument("--name", help="model name (default: the phrase, e.g. hey_nova)")
+    p.add_argument("--recordings", action="append", metavar="DIR",
+                   help="a folder of your own recordings of the phrase, added to the positives (repeatable)")
+    p.add_argument("--recipe-out", metavar="PATH", help="where to write the recipe (default runs/recipes/)")
+    p.add_argument("--recipe-only", action="store_true", help="write the recipe, do not train")
+    p.add_argument("--data-root", help="data root folder (overrides data.root)")
+    p.set_defaults(run=cmd_train_wakeword)
+
+    p = sub.add_parser("fetch-negatives", help="download real speech and music that never hold a wake phrase "
+                       "(Debian packages) for training and evaluation")
+    p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
+    p.add_argument("--set", choices=["train", "eval", "all"], default="all")
+    p.set_defaults(run=cmd_fetch_negatives)
+
+    p = sub.add_parser("bench", help="measure CPU per stream, streams per core, service latency and memory")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes: a smoke run, not for reporting")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: also batched streams on the GPU")
+    p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")
     p.set_defaults(run=cmd_demo)

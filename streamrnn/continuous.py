@@ -7,7 +7,8 @@ threshold of a sweep. A detection whose end falls within a placed keyword (plus 
 seconds) of the same label is a hit, any other is a false accept. Reports: false-reject rate,
 false accepts per hour of negative audio, latency (detection end minus the end of the placed
 clip: clips with trailing silence give negative values), and the DET curve (false-reject rate
-against false accepts per hour). Torch-free.
+against false accepts per hour). The threshold picker chooses, per label, the lowest threshold
+whose false accepts per hour on validation audio stay within a target. Torch-free.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import read_audio
+from .audio import read_many
 from .datasets import AUDIO_SUFFIXES, DataError
 from .decision import Decider, DecisionSettings
 from .runtime import StreamingModel
 
 TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
 SWEEP = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.97, 0.99)
+PICK_GRID = tuple(np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.9995, 0.001)]), 4))
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,31 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)) + 1e-12))
 
 
+def trim_silence(clip: np.ndarray, rate: float, floor_db: float = 35.0, margin: float = 0.1) -> np.ndarray:
+    """The clip from `margin` seconds before its first to `margin` after its last 10-ms frame
+    within `floor_db` of its loudest: keywords recorded with long silence around them are
+    placed (and their SNR measured) by the spoken part."""
+    hop = max(1, int(rate / 100))
+    frames = len(clip) // hop
+    if frames < 2:
+        return clip
+    level = 10 * np.log10(np.mean(np.square(clip[:frames * hop].reshape(frames, hop)), axis=1) + 1e-12)
+    active = np.flatnonzero(level > level.max() - floor_db)
+    start = max(0, active[0] * hop - int(margin * rate))
+    end = min(len(clip), (active[-1] + 1) * hop + int(margin * rate))
+    return clip[start:end]
+
+
 def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate: float,
             snr_db: float | None, seed: int, gap: float = 2.0) -> tuple[np.ndarray, list[Placement]]:
-    """Place each positive once into (a copy of) the negative audio, `gap` seconds apart at least.
+    """Place each positive once into (a copy of) the negative audio, `gap` seconds apart at least,
+    trimmed to its spoken part (see trim_silence).
 
     `snr_db` None: clean (the negative is silenced under the keyword); otherwise the keyword is
     scaled so its RMS is `snr_db` above the negative's over the same span.
     """
     rng = np.random.default_rng(seed)
+    positives = [(trim_silence(clip, rate), label) for clip, label in positives]
     audio = negative.copy()
     need = sum(len(p) for p, _ in positives) + gap * rate * (len(positives) + 1)
     if need > len(audio):
@@ -64,29 +83,70 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
     return np.clip(audio, -1, 1), placements
 
 
+def _tally(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
+           settings: DecisionSettings, thresholds: dict[str, float] | None):
+    """Per label: placed keywords, hits and false accepts; and the hits' latencies (seconds)."""
+    tally = {label: {"placed": 0, "hits": 0, "false_accepts": 0} for label in model.info.labels}
+    latencies = []
+    for frames, placed in zip(scores, placements):
+        found = set()
+        for p in placed:
+            tally[p.label]["placed"] += 1
+        for d in Decider(model.info, settings, thresholds).update(frames):
+            match = next((i for i, p in enumerate(placed)
+                          if p.label == d.label and p.start <= d.end <= p.end + TOLERANCE), None)
+            if match is None:
+                tally[d.label]["false_accepts"] += 1
+            elif match not in found:
+                found.add(match)
+                tally[d.label]["hits"] += 1
+                latencies.append(d.end - placed[match].end)
+    return tally, latencies
+
+
 def count_detections(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
                      negative_hours: float, settings: DecisionSettings,
                      thresholds: dict[str, float] | None = None) -> dict:
     """Hits, false accepts and latencies of the decision layer over scored streams; thresholds
     None means the model's own."""
-    hits = false_accepts = 0
-    latencies = []
-    total = sum(len(p) for p in placements)
-    for frames, placed in zip(scores, placements):
-        found = set()
-        for d in Decider(model.info, settings, thresholds).update(frames):
-            match = next((i for i, p in enumerate(placed)
-                          if p.label == d.label and p.start <= d.end <= p.end + TOLERANCE), None)
-            if match is None:
-                false_accepts += 1
-            elif match not in found:
-                found.add(match)
-                latencies.append(d.end - placed[match].end)
-        hits += len(found)
+    tally, latencies = _tally(model, scores, placements, settings, thresholds)
+    total = sum(t["placed"] for t in tally.values())
+    hits = sum(t["hits"] for t in tally.values())
+    false_accepts = sum(t["false_accepts"] for t in tally.values())
     return {"frr": round(1 - hits / total, 4) if total else None, "false_accepts": false_accepts,
             "fa_per_hour": round(false_accepts / negative_hours, 3),
             "latency_ms": {"median": round(1000 * float(np.median(latencies)), 1),
                            "p95": round(1000 * float(np.percentile(latencies, 95)), 1)} if latencies else None}
+
+
+def pick_thresholds(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
+                    fa_per_hour: float, settings: DecisionSettings = DecisionSettings(),
+                    seed: int = 0) -> dict:
+    """Per reported label, the lowest threshold at which its false accepts per hour on the negative
+    streams (with the positives placed in them, clean) stay at or under `fa_per_hour`; the top of
+    the grid where none does. Returns {"thresholds", "per_label": {label: frr, fa_per_hour}, ...}."""
+    rate = model.info.sample_rate
+    hours = sum(len(n) for n in negatives) / rate / 3600
+    per_stream = np.array_split(np.arange(len(positives)), len(negatives))
+    composed = [compose(neg, [positives[i] for i in idx], rate, None, seed + j)
+                for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
+    scores = model.score([audio for audio, _ in composed])
+    placed = [p for _, p in composed]
+    labels = [x for x in model.info.thresholds if x != model.info.background_label]
+    chosen: dict[str, tuple[float, dict]] = {}
+    for t in PICK_GRID:  # ascending: the first threshold within the target is the lowest
+        tally, _ = _tally(model, scores, placed, settings, dict.fromkeys(labels, float(t)))
+        for label in labels:
+            if label not in chosen and (tally[label]["false_accepts"] / hours <= fa_per_hour or t == PICK_GRID[-1]):
+                chosen[label] = (float(t), tally[label])
+        if len(chosen) == len(labels):
+            break
+    return {"target_fa_per_hour": fa_per_hour, "negative_hours": round(hours, 3), "positives": len(positives),
+            "thresholds": {label: t for label, (t, _) in chosen.items()},
+            "per_label": {label: {"threshold": t,
+                                  "frr": round(1 - c["hits"] / c["placed"], 4) if c["placed"] else None,
+                                  "fa_per_hour": round(c["false_accepts"] / hours, 3)}
+                          for label, (t, c) in chosen.items()}}
 
 
 def detection_report(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
@@ -115,7 +175,7 @@ def read_negatives(folders: list[str], rate: float, stream_minutes: float = 10.0
     files = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise DataError(f"--negatives {', '.join(folders)}: no audio files")
-    audio = np.concatenate([read_audio(p, rate) for p in files])
+    audio = np.concatenate(read_many(files, rate))
     size = int(stream_minutes * 60 * rate)
     return [audio[i:i + size] for i in range(0, len(audio), size) if len(audio[i:i + size]) > size // 4]
 

@@ -5,9 +5,10 @@ same speakers in the same splits. Torch-free.
 
 Audio layouts: `folders` (a folder per label), `speech_commands` (folders per word; `_unknown_` from
 the other word folders and `_silence_` from `_background_noise_` where those folders are missing)
-and `files` (one flat folder; `label_regex` takes the label from each file name, `label_map`
+`files` (one flat folder; `label_regex` takes the label from each file name, `label_map`
 renames it, or `label` names one label for every file it selects; files it does not match are
-not part of the dataset). Sensor layouts: `ts` (sktime
+not part of the dataset) and `tree` (every audio file under the folder, at any depth, has the one
+`label`: long recordings of negatives, or a user's own recordings of a wake phrase). Sensor layouts: `ts` (sktime
 .ts files) and `csv` (a folder per label, a CSV per recording, a row per time step).
 """
 
@@ -51,8 +52,14 @@ def split_of(group: str, validation: float, test: float, validation_groups=(), t
     return "test" if h < test else "validation" if h < test + validation else "train"
 
 
-def audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+def audio_files(folder: Path, recursive: bool = False) -> list[Path]:
+    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
+                  if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def data_path(root: str, path: str) -> Path:
+    """`path` under the data root, unless it is absolute (`~` is expanded in both)."""
+    return Path(root).expanduser() / Path(path).expanduser()
 
 
 def group_of(regex: re.Pattern | None, path: Path) -> str:
@@ -104,7 +111,11 @@ def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = N
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
-    if layout == "files":
+    if layout == "tree":
+        files = {label: audio_files(root, recursive=True)}
+        if not files[label]:
+            raise DataError(f"{root}: no audio files (layout tree)")
+    elif layout == "files":
         files = _by_name(root, labels or [], label_regex, label_map or {}, label)
     else:
         files = _by_folder(root, layout, labels or [])
@@ -122,10 +133,12 @@ def recipe_clips(data, path: str) -> tuple[list[str], list[Clip]]:
     its [[data.extra]] sources too, each capped at its max_clips. Training and `streamrnn eval`
     both draw clips here, so they see the same ones."""
     d = data
-    labels, clips = list_clips(Path(d.root) / path, d.layout, d.labels, d.group_regex, d.label_regex,
-                               d.label_map, d.max_per_label)
+    labels, clips = list_clips(data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex,
+                               d.label_map, d.max_per_label, d.label)
+    if d.layout == "tree":
+        labels = d.labels
     for extra in d.extra if path == d.path else []:
-        _, more = list_clips(Path(d.root) / extra.path, extra.layout, labels, extra.group_regex,
+        _, more = list_clips(data_path(d.root, extra.path), extra.layout, labels, extra.group_regex,
                              extra.label_regex, extra.label_map, d.max_per_label, extra.label)
         if extra.max_clips:
             more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]

@@ -62,6 +62,12 @@ class Decider:
         picked = scores[:, self._columns]
         window = np.concatenate([self._history, picked])
         k = self._settings.smoothing
+        if not (window >= self._threshold / 2).any():  # the usual chunk: nothing near any threshold
+            self._history = window[len(window) - (k - 1):] if k > 1 else self._history
+            self._run[:] = 0
+            self._rise[:] = -1
+            self._frame += len(picked)
+            return []
         # each frame's mean over its own window, summed in one fixed order: the same numbers
         # however the stream is cut into chunks
         smoothed = window[:len(picked)].copy()

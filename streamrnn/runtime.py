@@ -72,8 +72,17 @@ class _Stream:
 class StreamingModel:
     """A contract file served to any number of independent streams in batched calls."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1, chunk_frames: int | None = None):
+        """`chunk_frames`: frames per call instead of the file's default (metadata `chunk`); files
+        whose graph fixes the chunk take only that."""
         self.session, self.info = open_contract(path, device, threads)
+        self.chunk = chunk_frames * self.info.frame_hop if chunk_frames else self.info.chunk
+        fixed = self.session.get_inputs()[0].shape[1]
+        if chunk_frames is not None and chunk_frames < 1:
+            raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
+        if isinstance(fixed, int) and fixed != self.chunk:
+            raise ContractError(f"{self.info.path}: its graph takes only chunks of {fixed} samples, "
+                                f"not {chunk_frames} frames")
         inputs = self.session.get_inputs()[1:]
         self._state_names = [state_input(i) for i in range(len(inputs))]
         self._states = [np.zeros((0, *i.shape[1:]), np.float32) for i in inputs]
@@ -127,13 +136,13 @@ class StreamingModel:
 
     def flush(self, stream_id: Hashable) -> None:
         """Pad a stream's last partial chunk with silence so its tail gets scored."""
-        left = self.pending(stream_id) % self.info.chunk
+        left = self.pending(stream_id) % self.chunk
         if left:
-            self.feed(stream_id, np.zeros((self.info.chunk - left, *self.sample_shape), np.float32))
+            self.feed(stream_id, np.zeros((self.chunk - left, *self.sample_shape), np.float32))
 
     def step(self) -> dict[Hashable, np.ndarray]:
         """One batched call for every stream with a full chunk: {stream: scores[frames, labels]}."""
-        chunk = self.info.chunk
+        chunk = self.chunk
         ready = [(sid, s) for sid, s in self._streams.items() if s.pending_len >= chunk]
         if not ready:
             return {}
@@ -144,7 +153,7 @@ class StreamingModel:
         scores, *next_states = self.session.run(None, feed)
         for states, new in zip(self._states, next_states):
             states[rows] = new
-        frames = self.info.frames_per_chunk
+        frames = chunk // self.info.frame_hop
         for _, s in ready:
             s.frames += frames
         return {sid: scores[i] for i, (sid, _) in enumerate(ready)}

@@ -22,7 +22,7 @@ def test_scores_are_not_trivial(tmp_path, speech):
     """Guard for the parity test: scores move with the audio, so agreement means something."""
     model, _, path = export_test_model(tmp_path)
     runtime = StreamingModel(path)
-    scores = runtime.score([pad_to_chunks(speech, runtime.info.chunk)])[0]
+    scores = runtime.score([pad_to_chunks(speech, runtime.chunk)])[0]
     assert scores.std(axis=0).max() > 1e-3
     assert np.allclose(scores.sum(axis=1), 1, atol=1e-5)
 
@@ -39,7 +39,7 @@ def test_sensor_model_streams_exactly(tmp_path):
 def test_irregular_pieces_give_the_same_scores(tmp_path, speech):
     _, _, path = export_test_model(tmp_path)
     runtime = StreamingModel(path)
-    audio = pad_to_chunks(speech, runtime.info.chunk)
+    audio = pad_to_chunks(speech, runtime.chunk)
     whole = runtime.score([audio])[0]
     for pieces in [(1,), (37,), (None,), (1, 37, None)]:
         got = batched_scores(runtime, audio, [], pieces)
@@ -51,7 +51,7 @@ def test_streams_do_not_leak_into_each_other(tmp_path, speech):
     """A stream's scores depend on its own audio only, not on who shares the batch."""
     model, _, path = export_test_model(tmp_path)
     runtime = StreamingModel(path)
-    audio = pad_to_chunks(speech, runtime.info.chunk)
+    audio = pad_to_chunks(speech, runtime.chunk)
     alone = batched_scores(runtime, audio, [])
     crowded = batched_scores(runtime, audio, [clip("down"), clip("yes"), clip("no")])
     assert np.abs(alone - crowded).max() < TOLERANCE

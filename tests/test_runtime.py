@@ -64,15 +64,43 @@ def test_wrong_input_names_are_refused(tmp_path, contract):
         StreamingModel(path)
 
 
-def test_wrong_chunk_metadata_is_refused(tmp_path, contract):
+def _fixed_chunk_copy(contract, tmp_path, samples: int, metadata_chunk: int):
+    """A copy whose graph fixes the chunk (as format-1 files from before dynamic chunks did)."""
     graph = onnx.load(str(contract))
+    dim = graph.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.Clear()
+    dim.dim_value = samples
     for prop in graph.metadata_props:
         if prop.key == "streamrnn.chunk":
-            prop.value = "640"
-    path = tmp_path / "chunk.onnx"
+            prop.value = str(metadata_chunk)
+    path = tmp_path / "fixed.onnx"
     onnx.save(graph, str(path))
+    return path
+
+
+def test_wrong_chunk_metadata_is_refused(tmp_path, contract):
+    path = _fixed_chunk_copy(contract, tmp_path, 1280, 640)
     with pytest.raises(ContractError, match="takes chunks of 1280 samples but metadata says chunk=640"):
         StreamingModel(path)
+
+
+def test_any_chunk_size_gives_the_same_scores(contract):
+    audio = np.concatenate([clip("yes"), clip("no")])
+    default = StreamingModel(contract)
+    assert default.chunk == default.info.chunk == 1280
+    reference = default.score([audio])[0]
+    for frames in (1, 2, 3, 16):
+        model = StreamingModel(contract, chunk_frames=frames)
+        assert model.chunk == frames * 160
+        scores = model.score([audio])[0]
+        assert np.abs(scores[:len(reference)] - reference).max() < 1e-5
+
+
+def test_a_fixed_chunk_graph_refuses_other_chunks(tmp_path, contract):
+    path = _fixed_chunk_copy(contract, tmp_path, 1280, 1280)
+    assert StreamingModel(path).chunk == 1280
+    with pytest.raises(ContractError, match="takes only chunks of 1280 samples, not 2 frames"):
+        StreamingModel(path, chunk_frames=2)
 
 
 def test_streams_come_and_go(contract):

