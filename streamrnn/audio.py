@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import soxr
 
 
@@ -32,6 +31,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 
 def read_native(path: str | Path) -> tuple[np.ndarray, float]:
     """A wav/flac/ogg file as mono float32 in [-1, 1] at its own rate: (samples, rate)."""
+    import soundfile  # here, not above: a service without file input never loads libsndfile (3 MB)
+
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:

@@ -7,6 +7,7 @@ stream does. Zero state is the start of a stream.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -36,6 +37,10 @@ def open_contract(path: str | Path, device: str = "cpu",
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # plain allocations instead of an arena that keeps its high-water mark: half the memory
+    # after large batches, at no measurable cost in speed (see BENCHMARKS.md)
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=[provider])
@@ -72,10 +77,14 @@ class _Stream:
 class StreamingModel:
     """A contract file served to any number of independent streams in batched calls."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1, chunk_frames: int | None = None):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1, chunk_frames: int | None = None,
+                 max_batch: int = 64):
         """`chunk_frames`: frames per call instead of the file's default (metadata `chunk`); files
-        whose graph fixes the chunk take only that."""
+        whose graph fixes the chunk take only that. `max_batch`: streams per call at most, which
+        bounds the memory a call takes (streams beyond it wait for the next call; 64 already
+        runs as cheaply per stream as larger batches)."""
         self.session, self.info = open_contract(path, device, threads)
+        self.max_batch = max_batch
         self.chunk = chunk_frames * self.info.frame_hop if chunk_frames else self.info.chunk
         fixed = self.session.get_inputs()[0].shape[1]
         if chunk_frames is not None and chunk_frames < 1:
@@ -141,11 +150,14 @@ class StreamingModel:
             self.feed(stream_id, np.zeros((self.chunk - left, *self.sample_shape), np.float32))
 
     def step(self) -> dict[Hashable, np.ndarray]:
-        """One batched call for every stream with a full chunk: {stream: scores[frames, labels]}."""
+        """One batched call for the streams with a full chunk (at most `max_batch` of them):
+        {stream: scores[frames, labels]}."""
         chunk = self.chunk
         ready = [(sid, s) for sid, s in self._streams.items() if s.pending_len >= chunk]
         if not ready:
             return {}
+        if len(ready) > self.max_batch:  # the streams furthest behind in stream time go first
+            ready = heapq.nsmallest(self.max_batch, ready, key=lambda item: item[1].frames)
         rows = np.fromiter((s.row for _, s in ready), dtype=np.intp, count=len(ready))
         feed = {AUDIO_INPUT: np.stack([s.take(chunk) for _, s in ready])}
         for name, states in zip(self._state_names, self._states):

@@ -30,7 +30,6 @@ from .notify import Notifier
 from .publisher import Publisher
 from .runtime import StreamingModel
 from .sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
-from .sources.file import FileSource
 
 log = logging.getLogger("streamrnn")
 
@@ -108,6 +107,7 @@ def check_service(config: ServiceConfig) -> None:
             from .sources.mic import MicSource
             MicSource(spec.partition(":")[2], config.mic)
         elif spec_kind(spec) == "file":
+            from .sources.file import FileSource
             FileSource(spec, spec, realtime=False)
 
 

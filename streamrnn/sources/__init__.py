@@ -84,7 +84,6 @@ def spec_kind(spec: str) -> str:
 
 def open_sources(specs: list[str], config, context) -> list[Source]:
     """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`."""
-    from .file import FileSource
     from .ingest import IngestSource
     from .stdin import StdinSource
 
@@ -103,6 +102,7 @@ def open_sources(specs: list[str], config, context) -> list[Source]:
                 socket_type, _, address = spec.partition(":")
                 sources.append(IngestSource(context, socket_type, address, config.ingest))
             else:
+                from .file import FileSource  # libsndfile only when a file is read
                 sources.append(FileSource(spec, file_ids[spec], realtime=not config.fast))
     except Exception:
         for source in sources:
