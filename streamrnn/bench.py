@@ -396,9 +396,34 @@ def gpu_streams(quick: bool) -> dict:
     return {"batched": [batched_cost(resolve_model("commands"), n, 2.0, 2 if quick else 3, "cuda") for n in counts]}
 
 
+def targets(report: dict) -> list[tuple[str, str, str, bool]]:
+    """(what, target, measured, met) for each target of the project (one core of a 2-core AVX2
+    machine; see BENCHMARKS.md)."""
+    rows = []
+    for name, m in report["models"].items():
+        if m["kind"] == "audio":
+            rows.append((f"{name}: CPU s per audio s, one stream, default chunk", "<= 0.002",
+                         f"{m['rtf_single_stream']:.5f}", m["rtf_single_stream"] <= 0.002))
+    if "streams_per_core" in report["models"].get("commands", {}):
+        spc = report["models"]["commands"]["streams_per_core"]
+        rows.append(("commands: streams per core at real time, batched", ">= 1000", str(spc), spc >= 1000))
+    lat = report["latency_ms"]
+    if "p95" in lat:
+        rows.append(("latency p95, input to subscriber", f"<= chunk + 30 = {lat['chunk_ms'] + 30:g} ms",
+                     f"{lat['p95']} ms", lat["p95"] <= lat["chunk_ms"] + 30))
+    rss = report["rss_mb"]
+    rows.append(("service resident memory, 1 stream", "<= 60 MB", f"{rss['1']} MB", rss["1"] <= 60))
+    rows.append(("resident memory per extra stream (256 streams)", "<= 100 KB", f"{rss['per_extra_stream_kb']} KB",
+                 rss["per_extra_stream_kb"] <= 100))
+    rows.append(("runtime install", "<= 200 MB", f"{report['install']['mb']} MB", report["install"]["mb"] <= 200))
+    return rows
+
+
 def table(report: dict) -> str:
-    """The report as Markdown tables."""
-    lines = [f"Machine: {report['machine']}", "",
+    """The report as Markdown tables, targets first."""
+    lines = [f"Machine: {report['machine']}", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    lines += [f"| {what} | {goal} | {got} | {'yes' if met else '**no**'} |" for what, goal, got, met in targets(report)]
+    lines += ["",
              "| model | chunk | CPU s per audio s, one stream (median, min-max) | model load (ms) |", "|---|---|---|---|"]
     for name, m in report["models"].items():
         for c in m["chunks"]:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
+import soundfile as sf
 
-from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, needs_data
+from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
+from streamrnn.audio import read_audio
 from streamrnn.catalog import BUNDLED
 from streamrnn.runtime import StreamingModel
 
@@ -68,3 +71,23 @@ def test_eval_refuses_labels_the_model_lacks(tmp_path):
     done = subprocess.run(STREAMRNN + ["eval", "--model", "commands", str(tmp_path)], capture_output=True,
                           text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 1 and "labels maybe are not labels of model commands" in done.stderr
+
+
+WAKE = ROOT / "streamrnn" / "samples" / "wake.flac"  # festival: computer 0.50-1.08 s, jarvis 2.59-3.19 s
+
+
+@pytest.mark.parametrize("phrase, start, end", [("computer", 0.50, 1.08), ("jarvis", 2.59, 3.19)])
+def test_bundled_wake_word_fires_on_its_phrase_only(tmp_path, phrase, start, end):
+    """A wake word trained from text: it fires on its phrase spoken by a text-to-speech engine it
+    never heard (festival), and not on the other wake word nor on real held-out speech."""
+    if not (BUNDLED / f"{phrase}.onnx").exists():
+        pytest.fail(f"bundled model {phrase} is missing")
+    speech = np.concatenate([clip(w) for w in ("yes", "no", "up", "down", "silence")])
+    sf.write(tmp_path / "stream.wav", np.concatenate([speech, read_audio(WAKE, 16000)]), 16000)
+    offset = len(speech) / 16000
+    done = subprocess.run(STREAMRNN + ["detect", "--model", phrase, str(tmp_path / "stream.wav")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["label"] for e in events] == [phrase], events
+    assert offset + start <= events[0]["end"] <= offset + end + 0.5

@@ -64,13 +64,16 @@ class StreamingRNN(nn.Module):
             feats = feature_hook(feats)
         hidden = [h.transpose(0, 1).contiguous() for h in state[len(front_state):]]
         hidden = tuple(hidden) if self.cell == "lstm" else hidden[0]
-        step = detach_every or feats.shape[1]
-        outputs = []
-        for start in range(0, feats.shape[1], step):
-            if start:
-                hidden = tuple(h.detach() for h in hidden) if self.cell == "lstm" else hidden.detach()
-            out, hidden = self.rnn(feats[:, start:start + step], hidden)
-            outputs.append(out)
+        if detach_every is None:  # serving and export: one call (no slicing in the graph)
+            out, hidden = self.rnn(feats, hidden)
+        else:
+            outputs = []
+            for start in range(0, feats.shape[1], detach_every):
+                if start:
+                    hidden = tuple(h.detach() for h in hidden) if self.cell == "lstm" else hidden.detach()
+                part, hidden = self.rnn(feats[:, start:start + detach_every], hidden)
+                outputs.append(part)
+            out = torch.cat(outputs, dim=1)
         hidden = list(hidden) if self.cell == "lstm" else [hidden]
-        logits = self.head(torch.cat(outputs, dim=1))
+        logits = self.head(out)
         return logits, front_state + [h.transpose(0, 1) for h in hidden]

@@ -47,10 +47,12 @@ class Voice:
     name: str        # espeak: accent+variant; flite: voice; piper: noise scales
     speed: int       # espeak words per minute; flite and piper duration stretch in percent
     pitch: int       # espeak pitch 0-99 (others: unused)
+    shift: int = 100  # percent: pitch and formants scaled by resampling, duration kept (a
+                      # shorter or longer vocal tract: one engine voice becomes many speakers)
 
     @property
     def key(self) -> str:
-        return f"{self.engine}:{self.name}:{self.speed}:{self.pitch}"
+        return f"{self.engine}:{self.name}:{self.speed}:{self.pitch}:{self.shift}"
 
 
 def _espeak_variants() -> list[str]:
@@ -82,13 +84,15 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
         if len(chosen) == count:
             break
         engine = rng.choice(engines)
+        shift = rng.randint(82, 122)
         if engine == "espeak-ng":
             name = f"{rng.choice(ESPEAK_ACCENTS)}+{rng.choice(variants)}" if variants else rng.choice(ESPEAK_ACCENTS)
-            voice = Voice(engine, name, rng.randint(110, 210), rng.randint(15, 85))
+            voice = Voice(engine, name, rng.randint(110, 210), rng.randint(15, 85), shift)
         elif engine == "flite":
-            voice = Voice(engine, rng.choice(FLITE_VOICES), rng.randint(80, 130), 0)
+            voice = Voice(engine, rng.choice(FLITE_VOICES), rng.randint(80, 130), 0, shift)
         else:
-            voice = Voice(engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0)
+            voice = Voice(engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0,
+                          shift)
         chosen.setdefault(voice.key, voice)
     return list(chosen.values())
 
@@ -102,24 +106,25 @@ def _piper():
 
 def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
     """`text` in `voice` as mono float32 at `rate` Hz; espeak-ng also speaks `[[phonemes]]`."""
+    shift = voice.shift / 100  # spoken slower by `shift`, then played faster by it
     if voice.engine == "espeak-ng":
-        wav = subprocess.run(["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch),
-                              "--stdout", text], capture_output=True, check=True).stdout
+        wav = subprocess.run(["espeak-ng", "-v", voice.name, "-s", str(round(voice.speed / shift)), "-p",
+                              str(voice.pitch), "--stdout", text], capture_output=True, check=True).stdout
         samples, file_rate = soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     elif voice.engine == "flite":
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "x.wav"
-            subprocess.run(["flite", "-voice", voice.name, "--setf", f"duration_stretch={voice.speed / 100}",
+            subprocess.run(["flite", "-voice", voice.name, "--setf", f"duration_stretch={shift * voice.speed / 100}",
                             "-t", text, "-o", str(out)], capture_output=True, check=True)
             samples, file_rate = soundfile.read(out, dtype="float32", always_2d=True)
     else:
         from piper import SynthesisConfig
         noise, noise_w = (float(x) for x in voice.name.split("/"))
-        config = SynthesisConfig(length_scale=voice.speed / 100, noise_scale=noise, noise_w_scale=noise_w)
+        config = SynthesisConfig(length_scale=shift * voice.speed / 100, noise_scale=noise, noise_w_scale=noise_w)
         chunks = list(_piper().synthesize(text, config))
         samples = np.concatenate([c.audio_float_array for c in chunks])[:, None]
         file_rate = chunks[0].sample_rate
-    samples = to_model_rate(to_mono(samples), file_rate, rate)
+    samples = to_model_rate(to_mono(samples), file_rate * shift, rate)
     peak = float(np.abs(samples).max()) or 1.0
     return samples * (0.7 / peak)
 
