@@ -23,6 +23,7 @@ from .datasets import AUDIO_SUFFIXES, DataError
 from .decision import Decider, DecisionSettings
 from .runtime import StreamingModel
 
+NEGATIVE_RMS = 10 ** (-30 / 20)  # level of the negative audio in composed streams
 TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
 SWEEP = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.97, 0.99)
 PICK_GRID = tuple(np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.9995, 0.001)]), 4))
@@ -59,12 +60,16 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
     """Place each positive once into (a copy of) the negative audio, `gap` seconds apart at least,
     trimmed to its spoken part (see trim_silence).
 
-    `snr_db` None: clean (the negative is silenced under the keyword); otherwise the keyword is
-    scaled so its RMS is `snr_db` above the negative's over the same span.
+    The negative is first brought to an RMS of NEGATIVE_RMS (-30 dBFS), a room's talk or music
+    level, so that keywords placed above it do not clip. `snr_db` None: clean (the negative is
+    silenced under the keyword, which keeps its recorded level); otherwise the keyword is scaled
+    so its RMS is `snr_db` above the negative stream's (over the whole stream: the span under a
+    keyword can be a pause, which would make the keyword near-silent).
     """
     rng = np.random.default_rng(seed)
     positives = [(trim_silence(clip, rate), label) for clip, label in positives]
-    audio = negative.copy()
+    audio = negative * np.float32(NEGATIVE_RMS / _rms(negative))
+    level = NEGATIVE_RMS
     need = sum(len(p) for p, _ in positives) + gap * rate * (len(positives) + 1)
     if need > len(audio):
         raise ValueError(f"negative audio ({len(audio) / rate:.0f} s) too short for {len(positives)} positives")
@@ -77,7 +82,7 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
         if snr_db is None:
             audio[span] = clip
         else:
-            audio[span] += clip * (_rms(audio[span]) * 10 ** (snr_db / 20) / _rms(clip))
+            audio[span] += clip * (level * 10 ** (snr_db / 20) / _rms(clip))
         placements.append(Placement(label, cursor / rate, (cursor + len(clip)) / rate))
         cursor += len(clip) + int(gap * rate)
     return np.clip(audio, -1, 1), placements

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
-from streamrnn.continuous import compose, trim_silence
+from streamrnn.continuous import NEGATIVE_RMS, compose, trim_silence
 
 
 def test_compose_places_keywords_apart_at_the_asked_snr():
@@ -22,8 +22,9 @@ def test_compose_places_keywords_apart_at_the_asked_snr():
         assert b.start - a.end >= 2.0  # the gap
     for p, (x, _) in zip(placed, positives):
         span = slice(round(p.start * 16000), round(p.end * 16000))
-        added = audio[span] - negative[span]
-        ratio = 20 * np.log10(np.sqrt(np.mean(added ** 2)) / np.sqrt(np.mean(negative[span] ** 2)))
+        scaled = negative * (NEGATIVE_RMS / np.sqrt(np.mean(negative ** 2)))
+        added = audio[span] - scaled[span]
+        ratio = 20 * np.log10(np.sqrt(np.mean(added ** 2)) / NEGATIVE_RMS)
         assert ratio == pytest.approx(10.0, abs=0.2)
     clean, placed = compose(negative, positives, 16000, None, seed=3)
     first = placed[0]
