@@ -99,7 +99,7 @@ def batched_cost(path: Path, streams: int, seconds: float, repeats: int, device:
             at = offsets + k * chunk
             for s in range(streams):
                 model.feed(s, signal[at[s]:at[s] + chunk])
-            for s, scores in model.step().items():
+            for s, scores in model.run().items():  # every stream: calls of at most max_batch streams
                 deciders[s].update(scores)
         cpu_runs.append((time.process_time() - start) / stream_seconds)
         wall_runs.append((time.perf_counter() - wall) / stream_seconds)
@@ -123,8 +123,9 @@ class _Service:
         self.notify.bind(self.notify_path)
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
         self.spawned = time.time()
+        self.log = open(f"{folder}/service.log", "w+b")  # a file: a full pipe would stall the service
         self.process = subprocess.Popen([sys.executable, "-m", "streamrnn.cli", "serve", "--log-level", "warning",
-                                         *args], env=env, stdin=stdin, stderr=subprocess.PIPE)
+                                         *args], env=env, stdin=stdin, stderr=self.log)
         self.ready = self._wait_ready(60.0)
 
     def _wait_ready(self, timeout: float) -> float:
@@ -133,8 +134,9 @@ class _Service:
             try:
                 message = self.notify.recv(4096).decode()
             except TimeoutError:
+                self.log.seek(0)
                 raise RuntimeError(f"service did not report READY in {timeout:g} s: "
-                                   f"{self.process.stderr.read().decode()[-500:] if self.process.poll() is not None else ''}") from None
+                                   f"{self.log.read().decode(errors='replace')[-500:]}") from None
             if "READY=1" in message.split("\n"):
                 return time.time()
 
@@ -151,6 +153,7 @@ class _Service:
             self.process.wait(timeout=10)
         finally:
             self.notify.close()
+            self.log.close()
 
 
 class _Collector:
@@ -194,7 +197,7 @@ def service_latency(source: str, passes: int) -> dict:
             service = _Service(folder, args + ["--source", f"{folder}/audio.wav"])
             # the file source starts its clock right after READY and hands over block by block
             handed = [service.ready + (i + 1) * BLOCK for i in range(-(-len(audio) // block))]
-            service.process.wait(timeout=len(audio) / rate + 30)
+            time.sleep(max(0.0, handed[-1] - time.time()))
         elif source == "stdin":
             service = _Service(folder, args + ["--source", "-", "--stdin-rate", str(rate)], stdin=subprocess.PIPE)
             pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")

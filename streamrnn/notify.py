@@ -14,6 +14,8 @@ class Notifier:
         address = os.environ.get("NOTIFY_SOCKET", "")
         self._address = "\0" + address[1:] if address.startswith("@") else address
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if address else None
+        if self._socket is not None:
+            self._socket.setblocking(False)  # a reader that stopped reading must never stall the loop
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         pid = os.environ.get("WATCHDOG_PID")
         # ping at half the watchdog period, as sd_watchdog_enabled(3) advises
@@ -24,7 +26,7 @@ class Notifier:
             try:
                 self._socket.sendto("\n".join(fields).encode(), self._address)
             except OSError:
-                pass  # systemd gone or socket full: nothing to tell it then
+                pass  # systemd gone or its queue full: nothing to tell it then
 
     def close(self) -> None:
         if self._socket is not None:
