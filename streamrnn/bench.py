@@ -299,35 +299,14 @@ def model_load_s(path: Path, repeats: int) -> dict:
 
 
 def training_throughput(repeats: int) -> dict | None:
-    """Training clips per second on this CPU for the `commands` recipe (forward, backward and
-    optimizer step on 1-s clips in streams of 3; augmentation not included); None without torch."""
+    """Training clips per second on this CPU (see streamrnn.training.throughput); None without
+    the training extra."""
     try:
-        import torch
-
-        from .training.recipe import load_recipe
-        from .training.train import clip_loss
-        from .training.model import StreamingRNN
+        from .training.throughput import clips_per_second
     except ImportError:
         return None
-    from importlib.resources import files
-    recipe = load_recipe(files("streamrnn.training.recipes").joinpath("commands.toml"))
-    recipe.data.labels = recipe.data.labels or ["a", "b"]
-    model = StreamingRNN(recipe)
-    optimizer = torch.optim.AdamW(model.parameters())
-    batch, per_seq = recipe.train.batch_size, recipe.train.clips_per_sequence
-    audio = torch.randn(batch, per_seq * recipe.clip_samples) * 0.1
-    labels = torch.randint(len(recipe.data.labels), (batch, per_seq))
-    frames = recipe.clip_samples // model.frame_hop
-    runs = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        logits, _ = model(audio, model.zero_state(batch), None, frames)
-        loss = clip_loss(logits.reshape(batch, per_seq, frames, -1), labels, 0, "clip")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        runs.append(batch * per_seq / (time.perf_counter() - start))
-    return {"clips_per_s": spread(runs[1:], 1), "torch_threads": torch.get_num_threads()}
+    runs, threads = clips_per_second(repeats)
+    return {"clips_per_s": spread(runs, 1), "torch_threads": threads}
 
 
 # ----- the whole suite ---------------------------------------------------------------------
