@@ -49,12 +49,12 @@ def read_audio(path: str | Path, rate: float) -> np.ndarray:
     return to_model_rate(samples, file_rate, rate)
 
 
-def read_many(paths: list[Path], rate: float) -> list[np.ndarray]:
-    """Several files as by `read_audio`; empty ones are left out and counted on stderr."""
-    audio, empty = [], []
+def read_many(paths: list[Path], rate: float) -> dict[Path, np.ndarray]:
+    """Several files as by `read_audio`, by path; empty ones are left out and counted on stderr."""
+    audio, empty = {}, []
     for path in paths:
         try:
-            audio.append(read_audio(path, rate))
+            audio[path] = read_audio(path, rate)
         except EmptyAudio:
             empty.append(path)
     if empty:

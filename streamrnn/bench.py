@@ -110,7 +110,7 @@ def batched_cost(path: Path, streams: int, seconds: float, repeats: int, device:
 
 # ----- the service ------------------------------------------------------------------------
 
-def _free_address(folder: str, name: str) -> str:
+def _ipc(folder: str, name: str) -> str:
     return f"ipc://{folder}/{name}"
 
 
@@ -189,7 +189,7 @@ def service_latency(source: str, passes: int) -> dict:
     block = int(BLOCK * rate)
     handed: list[float] = []  # wall time each block was handed over
     with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
-        events = _free_address(folder, "events")
+        events = _ipc(folder, "events")
         collector = _Collector(events)
         args = ["--publish", events] + [a for m in SERVICE_MODELS for a in ("--model", m)]
         if source == "file":
@@ -209,7 +209,7 @@ def service_latency(source: str, passes: int) -> dict:
                 handed.append(time.time())
             service.process.stdin.close()
         else:
-            ingest = _free_address(folder, "ingest")
+            ingest = _ipc(folder, "ingest")
             service = _Service(folder, args + ["--source", f"pull:{ingest}"])
             push = zmq.Context.instance().socket(zmq.PUSH)
             push.connect(ingest)
@@ -235,8 +235,8 @@ def service_memory(streams: int, seconds: float) -> float:
     audio = np.resize(read_audio(SAMPLE, rate), int(seconds * rate))
     step = 0.08
     with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
-        ingest = _free_address(folder, "ingest")
-        service = _Service(folder, ["--publish", _free_address(folder, "events"), "--model", "commands",
+        ingest = _ipc(folder, "ingest")
+        service = _Service(folder, ["--publish", _ipc(folder, "events"), "--model", "commands",
                                     "--source", f"pull:{ingest}"])
         push = zmq.Context.instance().socket(zmq.PUSH)
         push.connect(ingest)

@@ -88,6 +88,18 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
     return np.clip(audio, -1, 1), placements
 
 
+def scored_streams(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
+                   snr_db: float | None, seed: int) -> tuple[list[np.ndarray], list[list[Placement]], float]:
+    """The positives spread over the negative streams (see compose), scored in one batched run:
+    (per-frame scores per stream, placements per stream, hours of negative audio)."""
+    rate = model.info.sample_rate
+    per_stream = np.array_split(np.arange(len(positives)), len(negatives))
+    composed = [compose(neg, [positives[i] for i in idx], rate, snr_db, seed + j)
+                for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
+    hours = sum(len(n) for n in negatives) / rate / 3600
+    return model.score([audio for audio, _ in composed]), [p for _, p in composed], hours
+
+
 def _tally(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
            settings: DecisionSettings, thresholds: dict[str, float] | None):
     """Per label: placed keywords, hits and false accepts; and the hits' latencies (seconds)."""
@@ -130,13 +142,7 @@ def pick_thresholds(model: StreamingModel, negatives: list[np.ndarray], positive
     """Per reported label, the lowest threshold at which its false accepts per hour on the negative
     streams (with the positives placed in them, clean) stay at or under `fa_per_hour`; the top of
     the grid where none does. Returns {"thresholds", "per_label": {label: frr, fa_per_hour}, ...}."""
-    rate = model.info.sample_rate
-    hours = sum(len(n) for n in negatives) / rate / 3600
-    per_stream = np.array_split(np.arange(len(positives)), len(negatives))
-    composed = [compose(neg, [positives[i] for i in idx], rate, None, seed + j)
-                for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
-    scores = model.score([audio for audio, _ in composed])
-    placed = [p for _, p in composed]
+    scores, placed, hours = scored_streams(model, negatives, positives, None, seed)
     labels = [x for x in model.info.thresholds if x != model.info.background_label]
     chosen: dict[str, tuple[float, dict]] = {}
     for t in PICK_GRID:  # ascending: the first threshold within the target is the lowest
@@ -159,16 +165,11 @@ def detection_report(model: StreamingModel, negatives: list[np.ndarray], positiv
                      seed: int = 0) -> dict:
     """For each SNR: the positives spread over the negative streams, scored once, then counted
     at the model's own thresholds and over a sweep of one threshold for every label (DET)."""
-    rate = model.info.sample_rate
-    hours = sum(len(n) for n in negatives) / rate / 3600
-    per_stream = np.array_split(np.arange(len(positives)), len(negatives))
     report = {"model": model.info.name, "model_version": model.info.version, "positives": len(positives),
-              "negative_hours": round(hours, 3), "tolerance_s": TOLERANCE, "conditions": []}
+              "tolerance_s": TOLERANCE, "conditions": []}
     for k, snr in enumerate(snrs):
-        composed = [compose(neg, [positives[i] for i in idx], rate, snr, seed + 1000 * k + j)
-                    for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
-        scores = model.score([audio for audio, _ in composed])
-        placed = [p for _, p in composed]
+        scores, placed, hours = scored_streams(model, negatives, positives, snr, seed + 1000 * k)
+        report["negative_hours"] = round(hours, 3)
         counts = lambda t=None: count_detections(model, scores, placed, hours, settings, t)  # noqa: E731
         sweep = [{"threshold": t, **counts(dict.fromkeys(model.info.thresholds, t))} for t in SWEEP]
         report["conditions"].append({"snr_db": snr, "at_model_thresholds": counts(), "det": sweep})
@@ -180,7 +181,7 @@ def read_negatives(folders: list[str], rate: float, stream_minutes: float = 10.0
     files = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise DataError(f"--negatives {', '.join(folders)}: no audio files")
-    audio = np.concatenate(read_many(files, rate))
+    audio = np.concatenate(list(read_many(files, rate).values()))
     size = int(stream_minutes * 60 * rate)
     return [audio[i:i + size] for i in range(0, len(audio), size) if len(audio[i:i + size]) > size // 4]
 

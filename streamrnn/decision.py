@@ -62,8 +62,8 @@ class Decider:
         picked = scores[:, self._columns]
         window = np.concatenate([self._history, picked])
         k = self._settings.smoothing
+        self._history = window[len(window) - (k - 1):] if k > 1 else self._history
         if not (window >= self._threshold / 2).any():  # the usual chunk: nothing near any threshold
-            self._history = window[len(window) - (k - 1):] if k > 1 else self._history
             self._run[:] = 0
             self._rise[:] = -1
             self._frame += len(picked)
@@ -74,7 +74,6 @@ class Decider:
         for i in range(1, k):
             smoothed += window[i:i + len(picked)]
         smoothed /= k
-        self._history = window[len(window) - (k - 1):] if k > 1 else self._history
         frames = np.arange(self._frame, self._frame + len(picked))[:, None]
         # runs of frames at/above threshold: frame minus the last frame below (carried over chunks)
         below = _last_true(~(smoothed >= self._threshold), frames, self._frame - 1 - self._run)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
-from streamrnn.continuous import PICK_GRID, count_detections, compose, pick_thresholds, read_negatives
+from streamrnn.continuous import PICK_GRID, count_detections, pick_thresholds, read_negatives, scored_streams
 from streamrnn.decision import DecisionSettings
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
@@ -98,9 +98,7 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     picked = pick_thresholds(model, negatives, positives, 2.0)
     hours = picked["negative_hours"]
     assert set(picked["thresholds"]) == set(model.info.thresholds)
-    composed = [compose(n, [positives[i] for i in idx], 16000, None, j)
-                for j, (n, idx) in enumerate(zip(negatives, np.array_split(np.arange(8), len(negatives))))]
-    scores, placed = model.score([a for a, _ in composed]), [p for _, p in composed]
+    scores, placed, _ = scored_streams(model, negatives, positives, None, 0)  # as the picker scored them
     for label, threshold in picked["thresholds"].items():
         others_off = dict.fromkeys(model.info.thresholds, 1.0)
 

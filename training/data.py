@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrnn.audio import AudioError, EmptyAudio, read_audio, read_many
+from streamrnn.audio import AudioError, read_many
 from streamrnn.datasets import (DataError, audio_files, data_path, recipe_clips, recipe_split, sensor_recordings,
                                 split_of)
 
@@ -61,27 +61,31 @@ def _read_audio_examples(recipe: Recipe, path: str) -> tuple[list[str], list[Exa
     d = recipe.data
     length = recipe.clip_samples
     labels, clips = recipe_clips(d, path)
-    examples, empty = [], []
+    try:
+        audio = read_many([clip.path for clip in clips], d.sample_rate)
+    except AudioError as exc:
+        raise DataError(str(exc)) from None
+    examples = []
     for clip in clips:
-        try:
-            samples = read_audio(clip.path, d.sample_rate)
-        except EmptyAudio:
-            empty.append(clip.path)
-            continue
-        except AudioError as exc:
-            raise DataError(str(exc)) from None
+        if clip.path not in audio:
+            continue  # empty file, counted by read_many
         index = labels.index(clip.label)
-        noise = clip.path.parent.name == "_background_noise_"  # 6 recordings: a group per cut
-        if noise or (clip.label == d.background_label and len(samples) > 2 * length):
-            for i in range(0, len(samples) - length + 1, length):
-                examples.append(Example(torch.from_numpy(samples[i:i + length].copy()), index,
-                                        f"{clip.path.name}#{i // length}" if noise else clip.group,
-                                        str(clip.path)))
+        if clip.path.parent.name == "_background_noise_":  # 6 recordings: a group per cut
+            cuts = _cuts(audio[clip.path], length, longer_than=0)
+            examples += [Example(x, index, f"{clip.path.name}#{i}", str(clip.path)) for i, x in enumerate(cuts)]
         else:
-            examples.append(Example(_fit(samples, length), index, clip.group, str(clip.path)))
-    if empty:
-        print(f"{path}: skipped {len(empty)} empty audio file(s), e.g. {empty[0]}")
+            long = 2 * length if clip.label == d.background_label else float("inf")
+            cuts = _cuts(audio[clip.path], length, longer_than=long)
+            examples += [Example(x, index, clip.group, str(clip.path)) for x in cuts]
     return labels, examples
+
+
+def _cuts(samples: np.ndarray, length: int, longer_than: float) -> list[torch.Tensor]:
+    """A recording longer than `longer_than` samples as consecutive clip-length cuts; any other
+    fitted to the clip length."""
+    if len(samples) > longer_than:
+        return [torch.from_numpy(samples[i:i + length].copy()) for i in range(0, len(samples) - length + 1, length)]
+    return [_fit(samples, length)]
 
 
 def _read_sensor_examples(recipe: Recipe, root: Path) -> tuple[list[str], list[Example]]:
@@ -146,9 +150,7 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
     for text in reported:
         for samples, group in negative_clips(text, s.confusable_voices, s.sentences, s.engines,
                                              recipe.data.sample_rate, recipe.seed):
-            cuts = range(0, len(samples) - length + 1, length) if len(samples) > 2 * length else [None]
-            splits.train += [Example(_fit(samples if i is None else samples[i:i + length], length),
-                                     background, group, group) for i in cuts]
+            splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
 
 
 def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
@@ -191,7 +193,7 @@ def load_noise(recipe: Recipe) -> list[torch.Tensor]:
         if not files:
             raise DataError(f"{folder}: no audio files ({setting}={name!r})")
         try:
-            noise += [torch.from_numpy(x) for x in read_many(files, d.sample_rate)]
+            noise += [torch.from_numpy(x) for x in read_many(files, d.sample_rate).values()]
         except AudioError as exc:
             raise DataError(str(exc)) from None
     return noise
