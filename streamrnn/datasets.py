@@ -9,7 +9,8 @@ the other word folders and `_silence_` from `_background_noise_` where those fol
 renames it, or `label` names one label for every file it selects; files it does not match are
 not part of the dataset) and `tree` (every audio file under the folder, at any depth, has the one
 `label`: long recordings of negatives, or a user's own recordings of a wake phrase). Sensor layouts: `ts` (sktime
-.ts files) and `csv` (a folder per label, a CSV per recording, a row per time step).
+.ts files) and `csv` (a folder per label; a .csv file per recording, a row per time step, or a .txt
+file of many recordings, each opened by a `-,-,-,N` header line, as the magic_wand gestures are).
 """
 
 from __future__ import annotations
@@ -194,10 +195,40 @@ def read_csv(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a CSV of numbers ({exc})") from None
 
 
+def read_txt_recordings(path: Path) -> list[np.ndarray]:
+    """The recordings of a .txt file of many: each opened by a line of dashes and a number
+    (`-,-,-,N`), then one row of comma-separated numbers per time step."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    recordings: list[list[list[float]]] = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("-,"):
+            recordings.append([])
+            continue
+        if not recordings:
+            raise DataError(f"{path}:{number}: data before the first '-,-,-,N' header line")
+        try:
+            recordings[-1].append([float(v) for v in line.split(",")])
+        except ValueError:
+            raise DataError(f"{path}:{number}: not a row of numbers") from None
+    if not any(recordings):
+        raise DataError(f"{path}: no recordings ('-,-,-,N' header lines followed by rows)")
+    try:
+        return [np.array(rows, np.float32) for rows in recordings if rows]
+    except ValueError:
+        raise DataError(f"{path}: rows of different lengths") from None
+
+
 def sensor_recordings(root: Path, layout: str, labels: list[str] | None = None
                       ) -> tuple[list[str], list[tuple[np.ndarray, str, str]]]:
     """(labels, [(samples [n, channels], label, group)]) of sensor data: a .ts file or a folder of
-    them (each recording its own group), or a folder per label of CSV recordings."""
+    them, or a folder per label of .csv recordings and .txt files of many recordings; each
+    recording is its own group (`label/file.csv`, or `label/file.txt#i`, i counted from 0)."""
     root = Path(root)
     recordings: list[tuple[np.ndarray, str, str]] = []
     if layout == "ts":
@@ -218,4 +249,6 @@ def sensor_recordings(root: Path, layout: str, labels: list[str] | None = None
             if not (root / label).is_dir():
                 raise DataError(f"{root}: no folder for label {label!r}")
             recordings += [(read_csv(f), label, f"{label}/{f.name}") for f in sorted((root / label).glob("*.csv"))]
+            recordings += [(x, label, f"{label}/{f.name}#{i}") for f in sorted((root / label).glob("*.txt"))
+                           for i, x in enumerate(read_txt_recordings(f))]
     return list(labels), [r for r in recordings if r[1] in labels]

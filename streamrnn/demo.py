@@ -1,9 +1,10 @@
 """`streamrnn demo`: the service on the bundled examples, with a subscriber beside it.
 
-Three streams at real time: `demo` (real speech: commands and digits), `wake` (the two wake
-phrases spoken by festival, an engine the wake-word models never heard) and `wrist` (a real
-smart-watch IMU recording, pushed over ZeroMQ ingest as a remote sensor would). Every bundled
-model serves the streams of its kind.
+Four streams at real time: `demo` (real speech: commands and digits), `wake` (the two wake
+phrases spoken by festival, an engine the wake-word models never heard), and two real sensor
+recordings pushed over ZeroMQ ingest as remote sensors would: `wrist` (a smart watch's IMU) and
+`wand` (a hand-held accelerometer drawing gestures). Every bundled model serves the streams of
+its kind (and channel count).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from .send import send
 
 SAMPLES = Path(__file__).parent / "samples"
 AUDIO = (SAMPLES / "demo.flac", SAMPLES / "wake.flac")
-SENSOR, SENSOR_RATE = SAMPLES / "wrist.csv", 10.0
-MODELS = ("commands", "digits", "computer", "jarvis", "motions")
+SENSORS = ((SAMPLES / "wrist.csv", 10.0, "wrist"), (SAMPLES / "wand.csv", 25.0, "wand"))  # file, Hz, stream
+MODELS = ("commands", "digits", "computer", "jarvis", "motions", "wand")
 SPOKEN = ("yes, no, up, down, left, stop, go, three, seven; then computer, jarvis; "
-          "and a wrist running, then walking")
+          "a wrist running, then walking; a wand drawing a ring, then a wing")
 
 
 def demo() -> int:
@@ -38,20 +39,23 @@ def demo() -> int:
             command += ["--source", str(source)]
         for model in MODELS:
             command += ["--model", model]
-        print(f"streamrnn demo: serving {', '.join(p.name for p in AUDIO)} and {SENSOR.name} (ingest) at real time "
-              f"with models {', '.join(MODELS)} (spoken: {SPOKEN})", flush=True)
+        print(f"streamrnn demo: serving {', '.join(p.name for p in AUDIO)}, "
+              f"{' and '.join(p.name for p, _, _ in SENSORS)} (over ingest) at real time with models "
+              f"{', '.join(MODELS)} ({SPOKEN})", flush=True)
         subscription = Subscription(events, ("detection", "status"))
         service = subprocess.Popen(command)
-        sender = threading.Thread(target=send, args=(str(SENSOR), ingest, "wrist"), kwargs={"rate": SENSOR_RATE},
-                                  daemon=True)
-        sender.start()
+        senders = [threading.Thread(target=send, args=(str(path), ingest, stream), kwargs={"rate": rate}, daemon=True)
+                   for path, rate, stream in SENSORS]
+        for sender in senders:
+            sender.start()
         # the ingest source runs until stopped: stop the service once every sample has been heard
-        seconds = max(soundfile.info(str(p)).duration for p in AUDIO)
-        stop_at = time.monotonic() + max(seconds, len(SENSOR.read_text().splitlines()) / SENSOR_RATE) + 3.0
+        seconds = max([soundfile.info(str(p)).duration for p in AUDIO]
+                      + [len(path.read_text().splitlines()) / rate for path, rate, _ in SENSORS])
+        stop_at = time.monotonic() + seconds + 3.0
         detections = 0
         try:
             while service.poll() is None:
-                if time.monotonic() > stop_at and not sender.is_alive():
+                if time.monotonic() > stop_at and not any(sender.is_alive() for sender in senders):
                     service.terminate()
                     stop_at = float("inf")
                 event = subscription.receive(timeout=0.2)

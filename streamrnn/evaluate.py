@@ -112,7 +112,7 @@ def confusion_png(report: dict, path: Path) -> None:
     labels = [x for x in report["confusion"]["labels"] if x in report["per_label"]]
     index = [report["confusion"]["labels"].index(x) for x in labels]
     matrix = np.array(report["confusion"]["matrix"])[np.ix_(index, index)]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(labels), 1 + 0.5 * len(labels)))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 + 0.55 * len(labels)), max(4.5, 1 + 0.5 * len(labels))))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
     ax.set_yticks(range(len(labels)), labels)

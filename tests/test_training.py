@@ -246,3 +246,32 @@ max_clips = 2
     train_labels = [label for label, _ in by_split["train"]]
     assert train_labels.count("_unknown_") == 2 and train_labels.count("_silence_") == 3
     assert train_labels.count("one") == 2 and train_labels.count("two") == 2  # ann and dan
+
+
+@needs_data
+def test_magic_wand_text_files_give_one_group_per_recording():
+    """The magic_wand files hold about 100 recordings each behind `-,-,-,N` lines; every one is a
+    recording of its own (a split never cuts one), 200 rows of accelerometer x, y, z."""
+    recipe = load_recipe(ROOT / "training" / "recipes" / "wand.toml", str(DATA_ROOT))
+    splits = load_splits(recipe)
+    everything = splits.train + splits.validation + splits.test
+    assert len(everything) == len({x.group for x in everything}) == 406
+    assert {tuple(x.samples.shape) for x in everything} == {(200, 3)}
+    assert {x.group.split("/")[0] for x in splits.test} == {"ring", "slope", "wing", "negative"}
+    at_rest = torch.stack([x.samples[:5].mean(0) for x in everything]).median(0).values
+    assert 900 < at_rest[2] < 1300  # milli-g: gravity on z before the gesture starts
+
+
+def test_bad_recording_text_file_is_named(tmp_path):
+    from streamrnn.datasets import read_txt_recordings
+
+    path = tmp_path / "wing.txt"
+    path.write_text("-,-,-,1\n1.0,2.0,3.0\n1.0,2.0,3.0\n-,-,-,2\n4.0,5.0,6.0\n")
+    assert [x.shape for x in read_txt_recordings(path)] == [(2, 3), (1, 3)]
+    for text, error in (("1.0,2.0,3.0\n", "wing.txt:1: data before the first"),
+                        ("-,-,-,1\n1.0,x,3.0\n", "wing.txt:2: not a row of numbers"),
+                        ("-,-,-,1\n1.0,2.0\n1.0,2.0,3.0\n", "wing.txt: rows of different lengths"),
+                        ("-,-,-,1\n", "wing.txt: no recordings")):
+        path.write_text(text)
+        with pytest.raises(DataError, match=error):
+            read_txt_recordings(path)
