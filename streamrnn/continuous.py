@@ -89,15 +89,19 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
 
 
 def scored_streams(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
-                   snr_db: float | None, seed: int) -> tuple[list[np.ndarray], list[list[Placement]], float]:
+                   snr_db: float | None, seed: int) -> tuple[list[np.ndarray], list[list[Placement]]]:
     """The positives spread over the negative streams (see compose), scored in one batched run:
-    (per-frame scores per stream, placements per stream, hours of negative audio)."""
+    (per-frame scores per stream, placements per stream)."""
     rate = model.info.sample_rate
     per_stream = np.array_split(np.arange(len(positives)), len(negatives))
     composed = [compose(neg, [positives[i] for i in idx], rate, snr_db, seed + j)
                 for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
-    hours = sum(len(n) for n in negatives) / rate / 3600
-    return model.score([audio for audio, _ in composed]), [p for _, p in composed], hours
+    return model.score([audio for audio, _ in composed]), [p for _, p in composed]
+
+
+def hours_of(negatives: list[np.ndarray], rate: float) -> float:
+    """Hours of negative audio."""
+    return sum(len(n) for n in negatives) / rate / 3600
 
 
 def _tally(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
@@ -142,7 +146,8 @@ def pick_thresholds(model: StreamingModel, negatives: list[np.ndarray], positive
     """Per reported label, the lowest threshold at which its false accepts per hour on the negative
     streams (with the positives placed in them, clean) stay at or under `fa_per_hour`; the top of
     the grid where none does. Returns {"thresholds", "per_label": {label: frr, fa_per_hour}, ...}."""
-    scores, placed, hours = scored_streams(model, negatives, positives, None, seed)
+    scores, placed = scored_streams(model, negatives, positives, None, seed)
+    hours = hours_of(negatives, model.info.sample_rate)
     labels = [x for x in model.info.thresholds if x != model.info.background_label]
     chosen: dict[str, tuple[float, dict]] = {}
     for t in PICK_GRID:  # ascending: the first threshold within the target is the lowest
@@ -165,11 +170,11 @@ def detection_report(model: StreamingModel, negatives: list[np.ndarray], positiv
                      seed: int = 0) -> dict:
     """For each SNR: the positives spread over the negative streams, scored once, then counted
     at the model's own thresholds and over a sweep of one threshold for every label (DET)."""
+    hours = hours_of(negatives, model.info.sample_rate)
     report = {"model": model.info.name, "model_version": model.info.version, "positives": len(positives),
-              "tolerance_s": TOLERANCE, "conditions": []}
+              "negative_hours": round(hours, 3), "tolerance_s": TOLERANCE, "conditions": []}
     for k, snr in enumerate(snrs):
-        scores, placed, hours = scored_streams(model, negatives, positives, snr, seed + 1000 * k)
-        report["negative_hours"] = round(hours, 3)
+        scores, placed = scored_streams(model, negatives, positives, snr, seed + 1000 * k)
         counts = lambda t=None: count_detections(model, scores, placed, hours, settings, t)  # noqa: E731
         sweep = [{"threshold": t, **counts(dict.fromkeys(model.info.thresholds, t))} for t in SWEEP]
         report["conditions"].append({"snr_db": snr, "at_model_thresholds": counts(), "det": sweep})

@@ -98,7 +98,7 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     picked = pick_thresholds(model, negatives, positives, 2.0)
     hours = picked["negative_hours"]
     assert set(picked["thresholds"]) == set(model.info.thresholds)
-    scores, placed, _ = scored_streams(model, negatives, positives, None, 0)  # as the picker scored them
+    scores, placed = scored_streams(model, negatives, positives, None, 0)  # as the picker scored them
     for label, threshold in picked["thresholds"].items():
         others_off = dict.fromkeys(model.info.thresholds, 1.0)
 
