@@ -16,7 +16,7 @@ from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import DataError, load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
-from streamrnn.training.train import train
+from streamrnn.training.train import best_f1_threshold, train
 from streamrnn.deploy.export import load_checkpoint
 
 TINY = ROOT / "tests" / "recipes" / "tiny_commands.toml"
@@ -149,6 +149,8 @@ def test_wrong_type_and_bad_choice_are_named(tmp_path):
         load_recipe(write_recipe(tmp_path, base + '[train]\nepochs = "ten"\n'))
     with pytest.raises(RecipeError, match=r"model.cell = 'transformer' \(expected one of"):
         load_recipe(write_recipe(tmp_path, base + '[model]\ncell = "transformer"\n'))
+    with pytest.raises(RecipeError, match="model.context_frames must be 0 \\(none\\) or at least 2"):
+        load_recipe(write_recipe(tmp_path, base + '[model]\ncontext_frames = 1\n'))
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(write_recipe(tmp_path, "[data\n"))
 
@@ -275,3 +277,12 @@ def test_bad_recording_text_file_is_named(tmp_path):
         path.write_text(text)
         with pytest.raises(DataError, match=error):
             read_txt_recordings(path)
+
+
+def test_threshold_is_the_middle_of_equally_good_ones():
+    positive = np.array([True, True, False, False])
+    # every threshold from 0.35 to 0.85 separates the two positives (0.85) from the negatives (0.3)
+    assert best_f1_threshold(np.array([0.85, 0.85, 0.3, 0.3]), positive) == 0.6
+    # one best threshold: 0.4 keeps both positives and drops the negative at 0.38
+    assert best_f1_threshold(np.array([0.42, 0.9, 0.38, 0.1]), positive) == 0.4
+    assert best_f1_threshold(np.array([0.9, 0.1]), np.array([False, False])) == 0.5

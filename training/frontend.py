@@ -1,4 +1,5 @@
-"""Front ends inside the model graph: log-mel from raw PCM, and normalisation of frames.
+"""Front ends inside the model graph: log-mel from raw PCM, normalisation of frames, and a causal
+convolution over the last few frames.
 
 The log-mel front end computes each frame's power spectrum with a two-stage DFT written as
 matrix products (so it exports to plain ONNX MatMul and Gather, no complex numbers): an n_fft-point
@@ -93,3 +94,22 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class FrameContext(nn.Module):
+    """A causal convolution over the last `frames` frames, then ReLU: each output frame sees the
+    frames up to its own and none after. Its streaming state is the previous frames - 1 frames."""
+
+    def __init__(self, features: int, channels: int, frames: int):
+        super().__init__()
+        self.features, self.past = features, frames - 1
+        self.conv = nn.Conv1d(features, channels, frames)
+
+    def zero_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.past, self.features)
+
+    def forward(self, feats: torch.Tensor, state: torch.Tensor):
+        """feats [B, T, F], state [B, frames-1, F] -> ([B, T, channels], state)."""
+        x = torch.cat([state, feats], dim=1)
+        y = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        return y, x[:, x.shape[1] - self.past:]

@@ -1,8 +1,10 @@
-"""The streaming recurrent model: front end -> normalisation -> RNN stack -> per-frame logits.
+"""The streaming recurrent model: front end -> normalisation -> [causal convolution] -> RNN stack
+-> per-frame logits.
 
 State is a list of batch-first tensors: for audio the front end's sample overlap first, then the
-RNN's hidden state ([B, layers, hidden]; LSTM adds its cell state). A zero state is the start of a
-stream; `forward` returns the state to pass with the next chunk.
+convolution's past frames where there is one, then the RNN's hidden state ([B, layers, hidden];
+LSTM adds its cell state). A zero state is the start of a stream; `forward` returns the state to
+pass with the next chunk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .frontend import LogMel, Normalize
+from .frontend import FrameContext, LogMel, Normalize
 from .recipe import Recipe
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -31,6 +33,9 @@ class StreamingRNN(nn.Module):
             features = d.channels
         self.frame_hop = m.hop if d.kind == "audio" else 1
         self.norm = Normalize(features)
+        self.context = FrameContext(features, m.hidden, m.context_frames) if m.context_frames else None
+        if self.context is not None:
+            features = m.hidden
         self.cell = m.cell
         self.rnn = CELLS[m.cell](features, m.hidden, m.layers, batch_first=True,
                                  dropout=m.dropout if m.layers > 1 else 0.0)
@@ -41,6 +46,8 @@ class StreamingRNN(nn.Module):
         device = self.head.weight.device
         hidden = torch.zeros(batch, self.rnn.num_layers, self.rnn.hidden_size, device=device)
         state = [self.frontend.zero_state(batch).to(device)] if self.frontend else []
+        if self.context is not None:
+            state.append(self.context.zero_state(batch).to(device))
         return state + [hidden] * (2 if self.cell == "lstm" else 1)
 
     def features(self, audio: torch.Tensor, state: list[torch.Tensor]):
@@ -62,6 +69,9 @@ class StreamingRNN(nn.Module):
         feats, front_state = self.features(audio, state)
         if feature_hook is not None:
             feats = feature_hook(feats)
+        if self.context is not None:
+            feats, past = self.context(feats, state[len(front_state)])
+            front_state = front_state + [past]
         hidden = [h.transpose(0, 1).contiguous() for h in state[len(front_state):]]
         hidden = tuple(hidden) if self.cell == "lstm" else hidden[0]
         if detach_every is None:  # serving and export: one call (no slicing in the graph)

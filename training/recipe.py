@@ -65,6 +65,7 @@ class ModelConfig:
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.0
+    context_frames: int = 0           # 0: none; else a causal convolution over this many frames before the RNN
     n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0
@@ -168,6 +169,8 @@ def _check(r: Recipe) -> None:
          and r.data.validation + r.data.test < 1, "data.validation + data.test must be below 1")
     need(r.data.sample_rate > 0 and r.data.clip_seconds > 0, "data.sample_rate and data.clip_seconds must be positive")
     need(r.model.hidden > 0 and r.model.layers > 0 and r.model.chunk > 0, "model.hidden, model.layers and model.chunk must be positive")
+    need(r.model.context_frames == 0 or r.model.context_frames >= 2,
+         "model.context_frames must be 0 (none) or at least 2")
     need(r.train.epochs > 0 and r.train.batch_size > 0 and r.train.lr > 0, "train.epochs, train.batch_size and train.lr must be positive")
     need(r.train.clips_per_sequence > 0, "train.clips_per_sequence must be positive")
     for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
