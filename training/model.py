@@ -54,8 +54,8 @@ class StreamingRNN(nn.Module):
         """Raw samples -> normalised frames [B, T, F], plus the front end's next state."""
         if self.frontend is None:
             return self.norm(audio), []
-        feats, context = self.frontend(audio, state[0])
-        return self.norm(feats), [context]
+        feats, overlap = self.frontend(audio, state[0])
+        return self.norm(feats), [overlap]
 
     def forward(self, audio: torch.Tensor, state: list[torch.Tensor],
                 feature_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
