@@ -33,8 +33,9 @@ class StreamingRNN(nn.Module):
             features = d.channels
         self.frame_hop = m.hop if d.kind == "audio" else 1
         self.norm = Normalize(features)
-        self.context = FrameContext(features, m.hidden, m.context_frames) if m.context_frames else None
-        if self.context is not None:
+        self.context = None
+        if m.context_frames:
+            self.context = FrameContext(features, m.hidden, m.context_frames)
             features = m.hidden
         self.cell = m.cell
         self.rnn = CELLS[m.cell](features, m.hidden, m.layers, batch_first=True,
