@@ -25,7 +25,7 @@ from .runtime import StreamingModel
 
 NEGATIVE_RMS = 10 ** (-30 / 20)  # level of the negative audio in composed streams
 TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
-SWEEP = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.97, 0.99)
+SWEEP = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.97, 0.99, 0.995, 0.999)
 PICK_GRID = tuple(np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.9995, 0.001)]), 4))
 
 

@@ -15,6 +15,7 @@ file of many recordings, each opened by a `-,-,-,N` header line, as the magic_wa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Clip:
     path: Path
     label: str
     group: str  # speaker or recording: never split across train/validation/test
+    train_only: bool = False  # from a source that only trains (`train_only` extra data)
 
 
 def stable_hash(text: str) -> float:
@@ -143,13 +145,17 @@ def recipe_clips(data, path: str) -> tuple[list[str], list[Clip]]:
                              extra.label_regex, extra.label_map, d.max_per_label, extra.label)
         if extra.max_clips:
             more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]
+        if extra.train_only:
+            more = [dataclasses.replace(c, train_only=True) for c in more]
         clips += more
     return labels, clips
 
 
-def recipe_split(group: str, data) -> str:
+def recipe_split(group: str, data, train_only: bool = False) -> str:
     """The split a recipe puts a group in; with a separate `test_path` the main data gives only
-    train and validation."""
+    train and validation; clips of a `train_only` source always train."""
+    if train_only:
+        return "train"
     return split_of(group, data.validation, 0.0 if data.test_path else data.test,
                     data.validation_groups, data.test_groups)
 

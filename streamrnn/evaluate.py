@@ -55,14 +55,14 @@ def recipe_items(recipe, split: str, rate: float) -> list[Item]:
     path = d.test_path if split == "test" and d.test_path else d.path
     whole = split == "all" or path != d.path  # a separate test set is all test
 
-    def wanted(group: str) -> bool:
-        return whole or recipe_split(group, d) == split
+    def wanted(group: str, train_only: bool = False) -> bool:
+        return whole or recipe_split(group, d, train_only) == split
 
     if d.kind == "sensor":
         _, recordings = sensor_recordings(Path(d.root) / path, d.layout, d.labels)
         return [Item(group, label, samples) for samples, label, group in recordings if wanted(group)]
     _, clips = recipe_clips(d, path)
-    return _audio_items([c for c in clips if wanted(c.group)], rate)
+    return _audio_items([c for c in clips if wanted(c.group, c.train_only)], rate)
 
 
 def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:

@@ -250,6 +250,48 @@ max_clips = 2
     assert train_labels.count("one") == 2 and train_labels.count("two") == 2  # ann and dan
 
 
+@pytest.mark.parametrize("train_only", [False, True])
+def test_train_only_extra_source_never_validates_or_tests(tmp_path, train_only):
+    from streamrnn.evaluate import recipe_items
+
+    root = tmp_path / "data"
+    (root / "flat").mkdir(parents=True)
+    (root / "talk").mkdir()
+    tone = clip("yes")[:8000]
+    for speaker in ("ann", "bob", "cid"):
+        sf.write(root / "flat" / f"1_{speaker}_0.wav", tone, 16000)
+        sf.write(root / "talk" / f"{speaker}.wav", tone, 16000)
+    path = write_recipe(tmp_path, f"""
+[data]
+root = "{root}"
+path = "flat"
+layout = "files"
+label_regex = '^(\\d)_'
+labels = ["1", "_silence_"]
+background_label = "_silence_"
+noise = ""
+group_regex = '^\\d_([a-z]+)_'
+validation_groups = ["bob"]
+test_groups = ["cid"]
+[[data.extra]]
+path = "talk"
+layout = "tree"
+label = "_silence_"
+group_regex = '^([a-z]+)'
+train_only = {str(train_only).lower()}
+""")
+    recipe = load_recipe(path)
+    splits = load_splits(recipe)
+    talk = {name: sorted(x.group for x in getattr(splits, name) if x.label == 1)
+            for name in ("train", "validation", "test")}
+    if train_only:
+        assert talk == {"train": ["ann", "bob", "cid"], "validation": [], "test": []}
+    else:
+        assert talk == {"train": ["ann"], "validation": ["bob"], "test": ["cid"]}
+    tested = sorted(item.label for item in recipe_items(recipe, "test", 16000))
+    assert tested == (["1"] if train_only else ["1", "_silence_"])
+
+
 @needs_data
 def test_magic_wand_text_files_give_one_group_per_recording():
     """The magic_wand files hold about 100 recordings each behind `-,-,-,N` lines; every one is a

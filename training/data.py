@@ -29,6 +29,7 @@ class Example:
     label: int
     group: str             # speaker or recording: never split across train/validation/test
     source: str
+    train_only: bool = False  # from a `train_only` source: never validation or test
 
 
 @dataclass
@@ -76,7 +77,7 @@ def _read_audio_examples(recipe: Recipe, path: str) -> tuple[list[str], list[Exa
         else:
             long = 2 * length if clip.label == d.background_label else float("inf")
             cuts = _cuts(audio[clip.path], length, longer_than=long)
-            examples += [Example(x, index, clip.group, str(clip.path)) for x in cuts]
+            examples += [Example(x, index, clip.group, str(clip.path), clip.train_only) for x in cuts]
     return labels, examples
 
 
@@ -113,7 +114,7 @@ def load_splits(recipe: Recipe) -> Splits:
         examples += _noise_examples(recipe, labels.index(d.background_label))
     splits = Splits(labels, [], [], [])
     for x in examples:
-        getattr(splits, recipe_split(x.group, d)).append(x)
+        getattr(splits, recipe_split(x.group, d, x.train_only)).append(x)
     _add_synth(recipe, splits)
     counts = Counter(x.label for x in splits.train + splits.validation + splits.test)
     empty = [label for i, label in enumerate(labels) if not counts[i]]

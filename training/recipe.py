@@ -30,6 +30,7 @@ class ExtraData:
     group_regex: str = ""
     label: str = ""                   # every file label_regex (or layout tree) selects gets this label
     max_clips: int = 0                # 0: all; else a fixed subset of this source
+    train_only: bool = False          # never in validation or test (like synthetic speech)
 
 
 @dataclass
