@@ -15,10 +15,9 @@ file of many recordings, each opened by a `-,-,-,N` header line, as the magic_wa
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +145,7 @@ def recipe_clips(data, path: str) -> tuple[list[str], list[Clip]]:
         if extra.max_clips:
             more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]
         if extra.train_only:
-            more = [dataclasses.replace(c, train_only=True) for c in more]
+            more = [replace(c, train_only=True) for c in more]
         clips += more
     return labels, clips
 
