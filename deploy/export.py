@@ -14,6 +14,7 @@ from torch import nn
 from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, encode_metadata, state_input, state_output
 from streamrnn.training.model import StreamingRNN
 from streamrnn.training.recipe import Recipe, recipe_from_dict
+from streamrnn.training.teacher import ATTRIBUTION
 
 OPSET = 17
 
@@ -59,12 +60,19 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
         "thresholds": thresholds, "sample_rate": recipe.data.sample_rate, "chunk": chunk,
         "frame_hop": model.frame_hop, "channels": recipe.data.channels, "cell": recipe.model.cell,
         "readout": model.readout,
-        "trained_on": trained_on, "license": recipe.license, "description": recipe.description,
+        "trained_on": trained_on, "license": _license(recipe), "description": recipe.description,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     onnx.helper.set_model_props(graph, metadata)
     onnx.save(graph, str(path))
     return path
+
+
+def _license(recipe: Recipe) -> str:
+    """The recipe's licence text, with the speech encoder's attribution where the model uses it."""
+    if not recipe.model.encoder or ATTRIBUTION in recipe.license:
+        return recipe.license
+    return "; ".join(x for x in (recipe.license, ATTRIBUTION) if x)
 
 
 def _declare_output_shapes(graph: onnx.ModelProto, n_labels: int) -> None:

@@ -49,7 +49,7 @@ def cmd_train_wakeword(args) -> None:
     from .training.recipe import load_recipe
     from .training.train import train
     from .training.wakeword import write_recipe
-    path = write_recipe(args.phrase, args.recipe_out or "runs/recipes", args.name, args.recordings or [])
+    path = write_recipe(args.phrases, args.recipe_out or "runs/recipes", args.name, args.recordings or [])
     print(f"recipe: {path}", flush=True)
     if not args.recipe_only:
         train(load_recipe(path, args.data_root))
@@ -341,11 +341,12 @@ def parser() -> argparse.ArgumentParser:
     _add_decision_flags(p)
     p.set_defaults(run=cmd_eval)
 
-    p = sub.add_parser("train-wakeword", help="train a wake-word detector for any phrase from text alone")
-    p.add_argument("phrase", help='the wake phrase, e.g. "hey nova" (also the label)')
-    p.add_argument("--name", help="model name (default: the phrase, e.g. hey_nova)")
+    p = sub.add_parser("train-wakeword", help="train a wake-word detector for any phrases from text alone")
+    p.add_argument("phrases", nargs="+", metavar="PHRASE",
+                   help='a wake phrase, e.g. "hey nova" (its label: hey nova); several give one model with a label each')
+    p.add_argument("--name", help="model name (default: the phrases, e.g. hey_nova or computer_jarvis)")
     p.add_argument("--recordings", action="append", metavar="DIR",
-                   help="a folder of your own recordings of the phrase, added to the positives (repeatable)")
+                   help="a folder of your own recordings of the (one) phrase, added to the positives (repeatable)")
     p.add_argument("--recipe-out", metavar="PATH", help="where to write the recipe (default runs/recipes/)")
     p.add_argument("--recipe-only", action="store_true", help="write the recipe, do not train")
     p.add_argument("--data-root", help="data root folder (overrides data.root)")
@@ -354,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-negatives", help="download real speech and music that never hold a wake phrase "
                        "(Debian packages) for training and evaluation")
     p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
-    p.add_argument("--set", choices=["train", "eval", "all"], default="all")
+    p.add_argument("--set", choices=["train", "validation", "eval", "all"], default="all")
     p.set_defaults(run=cmd_fetch_negatives)
 
     p = sub.add_parser("bench", help="measure CPU per stream, streams per core, service latency and memory")

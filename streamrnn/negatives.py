@@ -1,8 +1,9 @@
 """Real negative audio from Debian packages: speech and music that never hold a wake phrase.
 
 `streamrnn fetch-negatives` downloads the packages with `apt-get download` and unpacks them with
-`dpkg-deb -x` into a cache folder, a folder per package. Two disjoint sets: `train` (mixed into
-training) and `eval` (false accepts per hour are measured on it and on nothing else it trains on).
+`dpkg-deb -x` into a cache folder, a folder per package. Three disjoint sets: `train` (mixed into
+training), `validation` (thresholds are picked on it for a false-accept rate) and `eval` (false
+accepts per hour are measured on it and on nothing else it trains or picks on).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ PACKAGES = {
         "ktuberling-data": "isolated words in many languages, GPL-2+",
         "drascula-music": "game music, Drascula license (free to use and redistribute)",
     },
+    "validation": {
+        "tuxpaint-stamps-default": "spoken descriptions in 12 languages (the English ones removed), GPL-2",
+        "hedgewars-data": "game music and English voice lines in many characters, GPL-2 and others",
+    },
     "eval": {
         "fillets-ng-data-cs": "Czech voice acting, GPL-2",
         "asterisk-core-sounds-en-wav": "English telephone prompts, CC-BY-SA-3.0",
@@ -32,13 +37,17 @@ PACKAGES = {
 }
 
 
+# Files removed after unpacking: English descriptions of stamps may name anything (a computer)
+REMOVE = {"tuxpaint-stamps-default": ("*_desc.ogg", "*_desc_en*.ogg")}
+
+
 def default_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamrnn" / "negatives"
 
 
 def fetch(folder: Path, which: str = "all") -> list[Path]:
-    """Download and unpack the packages of `which` (train, eval or all) that are not there yet;
-    returns their folders."""
+    """Download and unpack the packages of `which` (train, validation, eval or all) that are not
+    there yet; returns their folders."""
     names = [n for kind, packages in PACKAGES.items() if which in (kind, "all") for n in packages]
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
@@ -55,6 +64,9 @@ def fetch(folder: Path, which: str = "all") -> list[Path]:
                     raise DataError(f"apt-get download {name} failed: {got.stderr.strip().splitlines()[-1:]}")
                 unpacked = Path(work) / "root"
                 subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+                for pattern in REMOVE.get(name, ()):
+                    for path in unpacked.rglob(pattern):
+                        path.unlink()
                 unpacked.rename(target)
         done.append(target)
     return done

@@ -54,7 +54,7 @@ def speech() -> np.ndarray:
 
 
 def build_model(cell: str = "gru", kind: str = "audio", chunk: int = 8, hidden: int = 24,
-                layers: int = 2, seed: int = 0, context_frames: int = 0):
+                layers: int = 2, seed: int = 0, context_frames: int = 0, encoder: str = ""):
     """An untrained StreamingRNN whose normalisation is measured on real audio."""
     import torch
 
@@ -72,6 +72,7 @@ def build_model(cell: str = "gru", kind: str = "audio", chunk: int = 8, hidden: 
     recipe.model.cell, recipe.model.chunk = cell, chunk
     recipe.model.hidden, recipe.model.layers = hidden, layers
     recipe.model.context_frames = context_frames
+    recipe.model.encoder = encoder
     finish(recipe)
     torch.manual_seed(seed)
     model = StreamingRNN(recipe).eval()

@@ -84,3 +84,21 @@ def test_streaming_never_imports_torch():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "CLEAN"
     assert '"kind": "detection"' in done.stdout
+
+
+def test_the_wheel_holds_every_package_of_the_tree(tmp_path):
+    """What `pip install .` installs, not the editable checkout: every folder with an
+    __init__.py (and the bundled models and samples) is in the built wheel."""
+    import zipfile
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("streamrnn-*.whl"))).namelist()
+    where = {"streamrnn": "streamrnn", "training": "streamrnn/training", "deploy": "streamrnn/deploy"}
+    for top, installed in where.items():
+        for init in (ROOT / top).rglob("__init__.py"):
+            package = init.parent.relative_to(ROOT / top).as_posix()
+            assert f"{installed}/{package}/__init__.py".replace("/./", "/") in names, package
+    assert "streamrnn/sources/ingest.py" in names and "streamrnn/models/commands.onnx" in names
+    assert "streamrnn/samples/demo.flac" in names and "streamrnn/training/recipes/wakeword.toml.in" in names

@@ -18,11 +18,25 @@ from streamrnn.decision import DecisionSettings
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
-from streamrnn.training.synth import confusables, phonemes, sentences
+from streamrnn.training.synth import COMMANDS, confusables, phonemes, sentences, speak, voices
 from streamrnn.training.wakeword import write_recipe
 
-needs_tts = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-                               reason="espeak-ng/flite not installed (tests/run.sh installs them as root)")
+TEMPLATE_ENGINES = ("espeak-ng", "flite", "pico", "rhvoice", "festival")  # and piper, a Python package
+needs_tts = pytest.mark.skipif(any(shutil.which(COMMANDS[e]) is None for e in TEMPLATE_ENGINES),
+                               reason="text-to-speech engines not installed (tests/run.sh installs them as root)")
+
+
+@pytest.mark.parametrize("engine", ["pico", "rhvoice", "festival", "mbrola"])
+def test_every_engine_speaks_the_phrase_in_distinct_voices(engine):
+    if shutil.which(COMMANDS[engine]) is None:
+        pytest.skip(f"{COMMANDS[engine]} not installed (tests/run.sh installs it as root)")
+    drawn = voices([engine], 3, 7)
+    assert len(drawn) == 3 and drawn == voices([engine], 3, 7)
+    clips = [speak("computer", voice, 16000) for voice in drawn]
+    for audio in clips:
+        assert 0.3 < len(audio) / 16000 < 2.5
+        assert np.sqrt(np.mean(audio ** 2)) > 0.02
+    assert len({len(audio) for audio in clips}) == 3  # rates differ
 
 
 @needs_tts
@@ -53,7 +67,7 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     long.mkdir()
     sf.write(long / "talk.wav", np.concatenate([clip(w) for w in ("yes", "no", "up", "down")] * 2), 16000)
     sf.write(long / "empty.wav", np.zeros(0, np.float32), 16000)  # counted and skipped
-    path = write_recipe("Hey  Nova", tmp_path, recordings=[str(mine)])
+    path = write_recipe(["Hey,  Nova!"], tmp_path, recordings=[str(mine)])
     assert path.name == "hey_nova.toml"
     text = re.sub(r'\[\[data.extra\]\]\npath = "~/.cache[^[]*', "", path.read_text())  # the fetched packages:
     text = re.sub(r"background = \[.*\]", "background = []", text)                  # one local folder instead
@@ -80,9 +94,21 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     assert all(len(x.samples) == recipe.clip_samples for x in every)
 
 
+def test_several_phrases_make_one_model_with_a_label_each(tmp_path):
+    path = write_recipe(["computer", "Hey Jarvis"], tmp_path)
+    assert path.name == "computer_hey_jarvis.toml"
+    recipe = load_recipe(path, str(DATA_ROOT))
+    assert recipe.data.labels == ["computer", "hey jarvis", "_background_"]
+    assert "computer and hey jarvis" in recipe.description
+
+
 def test_wakeword_recipe_errors_are_named(tmp_path):
     with pytest.raises(RecipeError, match="has no letters or digits"):
-        write_recipe("!!", tmp_path)
+        write_recipe(["!!"], tmp_path)
+    with pytest.raises(RecipeError, match="two of them are the same phrase"):
+        write_recipe(["Jarvis", "jarvis!"], tmp_path)
+    with pytest.raises(RecipeError, match="with several phrases"):
+        write_recipe(["computer", "jarvis"], tmp_path, recordings=[str(tmp_path)])
     done = subprocess.run(STREAMRNN + ["train-wakeword", "computer", "--recipe-only", "--recordings",
                                        str(tmp_path / "nowhere"), "--recipe-out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT)

@@ -58,12 +58,12 @@ class LogMel(nn.Module):
         mel_by_k[inside] = mel[bins[inside]].float()
         self.register_buffer("mel", mel_by_k.reshape(p * k2_count, n_mels), persistent=False)
 
-    def zero_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.context)
+    def zero_state(self, batch: int) -> list[torch.Tensor]:
+        return [torch.zeros(batch, self.context)]
 
-    def forward(self, audio: torch.Tensor, state: torch.Tensor):
-        """audio [B, N] (N a multiple of hop), state [B, window-hop] -> ([B, N/hop, mels], state)."""
-        x = torch.cat([state, audio], dim=1)
+    def forward(self, audio: torch.Tensor, state: list[torch.Tensor]):
+        """audio [B, N] (N a multiple of hop), state [[B, window-hop]] -> ([B, N/hop, mels], [state])."""
+        x = torch.cat([state[0], audio], dim=1)
         batch = x.shape[0]
         # n_fft - window leading zeros: each n_fft-sample frame then ends where its window ends,
         # and its first samples carry zero weight (the power spectrum ignores the shift)
@@ -77,7 +77,7 @@ class LogMel(nn.Module):
         power = z[..., :self.k2_count] ** 2 + z[..., self.k2_count:] ** 2
         mel = torch.matmul(power.transpose(0, 1).reshape(-1, self.p * self.k2_count), self.mel)
         feats = torch.log(mel.reshape(batch, frames, -1) + 1e-6)
-        return feats, x[:, x.shape[1] - self.context:]
+        return feats, [x[:, x.shape[1] - self.context:]]
 
 
 class Normalize(nn.Module):

@@ -1,10 +1,12 @@
 """The streaming recurrent model: front end -> normalisation -> [causal convolution] -> RNN stack
 -> per-frame logits.
 
-State is a list of batch-first tensors: for audio the front end's sample overlap first, then the
-convolution's past frames where there is one, then the RNN's hidden state ([B, layers, hidden];
-LSTM adds its cell state). A zero state is the start of a stream; `forward` returns the state to
-pass with the next chunk.
+The audio front end is our log-mel (a frame every 10 ms) or, with `model.encoder = "teacher"`,
+the frozen pretrained speech encoder (an embedding every 80 ms, training/teacher.py). State is a
+list of batch-first tensors: for audio the front end's state first (log-mel: its sample overlap;
+the encoder: its sample overlap and each layer's past rows), then the convolution's past frames
+where there is one, then the RNN's hidden state ([B, layers, hidden]; LSTM adds its cell state).
+A zero state is the start of a stream; `forward` returns the state to pass with the next chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from .frontend import FrameContext, LogMel, Normalize
 from .recipe import Recipe
+from .teacher import TeacherEncoder
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -25,7 +28,10 @@ class StreamingRNN(nn.Module):
         super().__init__()
         m, d = recipe.model, recipe.data
         self.kind = d.kind
-        if d.kind == "audio":
+        if d.kind == "audio" and m.encoder == "teacher":
+            self.frontend = TeacherEncoder()
+            features = self.frontend.dim
+        elif d.kind == "audio":
             self.frontend = LogMel(d.sample_rate, m.window, m.hop, m.n_mels, m.f_min, m.f_max)
             features = m.n_mels
         else:
@@ -46,7 +52,7 @@ class StreamingRNN(nn.Module):
     def zero_state(self, batch: int) -> list[torch.Tensor]:
         device = self.head.weight.device
         hidden = torch.zeros(batch, self.rnn.num_layers, self.rnn.hidden_size, device=device)
-        state = [self.frontend.zero_state(batch).to(device)] if self.frontend else []
+        state = [x.to(device) for x in self.frontend.zero_state(batch)] if self.frontend else []
         if self.context is not None:
             state.append(self.context.zero_state(batch).to(device))
         return state + [hidden] * (2 if self.cell == "lstm" else 1)
@@ -55,8 +61,9 @@ class StreamingRNN(nn.Module):
         """Raw samples -> normalised frames [B, T, F], plus the front end's next state."""
         if self.frontend is None:
             return self.norm(audio), []
-        feats, overlap = self.frontend(audio, state[0])
-        return self.norm(feats), [overlap]
+        size = len(self.frontend.zero_state(0))
+        feats, front_state = self.frontend(audio, state[:size])
+        return self.norm(feats), front_state
 
     def forward(self, audio: torch.Tensor, state: list[torch.Tensor],
                 feature_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,

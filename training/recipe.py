@@ -11,6 +11,10 @@ from pathlib import Path
 
 from streamrnn.settings import SettingsError, build, read_toml
 
+from .synth import ENGINES
+
+TEACHER_RATE, TEACHER_HOP = 16000, 1280  # training/teacher.py: an embedding every 80 ms at 16 kHz
+
 
 class RecipeError(SettingsError):
     """A recipe that cannot be used; the message names the file and key."""
@@ -67,6 +71,7 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.0
     context_frames: int = 0           # 0: none; else a causal convolution over this many frames before the RNN
+    encoder: str = choice("", "teacher")  # "teacher": the pretrained speech encoder (80-ms frames) replaces the log-mel
     n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0
@@ -92,6 +97,8 @@ class TrainConfig:
     out_dir: str = "runs/{name}"
     threads: int = 0                  # torch CPU threads; 0: torch's default
     target_fa_per_hour: float = 0.0   # >0: thresholds for this false-accept rate on validation streams
+    validation_negatives: list[str] = field(default_factory=list)  # folders of long audio never trained on, where
+                                      # those thresholds are picked (default: the validation split's background clips)
 
 
 @dataclass
@@ -177,8 +184,8 @@ def _check(r: Recipe) -> None:
     for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
         need(0 <= getattr(r.augment, name) <= 1, f"augment.{name} must be within [0, 1]")
     need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
-    need(set(r.synth.engines) <= {"espeak-ng", "flite", "piper"},
-         f"synth.engines {r.synth.engines}: espeak-ng, flite and piper are known")
+    need(set(r.synth.engines) <= set(ENGINES),
+         f"synth.engines {r.synth.engines}: {', '.join(ENGINES)} are known")
     need(0 <= r.synth.validation < 1, "synth.validation must be within [0, 1)")
     need(r.train.target_fa_per_hour >= 0, "train.target_fa_per_hour must not be negative")
     need(not r.data.labels or set(r.synth.phrases) <= set(r.data.labels),
@@ -206,7 +213,11 @@ def finish(recipe: Recipe) -> Recipe:
     """Check a recipe and fill in its derived values (window and hop in samples)."""
     _check(recipe)
     m, rate = recipe.model, recipe.data.sample_rate
-    if recipe.data.kind == "audio":
+    if recipe.data.kind == "audio" and m.encoder:
+        if rate != TEACHER_RATE:
+            raise RecipeError(f"{recipe.source}: model.encoder needs data.sample_rate = {TEACHER_RATE}")
+        m.window = m.hop = TEACHER_HOP
+    elif recipe.data.kind == "audio":
         m.window = round(m.window_ms * rate / 1000)
         m.hop = round(m.hop_ms * rate / 1000)
         if m.window < m.hop or m.hop < 1:

