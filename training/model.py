@@ -38,6 +38,7 @@ class StreamingRNN(nn.Module):
             self.frontend = None
             features = d.channels
         self.frame_hop = m.hop if d.kind == "audio" else 1
+        self.front_states = len(self.frontend.zero_state(0)) if self.frontend else 0
         self.norm = Normalize(features)
         self.context = None
         if m.context_frames:
@@ -61,8 +62,7 @@ class StreamingRNN(nn.Module):
         """Raw samples -> normalised frames [B, T, F], plus the front end's next state."""
         if self.frontend is None:
             return self.norm(audio), []
-        size = len(self.frontend.zero_state(0))
-        feats, front_state = self.frontend(audio, state[:size])
+        feats, front_state = self.frontend(audio, state[:self.front_states])
         return self.norm(feats), front_state
 
     def forward(self, audio: torch.Tensor, state: list[torch.Tensor],

@@ -39,6 +39,7 @@ PICO_VOICES = ("en-US", "en-GB")
 RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # CMU ARCTIC speakers and alan (LGPL-2.1+ data)
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
+NAMED_VOICES = {"pico": PICO_VOICES, "rhvoice": RHVOICE_VOICES, "festival": FESTIVAL_VOICES}  # rate and pitch in %
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
@@ -78,7 +79,7 @@ def check_engines(engines: list[str]) -> None:
     if "mbrola" in engines and shutil.which("espeak-ng") is None:
         missing.append("espeak-ng")
     if missing:
-        packages = " ".join(dict.fromkeys(PACKAGES.get(e, e) for e in missing))
+        packages = " ".join(dict.fromkeys(PACKAGES[e] for e in missing))
         raise DataError(f"synth: {', '.join(missing)} not installed (Debian: apt-get install {packages})")
     if "piper" in engines:
         try:
@@ -107,9 +108,8 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
             voice = Voice(engine, rng.choice(FLITE_VOICES), rng.randint(80, 130), 0, shift)
         elif engine == "mbrola":
             voice = Voice(engine, rng.choice(MBROLA_VOICES), rng.randint(120, 200), rng.randint(25, 75), shift)
-        elif engine in ("pico", "rhvoice", "festival"):
-            names = {"pico": PICO_VOICES, "rhvoice": RHVOICE_VOICES, "festival": FESTIVAL_VOICES}[engine]
-            voice = Voice(engine, rng.choice(names), rng.randint(75, 135), rng.randint(85, 115), shift)
+        elif engine in NAMED_VOICES:
+            voice = Voice(engine, rng.choice(NAMED_VOICES[engine]), rng.randint(75, 135), rng.randint(85, 115), shift)
         else:
             voice = Voice(engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0,
                           shift)

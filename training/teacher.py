@@ -122,29 +122,30 @@ class StreamingEmbedding(nn.Module):
     def __init__(self, path: Path):
         super().__init__()
         self.layers = _embedding_layers(onnx.load(str(path)))
-        self.stateful = [i for i, layer in enumerate(self.layers)
-                         if isinstance(layer, nn.Conv2d) and layer.kernel_size[0] > 1]
+        # layer index -> its state slot: the convolutions that span more than one row of time
+        self.slots = {i: slot for slot, i in enumerate(
+            i for i, layer in enumerate(self.layers) if isinstance(layer, nn.Conv2d) and layer.kernel_size[0] > 1)}
         with torch.no_grad():
-            silence = torch.full((1, 1, WINDOW_FRAMES, N_MELS), SILENCE)
-            rows = {}
+            x = torch.full((1, 1, WINDOW_FRAMES, N_MELS), SILENCE)
             for i, layer in enumerate(self.layers):
-                if i in self.stateful:
-                    rows[i] = silence[:, :, -(layer.kernel_size[0] - 1):]
-                silence = layer(silence)
-        for slot, i in enumerate(self.stateful):
-            self.register_buffer(f"silence_{slot}", rows[i][0], persistent=False)
+                if i in self.slots:
+                    rows = x[0, :, x.shape[2] - (layer.kernel_size[0] - 1):]
+                    self.register_buffer(f"silence_{self.slots[i]}", rows.clone(), persistent=False)
+                x = layer(x)
+
+    def _silence(self, slot: int) -> torch.Tensor:
+        return getattr(self, f"silence_{slot}")
 
     def zero_state(self, batch: int) -> list[torch.Tensor]:
-        return [torch.zeros(batch, *getattr(self, f"silence_{slot}").shape) for slot in range(len(self.stateful))]
+        return [torch.zeros(batch, *self._silence(slot).shape) for slot in range(len(self.slots))]
 
     def forward(self, frames: torch.Tensor, state: list[torch.Tensor]):
         x = frames[:, None]
         next_state = []
         for i, layer in enumerate(self.layers):
-            if i in self.stateful:
-                slot = self.stateful.index(i)
-                silence = getattr(self, f"silence_{slot}")
-                x = torch.cat([state[slot] + silence, x], dim=2)
+            if i in self.slots:
+                silence = self._silence(self.slots[i])
+                x = torch.cat([state[self.slots[i]] + silence, x], dim=2)
                 next_state.append(x[:, :, x.shape[2] - silence.shape[1]:] - silence)
             x = layer(x)
         return x[:, :, :, 0].transpose(1, 2), next_state
@@ -154,7 +155,6 @@ class TeacherEncoder(nn.Module):
     """PCM chunks -> one 96-d embedding per 80 ms, frozen. State: the mel front end's last 352
     samples, then each time convolution's last input rows."""
 
-    frame_hop = FRAME_HOP
     dim = DIM
 
     def __init__(self):
