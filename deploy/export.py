@@ -14,9 +14,16 @@ from torch import nn
 from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, encode_metadata, state_input, state_output
 from streamrnn.training.model import StreamingRNN
 from streamrnn.training.recipe import Recipe, recipe_from_dict
-from streamrnn.training.teacher import ATTRIBUTION
 
 OPSET = 17
+SMOOTHING_SECONDS, PATIENCE_SECONDS = 0.03, 0.02  # the decision defaults written into each model
+
+
+def decision_frames(frame_seconds: float) -> tuple[int, int]:
+    """Smoothing and patience in frames for a model's frame length: 30 ms and 20 ms, at least one
+    frame each (3 and 2 for 10-ms log-mel frames, 1 and 1 for the encoder's 80-ms frames)."""
+    return (max(1, round(SMOOTHING_SECONDS / frame_seconds)),
+            max(1, round(PATIENCE_SECONDS / frame_seconds)))
 
 
 class ContractGraph(nn.Module):
@@ -54,13 +61,15 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
                           | {AUDIO_INPUT: {0: "batch", 1: "samples"}, SCORES_OUTPUT: {0: "batch", 1: "frames"}})
     graph = onnx.load(str(path))
     _declare_output_shapes(graph, len(labels))
+    smoothing, patience = decision_frames(model.frame_hop / recipe.data.sample_rate)
     metadata = encode_metadata({
         "kind": recipe.data.kind, "name": recipe.name, "version": recipe.version,
         "labels": labels, "background_label": recipe.data.background_label,
         "thresholds": thresholds, "sample_rate": recipe.data.sample_rate, "chunk": chunk,
         "frame_hop": model.frame_hop, "channels": recipe.data.channels, "cell": recipe.model.cell,
-        "readout": model.readout,
-        "trained_on": trained_on, "license": _license(recipe), "description": recipe.description,
+        "readout": model.readout, "smoothing": smoothing, "patience": patience,
+        "clip_seconds": recipe.data.clip_seconds,
+        "trained_on": trained_on, "license": _license(recipe, model), "description": recipe.description,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     onnx.helper.set_model_props(graph, metadata)
@@ -68,11 +77,12 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
     return path
 
 
-def _license(recipe: Recipe) -> str:
+def _license(recipe: Recipe, model: StreamingRNN) -> str:
     """The recipe's licence text, with the speech encoder's attribution where the model uses it."""
-    if not recipe.model.encoder or ATTRIBUTION in recipe.license:
+    attribution = getattr(model.frontend, "attribution", "")
+    if not attribution or attribution in recipe.license:
         return recipe.license
-    return "; ".join(x for x in (recipe.license, ATTRIBUTION) if x)
+    return "; ".join(x for x in (recipe.license, attribution) if x)
 
 
 def _declare_output_shapes(graph: onnx.ModelProto, n_labels: int) -> None:

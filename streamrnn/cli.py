@@ -44,6 +44,12 @@ def cmd_train(args) -> None:
     train(load_recipe(args.recipe, args.data_root), args.resume)
 
 
+def cmd_distill(args) -> None:
+    _need_training("distill")
+    from .training.distill import distill, load_distill_recipe
+    distill(load_distill_recipe(args.recipe, args.data_root))
+
+
 def cmd_train_wakeword(args) -> None:
     _need_training("train-wakeword")
     from .training.recipe import load_recipe
@@ -120,8 +126,8 @@ SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--send-hwm": ("send_hwm", int, "events queued per subscriber before drops"),
     "--stdin-rate": ("stdin_rate", int, "sample rate of raw PCM on stdin"),
     "--wait-subscriber": ("wait_subscriber", float, "seconds to wait for a subscriber before reading sources"),
-    "--smoothing": ("decision.smoothing", int, "frames averaged"),
-    "--patience": ("decision.patience", int, "smoothed frames above threshold before firing"),
+    "--smoothing": ("decision.smoothing", int, "frames averaged (0: each model's own)"),
+    "--patience": ("decision.patience", int, "smoothed frames above threshold before firing (0: each model's own)"),
     "--refractory": ("decision.refractory", float, "seconds a label stays silent after firing"),
     "--idle-timeout": ("ingest.idle_timeout", float, "seconds before an idle ingest stream expires"),
     "--mic-rate": ("mic.rate", float, "microphone capture rate (0: the device's default)"),
@@ -254,9 +260,10 @@ def cmd_demo(args) -> None:
 def _add_decision_flags(p: argparse.ArgumentParser) -> None:
     """The decision layer's settings, as the service uses them (offline commands)."""
     d = DecisionSettings()
-    p.add_argument("--smoothing", type=int, default=d.smoothing, help=f"frames averaged (default {d.smoothing})")
+    p.add_argument("--smoothing", type=int, default=d.smoothing,
+                   help="frames averaged (default: the model's own, from its contract file)")
     p.add_argument("--patience", type=int, default=d.patience,
-                   help=f"smoothed frames above threshold before firing (default {d.patience})")
+                   help="smoothed frames above threshold before firing (default: the model's own)")
     p.add_argument("--refractory", type=float, default=d.refractory,
                    help=f"seconds a label stays silent after firing (default {d.refractory:g})")
 
@@ -274,6 +281,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (last.pt)")
     p.add_argument("--data-root", help="data root folder (overrides data.root)")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("distill", help="distill the student speech encoder from the pretrained teacher")
+    p.add_argument("recipe", help="distillation recipe TOML (training/recipes/encoder.toml)")
+    p.add_argument("--data-root", help="data root folder (overrides data.root)")
+    p.set_defaults(run=cmd_distill)
 
     p = sub.add_parser("export", help="export a training checkpoint to a contract ONNX file")
     p.add_argument("checkpoint")

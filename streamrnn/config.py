@@ -24,14 +24,15 @@ class ConfigError(SettingsError):
 class ModelConfig:
     model: str                                        # bundled/installed name or .onnx path
     thresholds: dict[str, float] = field(default_factory=dict)  # per-label overrides
-    smoothing: int = 0                                # 0: the [decision] default
+    smoothing: int = 0                                # 0: the [decision] table's
     patience: int = 0
     refractory: float = -1.0
 
 
 @dataclass
 class DecisionConfig:
-    """The [decision] table; defaults are DecisionSettings'."""
+    """The [decision] table; defaults are DecisionSettings' (smoothing and patience 0: each
+    model's own, from its contract file)."""
     smoothing: int = DecisionSettings.smoothing    # frames averaged
     patience: int = DecisionSettings.patience      # consecutive smoothed frames at or above threshold
     refractory: float = DecisionSettings.refractory  # seconds a label stays silent after firing
@@ -90,8 +91,8 @@ def check(config: ServiceConfig) -> ServiceConfig:
             need(0 <= value <= 1, f"models[{i}].thresholds.{label}", f"= {value} is outside [0, 1]")
         need(m.smoothing >= 0 and m.patience >= 0, f"models[{i}]", "smoothing and patience must be >= 0")
     d = config.decision
-    need(d.smoothing >= 1, "decision.smoothing", f"= {d.smoothing} must be at least 1")
-    need(d.patience >= 1, "decision.patience", f"= {d.patience} must be at least 1")
+    need(d.smoothing >= 0, "decision.smoothing", f"= {d.smoothing} must not be negative (0: each model's own)")
+    need(d.patience >= 0, "decision.patience", f"= {d.patience} must not be negative (0: each model's own)")
     need(d.refractory >= 0, "decision.refractory", f"= {d.refractory} must not be negative")
     need(config.threads >= 1, "threads", f"= {config.threads} must be at least 1")
     need(config.heartbeat > 0, "heartbeat", f"= {config.heartbeat} must be positive")

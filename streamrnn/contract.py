@@ -34,6 +34,9 @@ METADATA = {
     "channels": "int",
     "cell": "str",
     "readout": "str",
+    "smoothing": "int",
+    "clip_seconds": "float",
+    "patience": "int",
     "trained_on": "str",
     "created": "str",
     "license": "str",
@@ -74,6 +77,9 @@ class ModelInfo:
     trained_on: str
     created: str
     readout: str = "peak"
+    clip_seconds: float = 0.0  # the training clips' length (0: not recorded)
+    smoothing: int = 3    # the decision defaults this model was tuned with, in frames (older
+    patience: int = 2     # files lack the keys: 3 and 2, right for 10-ms frames)
     license: str = ""
     description: str = ""
 
@@ -142,6 +148,8 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
     if values["chunk"] % values["frame_hop"]:
         fail(f"metadata {PREFIX}chunk={values['chunk']} is not a multiple of "
              f"frame_hop={values['frame_hop']}")
+    if values.get("smoothing", 1) < 1 or values.get("patience", 1) < 1:
+        fail("metadata smoothing and patience must be at least 1")
     values.setdefault("channels", 1)
     values.pop("format_version")
     values["labels"] = tuple(labels)

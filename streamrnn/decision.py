@@ -14,12 +14,12 @@ NEVER = np.iinfo(np.int64).min
 
 @dataclass(frozen=True)
 class DecisionSettings:
-    smoothing: int = 3       # frames in the moving average of each label's score
-    patience: int = 2        # consecutive smoothed frames at or above threshold before firing
+    smoothing: int = 0       # frames in the moving average of each label's score; 0: the model's own
+    patience: int = 0        # consecutive smoothed frames at or above threshold before firing; 0: the model's
     refractory: float = 1.0  # seconds a label stays silent after it fired
 
     def __post_init__(self):
-        if self.smoothing < 1 or self.patience < 1 or self.refractory < 0:
+        if self.smoothing < 0 or self.patience < 0 or self.refractory < 0:
             raise ValueError(f"decision settings out of range: {self}")
 
 
@@ -34,7 +34,8 @@ class Detection:
 class Decider:
     """Turns one stream's per-frame scores into detections; keeps its own small state.
 
-    Only labels with a threshold are reported; the background label never is.
+    Only labels with a threshold are reported; the background label never is. Smoothing and
+    patience left at 0 are the model's own (its contract file's, chosen for its frame length).
     """
 
     def __init__(self, info: ModelInfo, settings: DecisionSettings = DecisionSettings(),
@@ -45,10 +46,11 @@ class Decider:
         self._columns = np.array([info.labels.index(x) for x in self._labels], dtype=np.intp)
         self._threshold = np.array([thresholds[x] for x in self._labels], dtype=np.float32)
         self._frame_seconds = info.frame_seconds
-        self._settings = settings
+        self._smoothing = settings.smoothing or info.smoothing
+        self._patience = settings.patience or info.patience
         self._refractory_frames = int(round(settings.refractory / info.frame_seconds))
         n = len(self._labels)
-        self._history = np.zeros((settings.smoothing - 1, n), np.float32)
+        self._history = np.zeros((self._smoothing - 1, n), np.float32)
         self._run = np.zeros(n, np.int64)          # consecutive frames above threshold
         self._rise = np.full(n, -1, np.int64)      # frame where the score rose above half
         self._quiet_until = np.zeros(n, np.int64)  # refractory end, in frames
@@ -61,7 +63,7 @@ class Decider:
             return []
         picked = scores[:, self._columns]
         window = np.concatenate([self._history, picked])
-        k = self._settings.smoothing
+        k = self._smoothing
         self._history = window[len(window) - (k - 1):] if k > 1 else self._history
         if not (window >= self._threshold / 2).any():  # the usual chunk: nothing near any threshold
             self._run[:] = 0
@@ -83,7 +85,7 @@ class Decider:
         not_rising = _last_true(~rising, frames, np.where(self._rise >= 0, self._rise - 1, self._frame - 1))
         rise = np.where(rising, not_rising + 1, -1)
         detections = []
-        for t, j in zip(*np.nonzero(run == self._settings.patience)):  # time order; few
+        for t, j in zip(*np.nonzero(run == self._patience)):  # time order; few
             frame = self._frame + t
             if frame < self._quiet_until[j]:
                 continue

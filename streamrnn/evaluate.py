@@ -2,8 +2,10 @@
 
 Clips come from folders per label (the Speech Commands layout included) or from a training
 recipe's held-out split (the same speakers training kept out). Every clip is a stream from zero
-state, all clips batched, the tail of each padded to a whole chunk; a clip's label follows from
-its frames by the model's readout (metrics.clip_scores). Torch-free.
+state, all clips batched; a clip shorter than the model's training clips is centred in silence of
+their length, as training saw it (so a short word is followed by the silence the model had to
+judge it in), and the tail of each is padded to a whole chunk; a clip's label follows from its
+frames by the model's readout (metrics.clip_scores). Torch-free.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ def recipe_items(recipe, split: str, rate: float) -> list[Item]:
     return _audio_items([c for c in clips if wanted(c.group, c.train_only)], rate)
 
 
+def centred(samples: np.ndarray, length: int) -> np.ndarray:
+    """A clip shorter than `length` samples padded with silence evenly on both sides; else as it is."""
+    short = max(0, length - len(samples))
+    return np.pad(samples, [(short // 2, short - short // 2)] + [(0, 0)] * (samples.ndim - 1)) if short else samples
+
+
 def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
     """Clip accuracy, per-label precision/recall and the confusion matrix."""
     info = model.info
@@ -73,7 +81,8 @@ def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
         raise DataError(f"labels {', '.join(unknown)} are not labels of model {info.name} ({', '.join(info.labels)})")
     if not items:
         raise DataError("no clips to evaluate")
-    scores = model.score([item.samples for item in items])
+    length = round(info.clip_seconds * info.sample_rate)
+    scores = model.score([centred(item.samples, length) for item in items])
     background = info.labels.index(info.background_label)
     predicted = np.array([int(np.argmax(clip_scores(s, background, info.readout))) for s in scores])
     truth = np.array([info.labels.index(i.label) for i in items])

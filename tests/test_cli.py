@@ -102,3 +102,4 @@ def test_the_wheel_holds_every_package_of_the_tree(tmp_path):
             assert f"{installed}/{package}/__init__.py".replace("/./", "/") in names, package
     assert "streamrnn/sources/ingest.py" in names and "streamrnn/models/commands.onnx" in names
     assert "streamrnn/samples/demo.flac" in names and "streamrnn/training/recipes/wakeword.toml.in" in names
+    assert "streamrnn/training/encoders/student.pt" in names

@@ -23,9 +23,12 @@ def test_contract_metadata_is_complete(contract):
     assert info.background_label == "nothing"
     assert (info.sample_rate, info.chunk, info.frame_hop, info.cell) == (16000, 1280, 160, "gru")
     assert info.thresholds == {"a": 0.5, "b": 0.5, "c": 0.5}
+    assert (info.smoothing, info.patience) == (3, 2)  # 30 ms and 20 ms of 10-ms frames
+    assert info.clip_seconds == 1.0  # eval centres shorter clips in this much silence, as training did
     props = {p.key for p in onnx.load(str(contract)).metadata_props}
     for key in ("format_version", "kind", "labels", "sample_rate", "chunk", "frame_hop", "cell",
-                "thresholds", "background_label", "name", "version", "trained_on", "created"):
+                "thresholds", "background_label", "name", "version", "trained_on", "created",
+                "smoothing", "patience", "clip_seconds"):
         assert f"streamrnn.{key}" in props
 
 
@@ -174,6 +177,27 @@ def test_decider_reports_label_times_and_respects_refractory(contract):
     assert first.start == pytest.approx(1.00) and first.end == pytest.approx(1.03)
     assert second.start == pytest.approx(2.50)
     assert first.score > 0.6
+
+
+def _with_metadata(contract, tmp_path, **values) -> StreamingModel:
+    graph = onnx.load(str(contract))
+    for prop in graph.metadata_props:
+        if prop.key.removeprefix("streamrnn.") in values:
+            prop.value = str(values[prop.key.removeprefix("streamrnn.")])
+    path = tmp_path / "copy.onnx"
+    onnx.save(graph, str(path))
+    return StreamingModel(path)
+
+
+def test_decider_defaults_to_the_models_own_smoothing_and_patience(contract, tmp_path):
+    scores = np.tile(np.array([[0.0, 0.0, 0.0, 1.0]], np.float32), (20, 1))
+    scores[10] = [0.0, 0.95, 0.0, 0.05]  # one frame of label b
+    assert not Decider(StreamingModel(contract).info).update(scores)  # 3 frames smoothed, 2 above
+    quick = _with_metadata(contract, tmp_path, smoothing=1, patience=1).info
+    assert [d.label for d in Decider(quick).update(scores)] == ["b"]
+    assert not Decider(quick, DecisionSettings(smoothing=3, patience=2)).update(scores)  # settings win
+    with pytest.raises(ContractError, match="smoothing and patience must be at least 1"):
+        _with_metadata(contract, tmp_path, patience=0)
 
 
 def test_threshold_override_silences_a_label(contract):

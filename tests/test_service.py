@@ -286,7 +286,7 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     ('sources = ["x.wav"]\n[[models]]\nmodel = "nosuch"\n', "model 'nosuch' not found"),
     ('sources = ["/no/such.wav"]\n[[models]]\nmodel = "commands"\n', "source /no/such.wav: cannot read audio"),
     ('[[models]]\nmodel = "commands"\n', "sources is empty"),
-    ('sources = ["x.wav"]\n[decision]\npatience = 0\n[[models]]\nmodel = "commands"\n', "decision.patience = 0 must be at least 1"),
+    ('sources = ["x.wav"]\n[decision]\npatience = -1\n[[models]]\nmodel = "commands"\n', "decision.patience = -1 must not be negative"),
 ])
 def test_bad_config_stops_start_up_in_one_line(tmp_path, config, message):
     (tmp_path / "x.wav").write_bytes(DEMO.read_bytes())

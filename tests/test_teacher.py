@@ -64,6 +64,7 @@ def test_encoder_in_a_contract_graph_streams_and_batches_exactly(tmp_path, speec
     model, _, path = export_test_model(tmp_path, "gru", chunk=1, encoder="teacher")
     runtime = StreamingModel(path)
     assert runtime.info.frame_hop == 1280 and runtime.chunk == 1280
+    assert (runtime.info.smoothing, runtime.info.patience) == (1, 1)  # its own decisions: one 80-ms frame
     assert "Google speech_embedding (Apache-2.0)" in runtime.info.license
     gaps = parity(model, path, speech, [clip("down"), clip("silence")])
     print(gaps)

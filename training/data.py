@@ -184,17 +184,22 @@ def load_noise(recipe: Recipe) -> list[torch.Tensor]:
     """Recordings mixed in as noise by augmentation, at the recipe's rate: the noise folder and
     the `augment.background` folders (at any depth)."""
     d = recipe.data
-    folders = ([(d.noise, "data.noise")] if d.noise else []) + [(f, "augment.background") for f in recipe.augment.background]
+    return noise_recordings(d.root, d.noise, recipe.augment.background, d.sample_rate)
+
+
+def noise_recordings(root: str, noise_folder: str, background: list[str], rate: int) -> list[torch.Tensor]:
+    """The noise folder's recordings and the background folders' (at any depth), at `rate`."""
+    folders = ([(noise_folder, "data.noise")] if noise_folder else []) + [(f, "augment.background") for f in background]
     noise = []
     for name, setting in folders:
-        folder = data_path(d.root, name)
+        folder = data_path(root, name)
         if not folder.is_dir():
             raise DataError(f"{folder}: folder does not exist ({setting}={name!r})")
         files = audio_files(folder, recursive=setting == "augment.background")
         if not files:
             raise DataError(f"{folder}: no audio files ({setting}={name!r})")
         try:
-            noise += [torch.from_numpy(x) for x in read_many(files, d.sample_rate).values()]
+            noise += [torch.from_numpy(x) for x in read_many(files, rate).values()]
         except AudioError as exc:
             raise DataError(str(exc)) from None
     return noise

@@ -1,10 +1,12 @@
 """The streaming recurrent model: front end -> normalisation -> [causal convolution] -> RNN stack
 -> per-frame logits.
 
-The audio front end is our log-mel (a frame every 10 ms) or, with `model.encoder = "teacher"`,
-the frozen pretrained speech encoder (an embedding every 80 ms, training/teacher.py). State is a
-list of batch-first tensors: for audio the front end's state first (log-mel: its sample overlap;
-the encoder: its sample overlap and each layer's past rows), then the convolution's past frames
+The audio front end is our log-mel (a frame every 10 ms) or a frozen speech encoder (an
+embedding every 80 ms): with `model.encoder = "teacher"` the pretrained one (training/teacher.py),
+with `"student"` our streaming GRU distilled from it (training/student.py). State is a list of
+batch-first tensors: for audio the front end's state first (log-mel: its sample overlap; the
+teacher: its sample overlap and each layer's past rows; the student: its sample overlap and GRU
+state), then the convolution's past frames
 where there is one, then the RNN's hidden state ([B, layers, hidden]; LSTM adds its cell state).
 A zero state is the start of a stream; `forward` returns the state to pass with the next chunk.
 """
@@ -18,6 +20,7 @@ from torch import nn
 
 from .frontend import FrameContext, LogMel, Normalize
 from .recipe import Recipe
+from .student import StudentEncoder
 from .teacher import TeacherEncoder
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -28,8 +31,8 @@ class StreamingRNN(nn.Module):
         super().__init__()
         m, d = recipe.model, recipe.data
         self.kind = d.kind
-        if d.kind == "audio" and m.encoder == "teacher":
-            self.frontend = TeacherEncoder()
+        if d.kind == "audio" and m.encoder:
+            self.frontend = TeacherEncoder() if m.encoder == "teacher" else StudentEncoder.load()
             features = self.frontend.dim
         elif d.kind == "audio":
             self.frontend = LogMel(d.sample_rate, m.window, m.hop, m.n_mels, m.f_min, m.f_max)

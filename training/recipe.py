@@ -71,7 +71,8 @@ class ModelConfig:
     layers: int = 2
     dropout: float = 0.0
     context_frames: int = 0           # 0: none; else a causal convolution over this many frames before the RNN
-    encoder: str = choice("", "teacher")  # "teacher": the pretrained speech encoder (80-ms frames) replaces the log-mel
+    encoder: str = choice("", "teacher", "student")  # a speech encoder (80-ms frames) replaces the log-mel: the
+                                      # pretrained "teacher" or the "student" distilled from it (cheaper)
     n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0

@@ -156,6 +156,7 @@ class TeacherEncoder(nn.Module):
     samples, then each time convolution's last input rows."""
 
     dim = DIM
+    attribution = ATTRIBUTION
 
     def __init__(self):
         super().__init__()

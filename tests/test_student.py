@@ -1,0 +1,75 @@
+"""The distilled student encoder: the bundled checkpoint streams and batches exactly inside a
+contract graph, a small head on it learns real words, and `distill` moves a student toward the
+teacher on speakers it never heard."""
+
+import json
+
+import pytest
+
+from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
+from streamrnn.deploy.verify import parity
+from streamrnn.runtime import StreamingModel
+from streamrnn.training.distill import distill, load_distill_recipe
+from streamrnn.training.recipe import RecipeError, finish, load_recipe
+from streamrnn.training.student import StudentEncoder
+from streamrnn.training.train import train
+
+TOLERANCE = 1e-4
+
+
+def test_student_in_a_contract_graph_streams_and_batches_exactly(tmp_path):
+    model, _, path = export_test_model(tmp_path, "gru", chunk=1, encoder="student")
+    runtime = StreamingModel(path)
+    assert runtime.info.frame_hop == 1280 and (runtime.info.smoothing, runtime.info.patience) == (1, 1)
+    assert "streamrnn student" in runtime.info.license and "Google speech_embedding" in runtime.info.license
+    speech = clip("yes")[:16000]
+    gaps = parity(model, path, speech, [clip("down"), clip("silence")])
+    print(gaps)
+    assert max(gaps.values()) < TOLERANCE, gaps
+
+
+def test_bundled_student_is_small_and_frozen():
+    student = StudentEncoder.load()
+    assert not any(p.requires_grad for p in student.parameters())
+    assert sum(p.numel() for p in student.parameters()) < 1_000_000  # a few MB of float32
+
+
+@needs_data
+def test_small_head_on_the_student_learns_real_words(tmp_path):
+    recipe = load_recipe(ROOT / "tests" / "recipes" / "tiny_commands.toml", str(DATA_ROOT))
+    recipe.name, recipe.model.encoder, recipe.model.chunk = "tiny_student", "student", 1
+    recipe.train.epochs, recipe.train.out_dir = 4, str(tmp_path / "run")
+    train(finish(recipe))
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    print("held-out speakers accuracy on the student", report["test_accuracy"])
+    assert report["test_accuracy"] >= 3 / len(report["labels"])  # 0.6 for five labels; chance is 0.2
+
+
+def tiny_distill_recipe(tmp_path, epochs: int):
+    """Six minutes of Speech Commands' training speakers, twice (clean and noisy); a small student."""
+    path = tmp_path / "encoder.toml"
+    path.write_text(f'name = "tiny_encoder"\n[data]\nspeech = ["speech_commands"]\nmax_minutes = 6.0\n'
+                    f'seconds = 4.0\ncopies = 2\n[model]\nhidden = 64\n[train]\nepochs = {epochs}\n'
+                    f'out_dir = "{tmp_path / "run"}"\n[augment]\nnoise_prob = 0.8\n')
+    return load_distill_recipe(path, str(DATA_ROOT))
+
+
+@needs_data
+def test_distill_moves_the_student_toward_the_teacher_on_unheard_speakers(tmp_path):
+    distill(tiny_distill_recipe(tmp_path, epochs=1))
+    first = json.loads((tmp_path / "run" / "report.json").read_text())["held_out"]
+    distill(tiny_distill_recipe(tmp_path, epochs=6))  # the cached teacher targets are reused
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    last = report["held_out"]["speech_commands (test speakers)"]
+    print("held-out agreement after 1 and 6 epochs:", first, last)
+    assert report["cache_seconds"] < 5
+    assert last["r2"] > first["speech_commands (test speakers)"]["r2"] and last["cosine"] > 0.8
+    student = StudentEncoder.load(tmp_path / "run" / "student.pt")
+    assert "distilled from Google speech_embedding" in student.attribution
+
+
+def test_distill_recipe_names_a_missing_folder(tmp_path):
+    path = tmp_path / "encoder.toml"
+    path.write_text('[data]\nnegatives = ["nowhere"]\n')
+    with pytest.raises(RecipeError, match="nowhere: no such folder .*fetch-negatives"):
+        load_distill_recipe(path, str(DATA_ROOT))

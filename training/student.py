@@ -1,0 +1,89 @@
+"""Our own streaming speech encoder, distilled from the teacher (training/teacher.py).
+
+The in-graph log-mel front end (10-ms frames), four frames stacked into one 40-ms step, a GRU
+stack, and at every second step (each 80 ms, where the teacher emits) a linear map into the
+teacher's 96-d embedding space. Its state is the log-mel overlap and the GRU's hidden state, so
+it streams and batches exactly like every model here. `streamrnn distill` trains it
+(training/distill.py); the checkpoint ships in `training/encoders/` so a head trains on it with
+`model.encoder = "student"` without redoing that step.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .frontend import LogMel, Normalize
+from .recipe import TEACHER_HOP, TEACHER_RATE
+
+MEL_HOP = 160
+STACK = 4                                  # log-mel frames per GRU step (40 ms)
+STEPS_PER_EMBEDDING = TEACHER_HOP // (MEL_HOP * STACK)
+BUNDLED = "student.pt"
+
+
+def bundled_path() -> Path:
+    return Path(str(files("streamrnn.training") / "encoders" / BUNDLED))
+
+
+class StudentEncoder(nn.Module):
+    """PCM chunks -> one 96-d embedding per 80 ms. State: the log-mel's last 240 samples, then
+    the GRU's hidden state [B, layers, hidden]."""
+
+    def __init__(self, hidden: int = 192, layers: int = 2, n_mels: int = 40, dim: int = 96,
+                 attribution: str = ""):
+        super().__init__()
+        self.config = dict(hidden=hidden, layers=layers, n_mels=n_mels, dim=dim)
+        self.attribution = attribution
+        self.dim = dim
+        self.mel = LogMel(TEACHER_RATE, 400, MEL_HOP, n_mels)
+        self.norm = Normalize(n_mels)
+        self.rnn = nn.GRU(n_mels * STACK, hidden, layers, batch_first=True)
+        self.out = nn.Linear(hidden, dim)  # predicts the teacher's embedding standardised per dimension
+        self.register_buffer("target_mean", torch.zeros(dim))
+        self.register_buffer("target_std", torch.ones(dim))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, frozen: bool = True) -> StudentEncoder:
+        """The distilled encoder from its checkpoint (default: the one bundled here)."""
+        path = Path(path) if path else bundled_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no student encoder checkpoint (make one: streamrnn distill)")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        encoder = cls(**checkpoint["config"], attribution=checkpoint["attribution"])
+        encoder.load_state_dict(checkpoint["weights"])
+        return encoder.requires_grad_(False) if frozen else encoder
+
+    def save(self, path: str | Path, **extra) -> None:
+        torch.save({"config": self.config, "attribution": self.attribution,
+                    "weights": self.state_dict(), **extra}, path)
+
+    def zero_state(self, batch: int) -> list[torch.Tensor]:
+        return self.mel.zero_state(batch) + [torch.zeros(batch, self.rnn.num_layers, self.rnn.hidden_size)]
+
+    def frames(self, audio: torch.Tensor, state: torch.Tensor):
+        """audio [B, N] -> log-mel frames [B, N/160, mels] and the log-mel's next state."""
+        feats, (samples,) = self.mel(audio, [state])
+        return feats, samples
+
+    def standardised(self, frames: torch.Tensor, hidden: torch.Tensor):
+        """log-mel frames [B, T, mels] (T a multiple of 8) -> (standardised embeddings
+        [B, T/8, dim], next hidden): what distillation fits to the teacher's."""
+        x = self.norm(frames)
+        x = x.reshape(x.shape[0], x.shape[1] // STACK, STACK * x.shape[2])
+        y, hidden = self.rnn(x, hidden.transpose(0, 1).contiguous())
+        return self.out(y[:, STEPS_PER_EMBEDDING - 1::STEPS_PER_EMBEDDING]), hidden.transpose(0, 1)
+
+    def encode(self, frames: torch.Tensor, hidden: torch.Tensor):
+        """log-mel frames [B, T, mels] -> ([B, T/8, dim] in the teacher's scale, next hidden)."""
+        z, hidden = self.standardised(frames, hidden)
+        return z * self.target_std + self.target_mean, hidden
+
+    def forward(self, audio: torch.Tensor, state: list[torch.Tensor]):
+        """audio [B, N] (N a multiple of 1280) -> ([B, N/1280, dim], next state)."""
+        frames, samples = self.frames(audio, state[0])
+        embeddings, hidden = self.encode(frames, state[1])
+        return embeddings, [samples, hidden]
