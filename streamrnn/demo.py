@@ -1,7 +1,7 @@
 """`streamrnn demo`: the service on the bundled examples, with a subscriber beside it.
 
 Four streams at real time: `demo` (real speech: commands and digits), `wake` (the two wake
-phrases spoken by festival, an engine the wake-word models never heard), and two real sensor
+phrases spoken by an MBROLA voice, an engine the wake-word models never heard), and two real sensor
 recordings pushed over ZeroMQ ingest as remote sensors would: `wrist` (a smart watch's IMU) and
 `wand` (a hand-held accelerometer drawing gestures). Every bundled model serves the streams of
 its kind (and channel count).

@@ -136,7 +136,7 @@ class StreamingModel:
         """Queue samples (float32 in [-1, 1]; [n] for audio, [n, channels] for sensors)."""
         stream = self._get(stream_id)
         samples = np.asarray(samples, dtype=np.float32)
-        if samples.shape[1:] != self.sample_shape:
+        if samples.ndim == 0 or samples.shape[1:] != self.sample_shape:
             raise ValueError(f"stream {stream_id!r}: samples of shape {samples.shape} do not fit "
                              f"model {self.info.name} (expected [n{''.join(f', {c}' for c in self.sample_shape)}])")
         if len(samples):

@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 
 from conftest import CLIPS, DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words, export_test_model
+from streamrnn.catalog import resolve_model
+from streamrnn.runtime import StreamingModel
 
 
 
@@ -31,9 +33,11 @@ def test_detect_finds_the_words_of_the_bundled_demo():
 def test_detect_scores_prints_every_frame():
     lines = run("detect", "--model", "commands", "--scores", DEMO).stdout.splitlines()
     first, last = json.loads(lines[0]), json.loads(lines[-1])
-    assert first["frame"] == 0 and first["end"] == 0.01
+    info = StreamingModel(resolve_model("commands")).info
+    assert first["frame"] == 0 and first["end"] == info.frame_seconds
     samples = sf.info(DEMO).frames
-    assert len(lines) == -(-samples // 1280) * 8  # every 10 ms frame, the tail padded to a whole chunk
+    # every frame, the tail padded to a whole chunk
+    assert len(lines) == -(-samples // info.chunk) * (info.chunk // info.frame_hop)
     assert abs(sum(last["scores"].values()) - 1) < 1e-3
 
 

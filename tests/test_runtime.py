@@ -126,6 +126,8 @@ def test_streams_come_and_go(contract):
         model.feed("nope", audio)
     with pytest.raises(ValueError, match="do not fit"):
         model.feed(5, np.zeros((10, 2), np.float32))
+    with pytest.raises(ValueError, match=r"samples of shape \(\) do not fit"):  # a lone number
+        model.feed(5, np.float32(0.5))
     before = sorted(model.streams)
     tail, empty = model.score([audio[:100], audio[:0]])  # whole signals beside the open streams
     assert tail.shape == (8, 4) and empty.shape == (0, 4)  # 100 samples padded to one chunk

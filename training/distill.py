@@ -34,7 +34,7 @@ from .augment import Augmenter
 from .data import noise_recordings
 from .recipe import TEACHER_RATE, AugmentConfig, RecipeError
 from .student import StudentEncoder
-from .synth import check_engines, sentences, speak, voices
+from .synth import check_engines, sentences, speak_all, voices
 from .teacher import ATTRIBUTION as TEACHER_ATTRIBUTION
 from .teacher import TeacherEncoder
 
@@ -138,10 +138,8 @@ def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np
         order = random.Random(recipe.seed).sample(pool, min(len(pool), d.sentences))
         texts = [order[i % len(order)] for i in range(d.sentences)]
         gap = np.zeros(rate // 5, np.float32)
-        spoken = [np.concatenate([speak(t, v, rate), gap])
-                  for t, v in tqdm(list(zip(texts, voices(d.engines, len(texts), recipe.seed))),
-                                   desc="synthetic sentences", unit="sentence")]
-        train["synthetic sentences"] = np.concatenate(spoken)
+        spoken = speak_all(list(zip(texts, voices(d.engines, len(texts), recipe.seed))), rate, "synthetic sentences")
+        train["synthetic sentences"] = np.concatenate([x for s in spoken for x in (s, gap)])
     return train, held_out
 
 

