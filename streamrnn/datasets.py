@@ -130,16 +130,19 @@ def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = N
     return list(files), clips
 
 
-def recipe_clips(data, path: str) -> tuple[list[str], list[Clip]]:
+def recipe_clips(data, path: str, train_only: bool = True) -> tuple[list[str], list[Clip]]:
     """The audio clips a recipe's [data] settings select under `data.root/path`; for the main path
-    its [[data.extra]] sources too, each capped at its max_clips. Training and `streamrnn eval`
-    both draw clips here, so they see the same ones."""
+    its [[data.extra]] sources too, each capped at its max_clips (the `train_only` ones left out
+    when `train_only` is false: they never reach validation or test). Training and `streamrnn
+    eval` both draw clips here, so they see the same ones."""
     d = data
     labels, clips = list_clips(data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex,
                                d.label_map, d.max_per_label, d.label)
     if d.layout == "tree":
         labels = d.labels
     for extra in d.extra if path == d.path else []:
+        if extra.train_only and not train_only:
+            continue
         _, more = list_clips(data_path(d.root, extra.path), extra.layout, labels, extra.group_regex,
                              extra.label_regex, extra.label_map, d.max_per_label, extra.label)
         if extra.max_clips:

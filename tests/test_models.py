@@ -62,7 +62,7 @@ def test_bundled_model_recognises_held_out_clips(tmp_path, model, data, least):
 def test_eval_on_a_recipe_split_matches_training_report():
     report = run_eval("--model", "commands", "--recipe", "training/recipes/commands.toml", "--split", "test",
                       "--data-root", DATA_ROOT)
-    assert report["clips"] == 363 and report["accuracy"] == pytest.approx(0.9421, abs=1e-4)
+    assert report["clips"] == 363 and report["accuracy"] == pytest.approx(0.9284, abs=1e-4)
     assert sum(v["support"] for v in report["per_label"].values()) == 363
 
 

@@ -290,6 +290,11 @@ train_only = {str(train_only).lower()}
         assert talk == {"train": ["ann"], "validation": ["bob"], "test": ["cid"]}
     tested = sorted(item.label for item in recipe_items(recipe, "test", 16000))
     assert tested == (["1"] if train_only else ["1", "_silence_"])
+    if train_only:  # eval of a split a training-only source never reaches does not need its files
+        shutil.rmtree(root / "talk")
+        assert sorted(item.label for item in recipe_items(recipe, "validation", 16000)) == ["1"]
+        with pytest.raises(DataError, match="talk"):
+            recipe_items(recipe, "train", 16000)
 
 
 @needs_data
