@@ -130,10 +130,10 @@ def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = N
     return list(files), clips
 
 
-def recipe_clips(data, path: str, train_only: bool = True) -> tuple[list[str], list[Clip]]:
+def recipe_clips(data, path: str, with_train_only: bool = True) -> tuple[list[str], list[Clip]]:
     """The audio clips a recipe's [data] settings select under `data.root/path`; for the main path
-    its [[data.extra]] sources too, each capped at its max_clips (the `train_only` ones left out
-    when `train_only` is false: they never reach validation or test). Training and `streamrnn
+    its [[data.extra]] sources too, each capped at its max_clips (the `train_only` ones only
+    `with_train_only`: they never reach validation or test). Training and `streamrnn
     eval` both draw clips here, so they see the same ones."""
     d = data
     labels, clips = list_clips(data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex,
@@ -141,7 +141,7 @@ def recipe_clips(data, path: str, train_only: bool = True) -> tuple[list[str], l
     if d.layout == "tree":
         labels = d.labels
     for extra in d.extra if path == d.path else []:
-        if extra.train_only and not train_only:
+        if extra.train_only and not with_train_only:
             continue
         _, more = list_clips(data_path(d.root, extra.path), extra.layout, labels, extra.group_regex,
                              extra.label_regex, extra.label_map, d.max_per_label, extra.label)

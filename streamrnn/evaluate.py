@@ -63,7 +63,7 @@ def recipe_items(recipe, split: str, rate: float) -> list[Item]:
     if d.kind == "sensor":
         _, recordings = sensor_recordings(Path(d.root) / path, d.layout, d.labels)
         return [Item(group, label, samples) for samples, label, group in recordings if wanted(group)]
-    _, clips = recipe_clips(d, path, train_only=split in ("train", "all"))
+    _, clips = recipe_clips(d, path, with_train_only=split in ("train", "all"))
     return _audio_items([c for c in clips if wanted(c.group, c.train_only)], rate)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -23,9 +24,13 @@ DEMO = ROOT / "streamrnn" / "samples" / "demo.flac"
 DEMO_WORDS = [("yes", 0.5, 1.5), ("no", 2.0, 3.0), ("up", 3.5, 4.5), ("down", 5.0, 6.0),
               ("left", 6.5, 7.5), ("stop", 8.0, 9.0), ("go", 9.5, 10.5),  # commands
               ("three", 11.0, 11.33), ("seven", 11.83, 12.29)]           # digits
-DEMO_FRAMES = round(11.0 / StreamingModel(ROOT / "streamrnn" / "models" / "commands.onnx").info.frame_seconds)
-"""At least this many `commands` frames are scored from one pass of the 12.8-s demo recording."""
 EVENT_SCHEMA = jsonschema.Draft202012Validator(json.loads((ROOT / "streamrnn" / "event.schema.json").read_text()))
+
+
+@cache
+def demo_frames() -> int:
+    """At least this many `commands` frames are scored from one pass of the 12.8-s demo recording."""
+    return round(11.0 / StreamingModel(ROOT / "streamrnn" / "models" / "commands.onnx").info.frame_seconds)
 
 
 def assert_demo_words(events: list[dict], stream: str | None = None, offset: float = 0.0) -> None:

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import zmq
 
-from conftest import DEMO, DEMO_FRAMES, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words
+from conftest import DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words, demo_frames
 from streamrnn.client import Subscription
 from streamrnn.send import messages
 
@@ -109,7 +109,7 @@ def test_file_source_detections_reach_a_subscriber(service):
     seqs = [e["seq"] for e in s.events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     final = s.final_status()
-    assert final["state"] == "stopping" and final["frames"] >= DEMO_FRAMES and final["drops"] == 0
+    assert final["state"] == "stopping" and final["frames"] >= demo_frames() and final["drops"] == 0
     assert "detection demo yes" in log
 
 
@@ -254,7 +254,7 @@ def test_slow_subscriber_does_not_stall_others_and_drops_are_counted(service, tm
         for stream in streams:
             for parts, _ in messages(stream, demo_pcm(), 16000.0, "audio", 0.02):
                 push.send_multipart(parts)
-        s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] >= 16 * DEMO_FRAMES and e["streams"] == 0, timeout=30)
+        s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] >= 16 * demo_frames() and e["streams"] == 0, timeout=30)
         code, _, log = s.stop()
     finally:
         slow.close(linger=0)

@@ -158,7 +158,7 @@ def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
     return samples * (0.7 / peak)
 
 
-def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str = "synthetic speech") -> list[np.ndarray]:
+def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str) -> list[np.ndarray]:
     """`speak` for each (text, voice), in order, on a thread per CPU (the engines are subprocesses)."""
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         spoken = pool.map(lambda item: speak(item[0], item[1], rate), items)
@@ -182,10 +182,10 @@ def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> 
 def synth_clips(phrases: dict[str, str], per_label: int, engines: list[str], rate: int,
                 seed: int) -> list[tuple[np.ndarray, str, str]]:
     """(samples, label, voice key) for each label's phrase in `per_label` voices."""
-    items = [(label, text, voice) for i, (label, text) in enumerate(sorted(phrases.items()))
-             for voice in voices(engines, per_label, seed * 1000 + i)]
-    spoken = speak_all([(text, voice) for _, text, voice in items], rate, "synthetic phrases")
-    return [(samples, label, f"synth:{voice.key}") for samples, (label, _, voice) in zip(spoken, items)]
+    labelled = [(label, (text, voice)) for i, (label, text) in enumerate(sorted(phrases.items()))
+                for voice in voices(engines, per_label, seed * 1000 + i)]
+    spoken = speak_all([item for _, item in labelled], rate, "synthetic phrases")
+    return [(samples, label, f"synth:{voice.key}") for samples, (label, (_, voice)) in zip(spoken, labelled)]
 
 
 def phonemes(text: str) -> list[str]:
@@ -254,4 +254,5 @@ def negative_clips(phrase: str, confusable_voices: int, sentence_count: int, eng
         order = random.Random(seed).sample(range(len(pool)), len(pool))
         chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
         items += list(zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)))
-    return [(samples, f"synth-neg:{voice.key}") for samples, (_, voice) in zip(speak_all(items, rate, "synthetic negatives"), items)]
+    spoken = speak_all(items, rate, "synthetic negatives")
+    return [(samples, f"synth-neg:{voice.key}") for samples, (_, voice) in zip(spoken, items)]
