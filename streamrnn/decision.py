@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .contract import ModelInfo
-
-
-NEVER = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -43,62 +41,58 @@ class Decider:
         thresholds = {**info.thresholds, **(thresholds or {})}
         thresholds.pop(info.background_label, None)
         self._labels = [label for label in info.labels if label in thresholds]
-        self._columns = np.array([info.labels.index(x) for x in self._labels], dtype=np.intp)
-        self._threshold = np.array([thresholds[x] for x in self._labels], dtype=np.float32)
+        self._columns = [info.labels.index(x) for x in self._labels]
         self._frame_seconds = info.frame_seconds
         self._smoothing = settings.smoothing or info.smoothing
         self._patience = settings.patience or info.patience
         self._refractory_frames = int(round(settings.refractory / info.frame_seconds))
         n = len(self._labels)
-        self._history = np.zeros((self._smoothing - 1, n), np.float32)
-        self._run = np.zeros(n, np.int64)          # consecutive frames above threshold
-        self._rise = np.full(n, -1, np.int64)      # frame where the score rose above half
-        self._quiet_until = np.zeros(n, np.int64)  # refractory end, in frames
+        # thresholds and their halves (a score rises when it reaches half its threshold) as the
+        # float32 numbers the scores are compared with; a half per model column, inf where unreported
+        self._threshold = np.float32([thresholds[x] for x in self._labels]).tolist()
+        self._half = (np.float32(self._threshold) / 2).tolist()
+        self._half_by_column = [math.inf] * len(info.labels)
+        for column, half in zip(self._columns, self._half):
+            self._half_by_column[column] = half
+        self._at_rest = True                       # history below half, no run, no rise
+        self._history = [[0.0] * len(info.labels)] * (self._smoothing - 1)  # the last rows of scores
+        self._run = [0] * n                        # consecutive smoothed frames at or above threshold
+        self._rise = [-1] * n                      # frame where the score rose above half (-1: not risen)
+        self._quiet_until = [0] * n                # refractory end, in frames
         self._frame = 0                            # stream frame index of the next score
 
     def update(self, scores: np.ndarray) -> list[Detection]:
-        """Consume scores[frames, labels] that follow the previous call's in stream time."""
-        if not len(self._labels):
-            self._frame += len(scores)
-            return []
-        picked = scores[:, self._columns]
-        window = np.concatenate([self._history, picked])
-        k = self._smoothing
-        self._history = window[len(window) - (k - 1):] if k > 1 else self._history
-        if not (window >= self._threshold / 2).any():  # the usual chunk: nothing near any threshold
-            self._run[:] = 0
-            self._rise[:] = -1
-            self._frame += len(picked)
-            return []
-        # each frame's mean over its own window, summed in one fixed order: the same numbers
-        # however the stream is cut into chunks
-        smoothed = window[:len(picked)].copy()
-        for i in range(1, k):
-            smoothed += window[i:i + len(picked)]
-        smoothed /= k
-        frames = np.arange(self._frame, self._frame + len(picked))[:, None]
-        # runs of frames at/above threshold: frame minus the last frame below (carried over chunks)
-        below = _last_true(~(smoothed >= self._threshold), frames, self._frame - 1 - self._run)
-        run = frames - below
-        # where the current rise above half the threshold began (-1: not risen)
-        rising = picked >= self._threshold / 2
-        not_rising = _last_true(~rising, frames, np.where(self._rise >= 0, self._rise - 1, self._frame - 1))
-        rise = np.where(rising, not_rising + 1, -1)
-        detections = []
-        for t, j in zip(*np.nonzero(run == self._patience)):  # time order; few
-            frame = self._frame + t
-            if frame < self._quiet_until[j]:
-                continue
-            start = rise[t, j] if rise[t, j] >= 0 else frame
-            detections.append(Detection(self._labels[j], float(smoothed[t, j]),
-                                        start * self._frame_seconds, (frame + 1) * self._frame_seconds))
-            self._quiet_until[j] = frame + 1 + self._refractory_frames
-        self._run, self._rise = run[-1], rise[-1]
-        self._frame += len(picked)
-        return detections
+        """Consume scores[frames, labels] that follow the previous call's in stream time.
 
-
-def _last_true(mask: np.ndarray, frames: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """For each frame and label, the latest frame (up to it) where `mask` holds, else `before`."""
-    marks = np.where(mask, frames, NEVER)
-    return np.maximum.accumulate(np.vstack([before[None, :], marks]), axis=0)[1:]
+        Plain Python on the rows: a chunk holds a frame or a few, and right after a model call
+        numpy's first operations cost several times more than these loops (the call has evicted
+        them from the CPU's caches)."""
+        rows, k = scores.tolist(), self._smoothing
+        window = self._history + rows
+        self._history = window[len(window) - (k - 1):] if k > 1 else []
+        if self._at_rest and not any(v >= h for row in rows for v, h in zip(row, self._half_by_column)):
+            self._frame += len(rows)  # the usual chunk: nothing near any threshold
+            return []
+        fired = []
+        for j, column in enumerate(self._columns):
+            run, rise, half, threshold = self._run[j], self._rise[j], self._half[j], self._threshold[j]
+            values = [row[column] for row in window]
+            if not run and rise < 0 and max(values) < half:
+                continue  # nothing going on for this label: it stays at rest
+            for t, value in enumerate(values[k - 1:]):
+                frame = self._frame + t
+                # the frame's mean over its own window, summed in one fixed order: the same
+                # numbers however the stream is cut into chunks
+                smoothed = sum(values[t:t + k]) / k if k > 1 else value
+                run = run + 1 if smoothed >= threshold else 0
+                rise = (rise if rise >= 0 else frame) if value >= half else -1
+                if run == self._patience and frame >= self._quiet_until[j]:
+                    start = rise if rise >= 0 else frame
+                    fired.append((frame, j, Detection(self._labels[j], smoothed, start * self._frame_seconds,
+                                                      (frame + 1) * self._frame_seconds)))
+                    self._quiet_until[j] = frame + 1 + self._refractory_frames
+            self._run[j], self._rise[j] = run, rise
+        self._at_rest = not any(self._run) and max(self._rise) < 0 and not any(
+            row[c] >= h for row in self._history for c, h in zip(self._columns, self._half))
+        self._frame += len(rows)
+        return [detection for _, _, detection in sorted(fired, key=lambda f: f[:2])]  # time order

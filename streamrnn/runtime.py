@@ -158,8 +158,13 @@ class StreamingModel:
             return {}
         if len(ready) > self.max_batch:  # the streams furthest behind in stream time go first
             ready = heapq.nsmallest(self.max_batch, ready, key=lambda item: item[1].frames)
-        rows = np.fromiter((s.row for _, s in ready), dtype=np.intp, count=len(ready))
-        feed = {AUDIO_INPUT: np.stack([s.take(chunk) for _, s in ready])}
+        if len(ready) == 1:  # one stream (the usual live case): its state rows as views, no copies
+            row = ready[0][1].row
+            rows: slice | np.ndarray = slice(row, row + 1)
+            feed = {AUDIO_INPUT: ready[0][1].take(chunk)[None]}
+        else:
+            rows = np.fromiter((s.row for _, s in ready), dtype=np.intp, count=len(ready))
+            feed = {AUDIO_INPUT: np.stack([s.take(chunk) for _, s in ready])}
         for name, states in zip(self._state_names, self._states):
             feed[name] = states[rows]
         scores, *next_states = self.session.run(None, feed)

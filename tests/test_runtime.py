@@ -222,10 +222,13 @@ def test_decisions_do_not_depend_on_how_scores_are_cut(contract):
     info = StreamingModel(contract).info
     rng = np.random.default_rng(7)
     scores = rng.dirichlet([0.3, 0.3, 0.3, 0.6], size=3000).astype(np.float32)  # spiky, many firings
-    settings = DecisionSettings(smoothing=2, patience=2, refractory=0.05)
-    whole = Decider(info, settings).update(scores)
-    assert len(whole) > 50 and all(d.start <= d.end for d in whole)
-    for cuts in ([1] * 50 + [7, 13], [8], [3, 999]):
+    quiet = (np.arange(len(scores)) // 97) % 3 == 0  # stretches where nothing nears a threshold
+    scores[quiet] = np.float32(0.001)
+    settings = DecisionSettings(smoothing=3, patience=2, refractory=0.05)
+    whole = Decider(info, settings).update(scores)  # one call: never takes the quiet-chunk path
+    assert len(whole) > 30 and all(d.start <= d.end for d in whole)
+    assert any(quiet[round(d.start / info.frame_seconds) - 1] for d in whole)  # some rise right after quiet
+    for cuts in ([1] * 50 + [7, 13], [8], [3, 999], [2, 1]):
         decider, pieces, at = Decider(info, settings), [], 0
         while at < len(scores):
             size = cuts[len(pieces) % len(cuts)]
