@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import onnx
@@ -22,8 +22,7 @@ SMOOTHING_SECONDS, PATIENCE_SECONDS = 0.03, 0.02  # the decision defaults writte
 def decision_frames(frame_seconds: float) -> tuple[int, int]:
     """Smoothing and patience in frames for a model's frame length: 30 ms and 20 ms, at least one
     frame each (3 and 2 for 10-ms log-mel frames, 1 and 1 for the encoder's 80-ms frames)."""
-    return (max(1, round(SMOOTHING_SECONDS / frame_seconds)),
-            max(1, round(PATIENCE_SECONDS / frame_seconds)))
+    return (max(1, round(SMOOTHING_SECONDS / frame_seconds)), max(1, round(PATIENCE_SECONDS / frame_seconds)))
 
 
 class ContractGraph(nn.Module):
@@ -38,8 +37,14 @@ class ContractGraph(nn.Module):
         return (torch.softmax(logits, dim=-1), *next_state)
 
 
-def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: str | Path,
-                 thresholds: dict[str, float], trained_on: str) -> Path:
+def export_model(
+    model: StreamingRNN,
+    recipe: Recipe,
+    labels: list[str],
+    path: str | Path,
+    thresholds: dict[str, float],
+    trained_on: str,
+) -> Path:
     """Write the contract file for `model`: chunks of any whole number of frames, recipe.model.chunk
     frames by default (metadata `chunk`)."""
     path = Path(path)
@@ -54,24 +59,43 @@ def export_model(model: StreamingRNN, recipe: Recipe, labels: list[str], path: s
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and RNN notes
         # The TorchScript-based exporter writes native ONNX GRU/LSTM/RNN ops; the dynamo
         # exporter cannot trace these cells with a dynamic batch.
-        torch.onnx.export(ContractGraph(model), (torch.zeros(shape), *state), str(path),
-                          dynamo=False, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs,
-                          dynamic_axes={name: {0: "batch"} for name in inputs + outputs}
-                          | {AUDIO_INPUT: {0: "batch", 1: "samples"}, SCORES_OUTPUT: {0: "batch", 1: "frames"}})
+        torch.onnx.export(
+            ContractGraph(model),
+            (torch.zeros(shape), *state),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in inputs + outputs}
+            | {AUDIO_INPUT: {0: "batch", 1: "samples"}, SCORES_OUTPUT: {0: "batch", 1: "frames"}},
+        )
     graph = onnx.load(str(path))
     _declare_output_shapes(graph, len(labels))
     smoothing, patience = decision_frames(model.frame_hop / recipe.data.sample_rate)
-    metadata = encode_metadata({
-        "kind": recipe.data.kind, "name": recipe.name, "version": recipe.version,
-        "labels": labels, "background_label": recipe.data.background_label,
-        "thresholds": thresholds, "sample_rate": recipe.data.sample_rate, "chunk": chunk,
-        "frame_hop": model.frame_hop, "channels": recipe.data.channels, "cell": recipe.model.cell,
-        "readout": model.readout, "smoothing": smoothing, "patience": patience,
-        "clip_seconds": recipe.data.clip_seconds,
-        "trained_on": trained_on, "license": _license(recipe, model), "description": recipe.description,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    metadata = encode_metadata(
+        {
+            "kind": recipe.data.kind,
+            "name": recipe.name,
+            "version": recipe.version,
+            "labels": labels,
+            "background_label": recipe.data.background_label,
+            "thresholds": thresholds,
+            "sample_rate": recipe.data.sample_rate,
+            "chunk": chunk,
+            "frame_hop": model.frame_hop,
+            "channels": recipe.data.channels,
+            "cell": recipe.model.cell,
+            "readout": model.readout,
+            "smoothing": smoothing,
+            "patience": patience,
+            "clip_seconds": recipe.data.clip_seconds,
+            "trained_on": trained_on,
+            "license": _license(recipe, model),
+            "description": recipe.description,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
     onnx.helper.set_model_props(graph, metadata)
     onnx.save(graph, str(path))
     return path
@@ -117,8 +141,9 @@ def load_checkpoint(path: str | Path) -> tuple[StreamingRNN, Recipe, dict]:
     return model, recipe, checkpoint
 
 
-def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None,
-                      chunk_frames: int | None = None) -> Path:
+def export_checkpoint(
+    checkpoint_path: str | Path, out: str | Path | None = None, chunk_frames: int | None = None
+) -> Path:
     """`streamrnn export`: a checkpoint to a contract file (thresholds as chosen in training)."""
     model, recipe, checkpoint = load_checkpoint(checkpoint_path)
     if chunk_frames:
@@ -127,5 +152,4 @@ def export_checkpoint(checkpoint_path: str | Path, out: str | Path | None = None
     unreported = {recipe.data.background_label, *recipe.data.unreported}
     thresholds = dict(checkpoint.get("thresholds") or {x: 0.5 for x in labels if x not in unreported})
     out = Path(out) if out else Path(checkpoint_path).with_suffix(".onnx")
-    return export_model(model, recipe, labels, out, thresholds,
-                        checkpoint.get("trained_on", "unknown"))
+    return export_model(model, recipe, labels, out, thresholds, checkpoint.get("trained_on", "unknown"))

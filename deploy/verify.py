@@ -32,13 +32,14 @@ def torch_scores(model: StreamingRNN, audio: np.ndarray, chunk: int | None = Non
     step = chunk or x.shape[1]
     parts = []
     for start in range(0, x.shape[1], step):
-        logits, state = model(x[:, start:start + step], state)
+        logits, state = model(x[:, start : start + step], state)
         parts.append(torch.softmax(logits, -1)[0])
     return torch.cat(parts).numpy()
 
 
-def batched_scores(runtime: StreamingModel, audio: np.ndarray, others: list[np.ndarray],
-                   pieces=IRREGULAR_PIECES) -> np.ndarray:
+def batched_scores(
+    runtime: StreamingModel, audio: np.ndarray, others: list[np.ndarray], pieces=IRREGULAR_PIECES
+) -> np.ndarray:
     """Scores of `audio` served among `others`, which start earlier, in irregular pieces."""
     chunk = runtime.chunk
     sizes = [p or 3 * chunk for p in pieces]
@@ -53,7 +54,7 @@ def batched_scores(runtime: StreamingModel, audio: np.ndarray, others: list[np.n
                     continue  # the target joins after the others have run a while
                 runtime.add_stream(sid)
             n = sizes[(turn + i) % len(sizes)]
-            runtime.feed(sid, x[offsets[sid]:offsets[sid] + n])
+            runtime.feed(sid, x[offsets[sid] : offsets[sid] + n])
             offsets[sid] += n
         turn += 1
         out = runtime.step()
@@ -66,8 +67,7 @@ def batched_scores(runtime: StreamingModel, audio: np.ndarray, others: list[np.n
     return np.concatenate(collected)
 
 
-def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray,
-           others: list[np.ndarray]) -> dict[str, float]:
+def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray, others: list[np.ndarray]) -> dict[str, float]:
     """Largest absolute score difference of (b), (c), (d) against (a) over one signal."""
     runtime = StreamingModel(path)
     chunk = runtime.chunk

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .contract import ContractError, ModelInfo
-from .runtime import open_contract
+from streamrnn.contract import ContractError, ModelInfo
+from streamrnn.runtime import open_contract
 
 BUNDLED = Path(__file__).parent / "models"
 
@@ -20,8 +20,11 @@ def model_dirs() -> list[tuple[str, Path]]:
     """(origin, folder) pairs in search order."""
     dirs = [("path", Path(p)) for p in os.environ.get("STREAMRNN_MODEL_PATH", "").split(":") if p]
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    dirs += [("user", data_home / "streamrnn" / "models"),
-             ("system", Path("/usr/share/streamrnn/models")), ("bundled", BUNDLED)]
+    dirs += [
+        ("user", data_home / "streamrnn" / "models"),
+        ("system", Path("/usr/share/streamrnn/models")),
+        ("bundled", BUNDLED),
+    ]
     return dirs
 
 
@@ -55,5 +58,6 @@ def resolve_model(spec: str) -> Path:
         if info.name == spec:
             return info.path
     names = sorted({info.name for _, info in models})
-    raise ContractError(f"model {spec!r} not found (available: {', '.join(names) or 'none'}; "
-                        "or give a path to a .onnx contract file)")
+    raise ContractError(
+        f"model {spec!r} not found (available: {', '.join(names) or 'none'}; or give a path to a .onnx contract file)"
+    )

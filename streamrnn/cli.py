@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from .decision import DecisionSettings
+from streamrnn import __version__
+from streamrnn.decision import DecisionSettings
 
 TRAIN_EXTRA = "needs the training extra: pip install 'streamrnn[train]' (torch, torchaudio, onnx)"
 
@@ -39,22 +40,25 @@ def _threshold(text: str) -> tuple[str, float]:
 
 def cmd_train(args) -> None:
     _need_training("train")
-    from .training.recipe import load_recipe
-    from .training.train import train
+    from streamrnn.training.recipe import load_recipe
+    from streamrnn.training.train import train
+
     train(load_recipe(args.recipe, args.data_root), args.resume)
 
 
 def cmd_distill(args) -> None:
     _need_training("distill")
-    from .training.distill import distill, load_distill_recipe
+    from streamrnn.training.distill import distill, load_distill_recipe
+
     distill(load_distill_recipe(args.recipe, args.data_root))
 
 
 def cmd_train_wakeword(args) -> None:
     _need_training("train-wakeword")
-    from .training.recipe import load_recipe
-    from .training.train import train
-    from .training.wakeword import write_recipe
+    from streamrnn.training.recipe import load_recipe
+    from streamrnn.training.train import train
+    from streamrnn.training.wakeword import write_recipe
+
     path = write_recipe(args.phrases, args.recipe_out or "runs/recipes", args.name, args.recordings or [])
     print(f"recipe: {path}", flush=True)
     if not args.recipe_only:
@@ -64,7 +68,8 @@ def cmd_train_wakeword(args) -> None:
 def cmd_fetch_negatives(args) -> None:
     from pathlib import Path
 
-    from .negatives import PACKAGES, default_folder, fetch
+    from streamrnn.evaluation.negatives import PACKAGES, default_folder, fetch
+
     for folder in fetch(Path(args.folder) if args.folder else default_folder(), args.set):
         kind = next(k for k, packages in PACKAGES.items() if folder.name in packages)
         print(f"{kind:<5} {folder}  ({PACKAGES[kind][folder.name]})")
@@ -72,12 +77,14 @@ def cmd_fetch_negatives(args) -> None:
 
 def cmd_export(args) -> None:
     _need_training("export")
-    from .deploy.export import export_checkpoint
+    from streamrnn.deploy.export import export_checkpoint
+
     print(export_checkpoint(args.checkpoint, args.out, args.chunk))
 
 
 def cmd_models(args) -> None:
-    from .catalog import list_models
+    from streamrnn.catalog import list_models
+
     models, errors = list_models()
     for line in errors:
         print(f"streamrnn: skipped {line}", file=sys.stderr)
@@ -85,29 +92,41 @@ def cmd_models(args) -> None:
         print(json.dumps([{"origin": origin, **info.as_dict()} for origin, info in models], indent=2))
         return
     for origin, info in models:
-        print(f"{info.name:<12} {info.version:<8} {info.kind:<6} {info.cell:<4} "
-              f"{len(info.labels):>3} labels  {int(info.sample_rate)} Hz  chunk {info.chunk}  "
-              f"[{origin}] {info.path}")
+        print(
+            f"{info.name:<12} {info.version:<8} {info.kind:<6} {info.cell:<4} "
+            f"{len(info.labels):>3} labels  {int(info.sample_rate)} Hz  chunk {info.chunk}  "
+            f"[{origin}] {info.path}"
+        )
     if not models:
         print("no models found", file=sys.stderr)
 
 
 def cmd_detect(args) -> None:
-    from .catalog import resolve_model
-    from .detect import detect_files, score_files
-    from .events import Stamper
-    from .runtime import StreamingModel
+    from streamrnn.catalog import resolve_model
+    from streamrnn.detect import detect_files, score_files
+    from streamrnn.runtime import StreamingModel
+    from streamrnn.wire import Stamper
+
     model = StreamingModel(resolve_model(args.model), device=args.device)
     unknown = [label for label, _ in args.threshold if label not in model.info.labels]
     if unknown:
-        raise CommandError(f"--threshold: {', '.join(unknown)} not a label of model "
-                           f"{model.info.name} ({', '.join(model.info.labels)})")
+        raise CommandError(
+            f"--threshold: {', '.join(unknown)} not a label of model {model.info.name} ({', '.join(model.info.labels)})"
+        )
     if args.scores:
         hop = model.info.frame_seconds
         for stream, scores in score_files(model, args.files).items():
             for i, row in enumerate(scores):
-                print(json.dumps({"stream": stream, "frame": i, "end": round((i + 1) * hop, 4),
-                                  "scores": dict(zip(model.info.labels, np.round(row, 5).tolist()))}))
+                print(
+                    json.dumps(
+                        {
+                            "stream": stream,
+                            "frame": i,
+                            "end": round((i + 1) * hop, 4),
+                            "scores": dict(zip(model.info.labels, np.round(row, 5).tolist())),
+                        }
+                    )
+                )
         return
     settings = _decision_settings(args)
     stamper = Stamper()
@@ -141,8 +160,8 @@ def _serve_overrides(args) -> dict:
 
 
 def cmd_serve(args) -> None:
-    from .config import config_path, load_config
-    from .service import check_service, serve
+    from streamrnn.service.config import config_path, load_config
+    from streamrnn.service.loop import check_service, serve
 
     overrides = _serve_overrides(args)
     if not args.check:
@@ -154,7 +173,8 @@ def cmd_serve(args) -> None:
 
 
 def cmd_listen(args) -> None:
-    from .client import subscribe
+    from streamrnn.client import subscribe
+
     for n, event in enumerate(subscribe(args.connect, args.topic or [""], timeout=args.timeout), 1):
         print(json.dumps(event), flush=True)
         if n == args.count:
@@ -162,8 +182,9 @@ def cmd_listen(args) -> None:
 
 
 def cmd_send(args) -> None:
-    from .send import send
-    from .sources import unique_stream_ids
+    from streamrnn.send import send
+    from streamrnn.service.sources import unique_stream_ids
+
     ids = [args.stream] if args.stream and len(args.files) == 1 else unique_stream_ids(args.files)
     for path, stream in zip(args.files, ids):
         count = send(path, args.connect, stream, realtime=not args.fast, rate=args.rate)
@@ -171,10 +192,10 @@ def cmd_send(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .catalog import resolve_model
-    from .evaluate import confusion_png, evaluate_clips, folder_items, markdown, recipe_items
-    from .runtime import StreamingModel
-    from .training.recipe import load_recipe  # settings only: no torch
+    from streamrnn.catalog import resolve_model
+    from streamrnn.evaluation.clips import confusion_png, evaluate_clips, folder_items, markdown, recipe_items
+    from streamrnn.runtime import StreamingModel
+    from streamrnn.training.recipe import load_recipe  # settings only: no torch
 
     if bool(args.data) == bool(args.recipe):
         raise CommandError("eval: give DATA folders or --recipe (with --split), not both or neither")
@@ -182,7 +203,8 @@ def cmd_eval(args) -> None:
     if args.recipe:
         recipe = load_recipe(args.recipe, args.data_root)
         items = recipe_items(recipe, args.split, model.info.sample_rate)
-        data = f"{recipe.data.test_path if args.split == 'test' and recipe.data.test_path else recipe.data.path} ({args.split} split of {args.recipe})"
+        folder = recipe.data.test_path if args.split == "test" and recipe.data.test_path else recipe.data.path
+        data = f"{folder} ({args.split} split of {args.recipe})"
     else:
         items = folder_items(args.data, model.info.kind, model.info.sample_rate)
         data = ", ".join(args.data)
@@ -211,61 +233,81 @@ def _write_reports(folder: str, report: dict, text: str, png: str, plot, stem: s
 
 
 def _eval_detection(args, model, items, data: str) -> None:
-    from . import continuous
+    from streamrnn.evaluation import detection
 
     if not args.negatives:
         raise CommandError("eval --detect needs --negatives DIR (audio that never holds the keywords)")
     positives = [(i.samples, i.label) for i in items if i.label in model.info.thresholds]
     if not positives:
         raise CommandError(f"eval --detect: no clips of a reported label of {model.info.name} in {data}")
-    negatives = continuous.read_negatives(args.negatives, model.info.sample_rate)
+    negatives = detection.read_negatives(args.negatives, model.info.sample_rate)
     if args.pick_fa_per_hour is not None:
         _pick_thresholds(args, model, negatives, positives)
         return
     snrs = [None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]]
-    report = continuous.detection_report(model, negatives, positives, snrs,
-                                         _decision_settings(args))
+    report = detection.detection_report(model, negatives, positives, snrs, _decision_settings(args))
     report.update(data=data, negatives=args.negatives)
     if args.out:
-        _write_reports(args.out, report, continuous.markdown(report), "det.png", continuous.det_png, "detection")
-    print(json.dumps(report) if args.json else continuous.markdown(report), end="\n" if args.json else "")
+        _write_reports(args.out, report, detection.markdown(report), "det.png", detection.det_png, "detection")
+    print(json.dumps(report) if args.json else detection.markdown(report), end="\n" if args.json else "")
 
 
 def _pick_thresholds(args, model, negatives, positives) -> None:
-    from .continuous import pick_thresholds
+    from streamrnn.evaluation.detection import pick_thresholds
+
     picked = pick_thresholds(model, negatives, positives, args.pick_fa_per_hour, _decision_settings(args))
     if args.write:
         try:
-            from .deploy.metadata import write_thresholds
+            from streamrnn.deploy.metadata import write_thresholds
         except ImportError:
             raise CommandError("eval --write needs onnx: pip install onnx") from None
         write_thresholds(args.write, picked["thresholds"])
         picked["written_to"] = args.write
-    print(json.dumps(picked) if args.json else "\n".join(
-        f"{label}: threshold {v['threshold']}, false rejects {v['frr']}, false accepts/h {v['fa_per_hour']}"
-        f" ({picked['negative_hours']:.2f} h of negatives)" for label, v in picked["per_label"].items()))
+    print(
+        json.dumps(picked)
+        if args.json
+        else "\n".join(
+            f"{label}: threshold {v['threshold']}, false rejects {v['frr']}, false accepts/h {v['fa_per_hour']}"
+            f" ({picked['negative_hours']:.2f} h of negatives)"
+            for label, v in picked["per_label"].items()
+        )
+    )
 
 
 def cmd_bench(args) -> None:
-    from .bench import run, table
+    from streamrnn.dev.bench import run, table
+
     report = run(quick=args.quick, device=args.device, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(report) if args.json else table(report), end="\n" if args.json else "")
 
 
 def cmd_demo(args) -> None:
-    from .demo import demo
+    from streamrnn.dev.demo import demo
+
     raise SystemExit(demo())
 
 
 def _add_decision_flags(p: argparse.ArgumentParser) -> None:
     """The decision layer's settings, as the service uses them (offline commands)."""
     d = DecisionSettings()
-    p.add_argument("--smoothing", type=int, default=d.smoothing,
-                   help="frames averaged (default: the model's own, from its contract file)")
-    p.add_argument("--patience", type=int, default=d.patience,
-                   help="smoothed frames above threshold before firing (default: the model's own)")
-    p.add_argument("--refractory", type=float, default=d.refractory,
-                   help=f"seconds a label stays silent after firing (default {d.refractory:g})")
+    p.add_argument(
+        "--smoothing",
+        type=int,
+        default=d.smoothing,
+        help="frames averaged (default: the model's own, from its contract file)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="smoothed frames above threshold before firing (default: the model's own)",
+    )
+    p.add_argument(
+        "--refractory",
+        type=float,
+        default=d.refractory,
+        help=f"seconds a label stays silent after firing (default {d.refractory:g})",
+    )
 
 
 def _decision_settings(args):
@@ -274,6 +316,7 @@ def _decision_settings(args):
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="streamrnn", description=__doc__)
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a recipe and export it")
@@ -301,8 +344,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundled model name or path to a .onnx contract")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg)")
     p.add_argument("--scores", action="store_true", help="print per-frame scores instead")
-    p.add_argument("--threshold", type=_threshold, action="append", default=[],
-                   metavar="LABEL=VALUE", help="override a label's threshold (repeatable)")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="override a label's threshold (repeatable)",
+    )
     _add_decision_flags(p)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.set_defaults(run=cmd_detect)
@@ -310,8 +359,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the recognizer service")
     p.add_argument("--config", help="TOML config (default /etc/streamrnn/streamrnn.toml when present)")
     p.add_argument("--model", action="append", help="model name or .onnx path (repeatable; replaces the config's)")
-    p.add_argument("--source", action="append",
-                   help="FILE, - (raw s16le PCM on stdin), mic[:DEVICE], pull:ADDR or sub:ADDR (repeatable)")
+    p.add_argument(
+        "--source",
+        action="append",
+        help="FILE, - (raw s16le PCM on stdin), mic[:DEVICE], pull:ADDR or sub:ADDR (repeatable)",
+    )
     p.add_argument("--fast", action="store_true", help="read file sources as fast as possible")
     p.add_argument("--check", action="store_true", help="validate the configuration and models, then exit")
     for flag, (setting, kind, text) in SERVE_FLAGS.items():
@@ -342,30 +394,51 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="folder for report.md, report.json and confusion.png")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--detect", action="store_true",
-                   help="detection on continuous audio: the clips placed into --negatives at each --snr")
+    p.add_argument(
+        "--detect",
+        action="store_true",
+        help="detection on continuous audio: the clips placed into --negatives at each --snr",
+    )
     p.add_argument("--negatives", action="append", help="folder of audio never holding the keywords (repeatable)")
     p.add_argument("--snr", action="append", help="clean or a number in dB (repeatable; default clean, 10, 0)")
-    p.add_argument("--pick-fa-per-hour", type=float, metavar="RATE",
-                   help="with --detect: per label, the lowest threshold with at most RATE false accepts per hour")
-    p.add_argument("--write", metavar="MODEL.onnx", help="with --pick-fa-per-hour: write the thresholds into this "
-                   "contract file's metadata (needs onnx)")
+    p.add_argument(
+        "--pick-fa-per-hour",
+        type=float,
+        metavar="RATE",
+        help="with --detect: per label, the lowest threshold with at most RATE false accepts per hour",
+    )
+    p.add_argument(
+        "--write",
+        metavar="MODEL.onnx",
+        help="with --pick-fa-per-hour: write the thresholds into this contract file's metadata (needs onnx)",
+    )
     _add_decision_flags(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("train-wakeword", help="train a wake-word detector for any phrases from text alone")
-    p.add_argument("phrases", nargs="+", metavar="PHRASE",
-                   help='a wake phrase, e.g. "hey nova" (its label: hey nova); several give one model with a label each')
+    p.add_argument(
+        "phrases",
+        nargs="+",
+        metavar="PHRASE",
+        help='a wake phrase, e.g. "hey nova" (its label: hey nova); several give one model with a label each',
+    )
     p.add_argument("--name", help="model name (default: the phrases, e.g. hey_nova or computer_jarvis)")
-    p.add_argument("--recordings", action="append", metavar="DIR",
-                   help="a folder of your own recordings of the (one) phrase, added to the positives (repeatable)")
+    p.add_argument(
+        "--recordings",
+        action="append",
+        metavar="DIR",
+        help="a folder of your own recordings of the (one) phrase, added to the positives (repeatable)",
+    )
     p.add_argument("--recipe-out", metavar="PATH", help="where to write the recipe (default runs/recipes/)")
     p.add_argument("--recipe-only", action="store_true", help="write the recipe, do not train")
     p.add_argument("--data-root", help="data root folder (overrides data.root)")
     p.set_defaults(run=cmd_train_wakeword)
 
-    p = sub.add_parser("fetch-negatives", help="download real speech and music that never hold a wake phrase "
-                       "(Debian packages) for training and evaluation")
+    p = sub.add_parser(
+        "fetch-negatives",
+        help="download real speech and music that never hold a wake phrase "
+        "(Debian packages) for training and evaluation",
+    )
     p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
     p.add_argument("--set", choices=["train", "validation", "eval", "all"], default="all")
     p.set_defaults(run=cmd_fetch_negatives)
@@ -385,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (CommandError, ValueError) as exc:  # ours (ContractError, AudioError, RecipeError, ...) derive from ValueError
+    except (
+        CommandError,
+        ValueError,
+    ) as exc:  # ours (ContractError, AudioError, RecipeError, ...) derive from ValueError
         print(f"streamrnn: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

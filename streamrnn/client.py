@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import zmq
 
-from .config import DEFAULT_PUBLISH
+from streamrnn.service.config import DEFAULT_PUBLISH
 
 
 class Subscription:
@@ -21,20 +21,18 @@ class Subscription:
     def __init__(self, address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0):
         self.address, self.silence = address, silence
         self._wanted = tuple(t.encode() for t in topics)
-        self._socket = None
         self._heard = time.monotonic()
-        self._connect()
+        self._socket = self._open()
 
-    def _connect(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
-        self._socket = zmq.Context.instance().socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RECONNECT_IVL, 100)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+    def _open(self) -> zmq.Socket:
+        socket: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
+        socket.setsockopt(zmq.RECONNECT_IVL, 100)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         for topic in set(self._wanted) | {b"heartbeat"}:
-            self._socket.setsockopt(zmq.SUBSCRIBE, topic)
-        self._socket.connect(self.address)
+            socket.setsockopt(zmq.SUBSCRIBE, topic)
+        socket.connect(self.address)
         self._heard = time.monotonic()
+        return socket
 
     def receive(self, timeout: float | None = None) -> dict | None:
         """The next wanted event, or None after `timeout` seconds (None: wait for ever)."""
@@ -45,7 +43,8 @@ class Subscription:
                 return None
             if not self._socket.poll(int(wait * 1000)):
                 if time.monotonic() - self._heard >= self.silence:
-                    self._connect()  # a dead or restarted service: start afresh
+                    self._socket.close(linger=0)  # a dead or restarted service: start afresh
+                    self._socket = self._open()
                 continue
             self._heard = time.monotonic()
             parts = self._socket.recv_multipart()
@@ -60,8 +59,9 @@ class Subscription:
         self._socket.close(linger=0)
 
 
-def subscribe(address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0,
-              timeout: float | None = None) -> Iterator[dict]:
+def subscribe(
+    address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0, timeout: float | None = None
+) -> Iterator[dict]:
     """Yield events (dicts) whose topic starts with one of `topics`; stop after `timeout`
     seconds without one (None: never)."""
     subscription = Subscription(address, topics, silence)

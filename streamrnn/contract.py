@@ -8,8 +8,10 @@ Training writes it (streamrnn.deploy.export); the runtime only reads it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FORMAT_VERSION = "1"
 PREFIX = "streamrnn."
@@ -19,7 +21,9 @@ KINDS = ("audio", "sensor")
 CELLS = ("rnn", "lstm", "gru")
 READOUTS = ("peak", "mean")  # how a clip's label follows from its frames (see metrics.clip_scores)
 
-# key -> how the string value is decoded ("str", "int", "json")
+# how a metadata string value is decoded, by codec
+DECODERS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "json": json.loads}
+# key -> its codec
 METADATA = {
     "format_version": "str",
     "kind": "str",
@@ -42,8 +46,21 @@ METADATA = {
     "license": "str",
     "description": "str",
 }
-REQUIRED = ("format_version", "kind", "name", "version", "labels", "background_label",
-            "thresholds", "sample_rate", "chunk", "frame_hop", "cell", "trained_on", "created")
+REQUIRED = (
+    "format_version",
+    "kind",
+    "name",
+    "version",
+    "labels",
+    "background_label",
+    "thresholds",
+    "sample_rate",
+    "chunk",
+    "frame_hop",
+    "cell",
+    "trained_on",
+    "created",
+)
 
 
 class ContractError(ValueError):
@@ -78,8 +95,8 @@ class ModelInfo:
     created: str
     readout: str = "peak"
     clip_seconds: float = 0.0  # the training clips' length (0: not recorded)
-    smoothing: int = 3    # the decision defaults this model was tuned with, in frames (older
-    patience: int = 2     # files lack the keys: 3 and 2, right for 10-ms frames)
+    smoothing: int = 3  # the decision defaults this model was tuned with, in frames (older
+    patience: int = 2  # files lack the keys: 3 and 2, right for 10-ms frames)
     license: str = ""
     description: str = ""
 
@@ -107,6 +124,7 @@ def encode_metadata(values: dict) -> dict[str, str]:
 
 def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
     """Decode and check `streamrnn.*` metadata; raise ContractError naming the problem."""
+
     def fail(msg: str):
         raise ContractError(f"{path}: {msg}")
 
@@ -114,15 +132,17 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
     if missing:
         fail(f"not a streamrnn contract file: metadata lacks {', '.join(missing)}")
     if props[PREFIX + "format_version"].split(".")[0] != FORMAT_VERSION:
-        fail(f"contract format {props[PREFIX + 'format_version']} is not supported "
-             f"(this runtime reads format {FORMAT_VERSION})")
+        fail(
+            f"contract format {props[PREFIX + 'format_version']} is not supported "
+            f"(this runtime reads format {FORMAT_VERSION})"
+        )
     values = {}
     for key, codec in METADATA.items():
         raw = props.get(PREFIX + key)
         if raw is None:
             continue
         try:
-            values[key] = {"str": str, "int": int, "float": float, "json": json.loads}[codec](raw)
+            values[key] = DECODERS[codec](raw)
         except ValueError:
             fail(f"metadata {PREFIX}{key}={raw!r} is not a valid {codec}")
     labels = values["labels"]
@@ -140,14 +160,13 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
         fail(f"metadata {PREFIX}background_label={values['background_label']!r} is not a label")
     thresholds = values["thresholds"]
     if not isinstance(thresholds, dict) or any(
-            k not in labels or not isinstance(v, (int, float)) or not 0 <= v <= 1
-            for k, v in thresholds.items()):
+        k not in labels or not isinstance(v, (int, float)) or not 0 <= v <= 1 for k, v in thresholds.items()
+    ):
         fail(f"metadata {PREFIX}thresholds must map labels to numbers in [0, 1]")
     if values["sample_rate"] <= 0 or values["frame_hop"] <= 0 or values["chunk"] <= 0:
         fail("metadata sample_rate, chunk and frame_hop must be positive")
     if values["chunk"] % values["frame_hop"]:
-        fail(f"metadata {PREFIX}chunk={values['chunk']} is not a multiple of "
-             f"frame_hop={values['frame_hop']}")
+        fail(f"metadata {PREFIX}chunk={values['chunk']} is not a multiple of frame_hop={values['frame_hop']}")
     if values.get("smoothing", 1) < 1 or values.get("patience", 1) < 1:
         fail("metadata smoothing and patience must be at least 1")
     values.setdefault("channels", 1)
@@ -162,6 +181,7 @@ def check_signature(info: ModelInfo, inputs, outputs) -> int:
 
     Returns the number of state tensors.
     """
+
     def fail(msg: str):
         raise ContractError(f"{info.path}: {msg}")
 
@@ -179,19 +199,16 @@ def check_signature(info: ModelInfo, inputs, outputs) -> int:
     if audio.type != "tensor(float)" or len(audio.shape) != rank:
         fail(f"input {AUDIO_INPUT} is {audio.type} {audio.shape}, expected float32 of rank {rank}")
     if isinstance(audio.shape[1], int) and audio.shape[1] != info.chunk:
-        fail(f"input {AUDIO_INPUT} takes chunks of {audio.shape[1]} samples but metadata says "
-             f"chunk={info.chunk}")
+        fail(f"input {AUDIO_INPUT} takes chunks of {audio.shape[1]} samples but metadata says chunk={info.chunk}")
     if rank == 3 and audio.shape[2] != info.channels:
         fail(f"input {AUDIO_INPUT} has {audio.shape[2]} channels, metadata says {info.channels}")
     scores = outputs[0]
     if len(scores.shape) != 3 or scores.shape[2] != len(info.labels):
-        fail(f"output {SCORES_OUTPUT} has shape {scores.shape}, expected [batch, frames, "
-             f"{len(info.labels)}]")
+        fail(f"output {SCORES_OUTPUT} has shape {scores.shape}, expected [batch, frames, {len(info.labels)}]")
     for i in range(n_states):
         a, b = inputs[i + 1], outputs[i + 1]
         if a.type != "tensor(float)" or b.type != "tensor(float)":
             fail(f"state {a.name}/{b.name} must be float32")
         if list(a.shape[1:]) != list(b.shape[1:]) or any(not isinstance(d, int) for d in a.shape[1:]):
-            fail(f"state {a.name} {a.shape} and {b.name} {b.shape} must have the same fixed shape "
-                 "after the batch axis")
+            fail(f"state {a.name} {a.shape} and {b.name} {b.shape} must have the same fixed shape after the batch axis")
     return n_states

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .contract import ModelInfo
+from streamrnn.contract import ModelInfo
 
 
 @dataclass(frozen=True)
 class DecisionSettings:
-    smoothing: int = 0       # frames in the moving average of each label's score; 0: the model's own
-    patience: int = 0        # consecutive smoothed frames at or above threshold before firing; 0: the model's
+    smoothing: int = 0  # frames in the moving average of each label's score; 0: the model's own
+    patience: int = 0  # consecutive smoothed frames at or above threshold before firing; 0: the model's
     refractory: float = 1.0  # seconds a label stays silent after it fired
 
     def __post_init__(self):
@@ -26,7 +26,7 @@ class Detection:
     label: str
     score: float  # smoothed score when it fired
     start: float  # stream seconds where the label's score first rose above half its threshold
-    end: float    # stream seconds at the end of the frame that fired
+    end: float  # stream seconds at the end of the frame that fired
 
 
 class Decider:
@@ -36,8 +36,12 @@ class Decider:
     patience left at 0 are the model's own (its contract file's, chosen for its frame length).
     """
 
-    def __init__(self, info: ModelInfo, settings: DecisionSettings = DecisionSettings(),
-                 thresholds: dict[str, float] | None = None):
+    def __init__(
+        self,
+        info: ModelInfo,
+        settings: DecisionSettings = DecisionSettings(),
+        thresholds: dict[str, float] | None = None,
+    ):
         thresholds = {**info.thresholds, **(thresholds or {})}
         thresholds.pop(info.background_label, None)
         self._labels = [label for label in info.labels if label in thresholds]
@@ -49,17 +53,18 @@ class Decider:
         n = len(self._labels)
         # thresholds and their halves (a score rises when it reaches half its threshold) as the
         # float32 numbers the scores are compared with; a half per model column, inf where unreported
-        self._threshold = np.float32([thresholds[x] for x in self._labels]).tolist()
-        self._half = (np.float32(self._threshold) / 2).tolist()
+        threshold = np.array([thresholds[x] for x in self._labels], np.float32)
+        self._threshold: list[float] = threshold.tolist()
+        self._half: list[float] = (threshold / 2).tolist()
         self._half_by_column = [math.inf] * len(info.labels)
         for column, half in zip(self._columns, self._half):
             self._half_by_column[column] = half
-        self._at_rest = True                       # history below half, no run, no rise
+        self._at_rest = True  # history below half, no run, no rise
         self._history = [[0.0] * len(info.labels)] * (self._smoothing - 1)  # the last rows of scores
-        self._run = [0] * n                        # consecutive smoothed frames at or above threshold
-        self._rise = [-1] * n                      # frame where the score rose above half (-1: not risen)
-        self._quiet_until = [0] * n                # refractory end, in frames
-        self._frame = 0                            # stream frame index of the next score
+        self._run = [0] * n  # consecutive smoothed frames at or above threshold
+        self._rise = [-1] * n  # frame where the score rose above half (-1: not risen)
+        self._quiet_until = [0] * n  # refractory end, in frames
+        self._frame = 0  # stream frame index of the next score
 
     def update(self, scores: np.ndarray) -> list[Detection]:
         """Consume scores[frames, labels] that follow the previous call's in stream time.
@@ -69,7 +74,7 @@ class Decider:
         them from the CPU's caches)."""
         rows, k = scores.tolist(), self._smoothing
         window = self._history + rows
-        self._history = window[len(window) - (k - 1):] if k > 1 else []
+        self._history = window[len(window) - (k - 1) :] if k > 1 else []
         if self._at_rest and not any(v >= h for row in rows for v, h in zip(row, self._half_by_column)):
             self._frame += len(rows)  # the usual chunk: nothing near any threshold
             return []
@@ -79,20 +84,33 @@ class Decider:
             values = [row[column] for row in window]
             if not run and rise < 0 and max(values) < half:
                 continue  # nothing going on for this label: it stays at rest
-            for t, value in enumerate(values[k - 1:]):
+            for t, value in enumerate(values[k - 1 :]):
                 frame = self._frame + t
                 # the frame's mean over its own window, summed in one fixed order: the same
                 # numbers however the stream is cut into chunks
-                smoothed = sum(values[t:t + k]) / k if k > 1 else value
+                smoothed = sum(values[t : t + k]) / k if k > 1 else value
                 run = run + 1 if smoothed >= threshold else 0
                 rise = (rise if rise >= 0 else frame) if value >= half else -1
                 if run == self._patience and frame >= self._quiet_until[j]:
                     start = rise if rise >= 0 else frame
-                    fired.append((frame, j, Detection(self._labels[j], smoothed, start * self._frame_seconds,
-                                                      (frame + 1) * self._frame_seconds)))
+                    fired.append(
+                        (
+                            frame,
+                            j,
+                            Detection(
+                                self._labels[j],
+                                smoothed,
+                                start * self._frame_seconds,
+                                (frame + 1) * self._frame_seconds,
+                            ),
+                        )
+                    )
                     self._quiet_until[j] = frame + 1 + self._refractory_frames
             self._run[j], self._rise[j] = run, rise
-        self._at_rest = not any(self._run) and max(self._rise) < 0 and not any(
-            row[c] >= h for row in self._history for c, h in zip(self._columns, self._half))
+        self._at_rest = (
+            not any(self._run)
+            and max(self._rise) < 0
+            and not any(row[c] >= h for row in self._history for c, h in zip(self._columns, self._half))
+        )
         self._frame += len(rows)
         return [detection for _, _, detection in sorted(fired, key=lambda f: f[:2])]  # time order

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import read_audio
-from .decision import Decider, DecisionSettings
-from .events import detection_event
-from .runtime import StreamingModel
+from streamrnn.audio import read_audio
+from streamrnn.decision import Decider, DecisionSettings
+from streamrnn.runtime import StreamingModel
+from streamrnn.wire import detection_event
 
 
 def score_files(model: StreamingModel, files: list[str | Path]) -> dict[str, np.ndarray]:
@@ -19,9 +19,12 @@ def score_files(model: StreamingModel, files: list[str | Path]) -> dict[str, np.
     return dict(zip(map(str, files), model.score(signals)))
 
 
-def detect_files(model: StreamingModel, files: list[str | Path],
-                 settings: DecisionSettings = DecisionSettings(),
-                 thresholds: dict[str, float] | None = None) -> Iterator[dict]:
+def detect_files(
+    model: StreamingModel,
+    files: list[str | Path],
+    settings: DecisionSettings = DecisionSettings(),
+    thresholds: dict[str, float] | None = None,
+) -> Iterator[dict]:
     """Unstamped detection events, file by file in stream-time order."""
     for stream, scores in score_files(model, files).items():
         decider = Decider(model.info, settings, thresholds)

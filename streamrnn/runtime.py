@@ -16,22 +16,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .contract import (AUDIO_INPUT, ContractError, ModelInfo, check_signature,
-                       parse_metadata, state_input)
+from streamrnn.contract import AUDIO_INPUT, ContractError, ModelInfo, check_signature, parse_metadata, state_input
 
 DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def open_contract(path: str | Path, device: str = "cpu",
-                  threads: int = 1) -> tuple[ort.InferenceSession, ModelInfo]:
+def open_contract(path: str | Path, device: str = "cpu", threads: int = 1) -> tuple[ort.InferenceSession, ModelInfo]:
     """Load a contract file with onnxruntime and validate metadata and signature."""
     path = Path(path)
     if device not in DEVICES:
         raise ValueError(f"device {device!r} is not one of {sorted(DEVICES)}")
     provider = DEVICES[device]
     if provider not in ort.get_available_providers():
-        raise ValueError(f"device {device!r} requested but onnxruntime has no {provider} "
-                           "(install onnxruntime-gpu for CUDA)")
+        raise ValueError(
+            f"device {device!r} requested but onnxruntime has no {provider} (install onnxruntime-gpu for CUDA)"
+        )
     if not path.is_file():
         raise ContractError(f"{path}: no such model file")
     options = ort.SessionOptions()
@@ -77,8 +76,14 @@ class _Stream:
 class StreamingModel:
     """A contract file served to any number of independent streams in batched calls."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 1, chunk_frames: int | None = None,
-                 max_batch: int = 64):
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cpu",
+        threads: int = 1,
+        chunk_frames: int | None = None,
+        max_batch: int = 64,
+    ):
         """`chunk_frames`: frames per call instead of the file's default (metadata `chunk`); files
         whose graph fixes the chunk take only that. `max_batch`: streams per call at most, which
         bounds the memory a call takes (streams beyond it wait for the next call; 64 already
@@ -90,8 +95,9 @@ class StreamingModel:
         if chunk_frames is not None and chunk_frames < 1:
             raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
         if isinstance(fixed, int) and fixed != self.chunk:
-            raise ContractError(f"{self.info.path}: its graph takes only chunks of {fixed} samples, "
-                                f"not {chunk_frames} frames")
+            raise ContractError(
+                f"{self.info.path}: its graph takes only chunks of {fixed} samples, not {chunk_frames} frames"
+            )
         inputs = self.session.get_inputs()[1:]
         self._state_names = [state_input(i) for i in range(len(inputs))]
         self._states = [np.zeros((0, *i.shape[1:]), np.float32) for i in inputs]
@@ -137,8 +143,10 @@ class StreamingModel:
         stream = self._get(stream_id)
         samples = np.asarray(samples, dtype=np.float32)
         if samples.ndim == 0 or samples.shape[1:] != self.sample_shape:
-            raise ValueError(f"stream {stream_id!r}: samples of shape {samples.shape} do not fit "
-                             f"model {self.info.name} (expected [n{''.join(f', {c}' for c in self.sample_shape)}])")
+            raise ValueError(
+                f"stream {stream_id!r}: samples of shape {samples.shape} do not fit "
+                f"model {self.info.name} (expected [n{''.join(f', {c}' for c in self.sample_shape)}])"
+            )
         if len(samples):
             stream.pending.append(samples)
             stream.pending_len += len(samples)
@@ -211,6 +219,5 @@ class StreamingModel:
     def _grow(self) -> None:
         old = self._capacity
         new = self._capacity = max(8, 2 * old)
-        self._states = [np.concatenate([s, np.zeros((new - old, *s.shape[1:]), np.float32)])
-                        for s in self._states]
+        self._states = [np.concatenate([s, np.zeros((new - old, *s.shape[1:]), np.float32)]) for s in self._states]
         self._free_rows.extend(range(new - 1, old - 1, -1))

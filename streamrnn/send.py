@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from .audio import read_native
-from .datasets import read_csv
+from streamrnn.audio import read_native
+from streamrnn.sensors import read_csv
 
 
 def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
@@ -33,7 +33,7 @@ def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_sec
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     count = max(1, -(-len(samples) // block))
     for seq in range(count):
-        piece = samples[seq * block:(seq + 1) * block]
+        piece = samples[seq * block : (seq + 1) * block]
         if kind == "audio":
             fmt, payload = "s16le", (np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes()
         else:
@@ -44,11 +44,12 @@ def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_sec
         yield [stream.encode(), json.dumps(header).encode(), payload], len(piece) / rate
 
 
-def send(path: str, address: str, stream: str, realtime: bool = True, rate: float | None = None,
-         block_seconds: float = 0.02) -> int:
+def send(
+    path: str, address: str, stream: str, realtime: bool = True, rate: float | None = None, block_seconds: float = 0.02
+) -> int:
     """Send one file as one stream; returns the number of messages sent."""
     samples, rate, kind = read_frames(path, rate)
-    socket = zmq.Context.instance().socket(zmq.PUSH)
+    socket: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 10000)
     socket.connect(address)
     start, sent_seconds, count = time.monotonic(), 0.0, 0

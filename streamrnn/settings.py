@@ -21,8 +21,9 @@ TYPE_CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-    "dict[str, float]": lambda v: isinstance(v, dict) and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values()),
+    "dict[str, float]": lambda v: (
+        isinstance(v, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())
+    ),
     "dict[str, str]": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
 }
 
@@ -60,10 +61,9 @@ def build(cls, table: dict, source: str, where: str = "", error: type[SettingsEr
         elif "table" in f.metadata:
             if not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
                 raise error(f"{source}: {name} must be a list of tables ([[{name}]])")
-            values[key] = [build(f.metadata["table"], v, source, f"{name}[{i}]", error)
-                           for i, v in enumerate(value)]
+            values[key] = [build(f.metadata["table"], v, source, f"{name}[{i}]", error) for i, v in enumerate(value)]
         else:
-            if not TYPE_CHECKS[f.type](value):
+            if not TYPE_CHECKS[str(f.type)](value):  # annotations are strings (postponed evaluation)
                 raise error(f"{source}: {name} = {value!r} is not a {f.type}")
             choices = f.metadata.get("choices")
             if choices and value not in choices:

@@ -21,9 +21,17 @@ DATA_ROOT = Path(os.environ.get("STREAMRNN_DATA", ROOT.parent / "shared" / "data
 STREAMRNN = [sys.executable, "-m", "streamrnn.cli"]
 
 DEMO = ROOT / "streamrnn" / "samples" / "demo.flac"
-DEMO_WORDS = [("yes", 0.5, 1.5), ("no", 2.0, 3.0), ("up", 3.5, 4.5), ("down", 5.0, 6.0),
-              ("left", 6.5, 7.5), ("stop", 8.0, 9.0), ("go", 9.5, 10.5),  # commands
-              ("three", 11.0, 11.33), ("seven", 11.83, 12.29)]           # digits
+DEMO_WORDS = [
+    ("yes", 0.5, 1.5),
+    ("no", 2.0, 3.0),
+    ("up", 3.5, 4.5),
+    ("down", 5.0, 6.0),
+    ("left", 6.5, 7.5),
+    ("stop", 8.0, 9.0),
+    ("go", 9.5, 10.5),  # commands
+    ("three", 11.0, 11.33),
+    ("seven", 11.83, 12.29),
+]  # digits
 EVENT_SCHEMA = jsonschema.Draft202012Validator(json.loads((ROOT / "streamrnn" / "event.schema.json").read_text()))
 
 
@@ -46,8 +54,9 @@ def assert_demo_words(events: list[dict], stream: str | None = None, offset: flo
     assert len(wrong) <= 1, wrong
 
 
-needs_data = pytest.mark.skipif(not (DATA_ROOT / "speech_commands").is_dir(),
-                                reason=f"shared data not found at {DATA_ROOT} (set STREAMRNN_DATA)")
+needs_data = pytest.mark.skipif(
+    not (DATA_ROOT / "speech_commands").is_dir(), reason=f"shared data not found at {DATA_ROOT} (set STREAMRNN_DATA)"
+)
 
 
 def clip(name: str, rate: int = 16000) -> np.ndarray:
@@ -61,8 +70,16 @@ def speech() -> np.ndarray:
     return np.concatenate([clip("yes"), clip("no"), clip("up"), clip("silence")])
 
 
-def build_model(cell: str = "gru", kind: str = "audio", chunk: int = 8, hidden: int = 24,
-                layers: int = 2, seed: int = 0, context_frames: int = 0, encoder: str = ""):
+def build_model(
+    cell: str = "gru",
+    kind: str = "audio",
+    chunk: int = 8,
+    hidden: int = 24,
+    layers: int = 2,
+    seed: int = 0,
+    context_frames: int = 0,
+    encoder: str = "",
+):
     """An untrained StreamingRNN whose normalisation is measured on real audio."""
     import torch
 
@@ -95,6 +112,12 @@ def export_test_model(tmp_path: Path, cell: str = "gru", kind: str = "audio", **
     from streamrnn.deploy.export import export_model
 
     model, recipe = build_model(cell, kind, **kwargs)
-    path = export_model(model, recipe, recipe.data.labels, tmp_path / f"{recipe.name}.onnx",
-                        {"a": 0.5, "b": 0.5, "c": 0.5}, "test: untrained")
+    path = export_model(
+        model,
+        recipe,
+        recipe.data.labels,
+        tmp_path / f"{recipe.name}.onnx",
+        {"a": 0.5, "b": 0.5, "c": 0.5},
+        "test: untrained",
+    )
     return model, recipe, path

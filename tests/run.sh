@@ -24,4 +24,8 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null;
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[train,test]'
+# lint, format and types (rules in pyproject.toml): CI fails on any of them
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT, STREAMRNN
-from streamrnn import bench
+from streamrnn.dev import bench
 from streamrnn.runtime import StreamingModel
 
 COMMANDS = ROOT / "streamrnn" / "models" / "commands.onnx"
@@ -28,6 +28,7 @@ def test_batched_streams_and_gpu_skip():
     assert result["streams"] == 4 and result["streams_per_core"] > 4
     gpu = bench.gpu_streams(quick=True)
     import onnxruntime
+
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         assert "no CUDAExecutionProvider" in gpu["skipped"]
 
@@ -48,8 +49,9 @@ def test_service_memory_and_install_size():
 
 @pytest.mark.slow
 def test_bench_command_prints_every_figure():
-    done = subprocess.run(STREAMRNN + ["bench", "--quick", "--json"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=900)
+    done = subprocess.run(
+        STREAMRNN + ["bench", "--quick", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=900
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["models"]["commands"]["rtf_single_stream"] > 0

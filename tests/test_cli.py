@@ -13,13 +13,23 @@ from streamrnn.catalog import resolve_model
 from streamrnn.runtime import StreamingModel
 
 
-
 def run(*args, env=None, check=True):
-    done = subprocess.run(STREAMRNN + list(map(str, args)), capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN + list(map(str, args)), capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    )
     if check:
         assert done.returncode == 0, done.stderr
     return done
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import streamrnn
+
+    assert (
+        run("--version").stdout.strip() == f"streamrnn {version('streamrnn')}" == f"streamrnn {streamrnn.__version__}"
+    )
 
 
 def test_detect_finds_the_words_of_the_bundled_demo():
@@ -54,15 +64,21 @@ def test_models_lists_bundled_and_installed(tmp_path):
     assert "test_gru_audio" in run("models", env=env).stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["detect", "--model", "/no/such.onnx", CLIPS / "yes_422d3197_nohash_0.flac"], "/no/such.onnx: no such model file"),
-    (["detect", "--model", "nosuchmodel", CLIPS / "yes_422d3197_nohash_0.flac"], "model 'nosuchmodel' not found"),
-    (["detect", "--model", "commands", "/no/such.wav"], "/no/such.wav: cannot read audio"),
-    (["detect", "--model", "commands", "--threshold", "maybe=0.5", DEMO], "--threshold: maybe not a label"),
-    (["export", "/no/such.pt"], "/no/such.pt: not a streamrnn checkpoint"),
-    (["export", CLIPS / "README.md"], "README.md: not a streamrnn checkpoint"),
-    (["train", "/no/such.toml"], "/no/such.toml: cannot read"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["detect", "--model", "/no/such.onnx", CLIPS / "yes_422d3197_nohash_0.flac"],
+            "/no/such.onnx: no such model file",
+        ),
+        (["detect", "--model", "nosuchmodel", CLIPS / "yes_422d3197_nohash_0.flac"], "model 'nosuchmodel' not found"),
+        (["detect", "--model", "commands", "/no/such.wav"], "/no/such.wav: cannot read audio"),
+        (["detect", "--model", "commands", "--threshold", "maybe=0.5", DEMO], "--threshold: maybe not a label"),
+        (["export", "/no/such.pt"], "/no/such.pt: not a streamrnn checkpoint"),
+        (["export", CLIPS / "README.md"], "README.md: not a streamrnn checkpoint"),
+        (["train", "/no/such.toml"], "/no/such.toml: cannot read"),
+    ],
+)
 def test_bad_input_gets_one_line(args, message):
     done = run(*args, check=False)
     assert done.returncode == 1
@@ -78,12 +94,36 @@ def test_training_commands_without_the_extra_say_how_to_install(tmp_path):
         assert "pip install 'streamrnn[train]'" in done.stderr and done.stderr.count("\n") == 1
 
 
+def test_serving_loads_only_what_a_device_runs(tmp_path):
+    """A real `serve` of a file to its end, then the modules it loaded: nothing of evaluation/,
+    dev/, training or deploy (nor torch), which a recognizing device need not have."""
+    code = (
+        "import sys\n"
+        "from streamrnn.cli import main\n"
+        "try:\n"
+        f"    main(['serve', '--fast', '--model', 'commands', '--source', {str(DEMO)!r}, "
+        f"'--publish', 'ipc://{tmp_path}/events', '--log-level', 'warning'])\n"
+        "except SystemExit as end:\n"
+        "    print(end.code, sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.split('.')[:2] in "
+        "(['streamrnn', 'evaluation'], ['streamrnn', 'dev'], ['streamrnn', 'training'], ['streamrnn', 'deploy'])))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
+    # the check can fail: the evaluation code a developer's command loads shows up in the list
+    code = "import streamrnn.evaluation.detection\n" + code
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "'streamrnn.evaluation.detection'" in done.stdout.strip().splitlines()[-1]
+
+
 def test_streaming_never_imports_torch():
-    code = ("import sys; from streamrnn.cli import main; "
-            f"rc = main(['detect', '--model', 'commands', {str(DEMO)!r}]); "
-            "assert rc == 0; main(['models']); "
-            f"assert main(['eval', '--model', 'motions', {str(CLIPS / 'motions')!r}, '--json']) == 0; "
-            "print('TORCH' if 'torch' in sys.modules else 'CLEAN')")
+    code = (
+        "import sys; from streamrnn.cli import main; "
+        f"rc = main(['detect', '--model', 'commands', {str(DEMO)!r}]); "
+        "assert rc == 0; main(['models']); "
+        f"assert main(['eval', '--model', 'motions', {str(CLIPS / 'motions')!r}, '--json']) == 0; "
+        "print('TORCH' if 'torch' in sys.modules else 'CLEAN')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "CLEAN"
@@ -92,11 +132,30 @@ def test_streaming_never_imports_torch():
 
 def test_the_wheel_holds_every_package_of_the_tree(tmp_path):
     """What `pip install .` installs, not the editable checkout: every folder with an
-    __init__.py (and the bundled models and samples) is in the built wheel."""
+    __init__.py (and the bundled models and samples) is in the built wheel. Built from a copy
+    without the checkout's build/ folder, whose stale copies of moved modules would fill gaps."""
+    import shutil
     import zipfile
 
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", "build", "runs", "*.egg-info", ".git"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("streamrnn-*.whl"))).namelist()
     where = {"streamrnn": "streamrnn", "training": "streamrnn/training", "deploy": "streamrnn/deploy"}
@@ -104,6 +163,6 @@ def test_the_wheel_holds_every_package_of_the_tree(tmp_path):
         for init in (ROOT / top).rglob("__init__.py"):
             package = init.parent.relative_to(ROOT / top).as_posix()
             assert f"{installed}/{package}/__init__.py".replace("/./", "/") in names, package
-    assert "streamrnn/sources/ingest.py" in names and "streamrnn/models/commands.onnx" in names
+    assert "streamrnn/service/sources/ingest.py" in names and "streamrnn/models/commands.onnx" in names
     assert "streamrnn/samples/demo.flac" in names and "streamrnn/training/recipes/wakeword.toml.in" in names
     assert "streamrnn/training/encoders/student.pt" in names

@@ -8,10 +8,10 @@ import subprocess
 
 import numpy as np
 import zmq
+from test_service import Service
 
 from conftest import ROOT, STREAMRNN, export_test_model
 from streamrnn.client import Subscription
-from test_service import Service
 
 
 def free_tcp_address() -> str:
@@ -22,17 +22,35 @@ def free_tcp_address() -> str:
 
 
 def serve(address: str, tmp_path, name: str) -> subprocess.Popen:
-    return subprocess.Popen(STREAMRNN + ["serve", "--model", "commands", "--source", f"pull:ipc://{tmp_path}/{name}",
-                                         "--publish", address, "--heartbeat", "0.2"],
-                            cwd=ROOT, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        STREAMRNN
+        + [
+            "serve",
+            "--model",
+            "commands",
+            "--source",
+            f"pull:ipc://{tmp_path}/{name}",
+            "--publish",
+            address,
+            "--heartbeat",
+            "0.2",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_listen_prints_events_as_json_lines(tmp_path):
     address = free_tcp_address()
     service = serve(address, tmp_path, "in")
     try:
-        done = subprocess.run(STREAMRNN + ["listen", "--connect", address, "--topic", "heartbeat", "--count", "3"],
-                              capture_output=True, text=True, timeout=30, cwd=ROOT)
+        done = subprocess.run(
+            STREAMRNN + ["listen", "--connect", address, "--topic", "heartbeat", "--count", "3"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=10)
@@ -72,12 +90,18 @@ def test_sensor_frames_through_ingest_reach_a_sensor_model(tmp_path):
     rng = np.random.default_rng(1)
     np.savetxt(csv, rng.normal(size=(200, 3)), delimiter=",", header="x,y,z", comments="")  # with a header row
     ingest = f"ipc://{tmp_path}/ingest"
-    s = Service(tmp_path, "--model", model, "--model", "commands", "--source", f"pull:{ingest}",
-                "--scores-rate", "1000")
+    s = Service(
+        tmp_path, "--model", model, "--model", "commands", "--source", f"pull:{ingest}", "--scores-rate", "1000"
+    )
     try:
         s.collect(lambda e: e["kind"] == "status")
-        sent = subprocess.run(STREAMRNN + ["send", csv, "--rate", "25", "--connect", ingest, "--fast"],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        sent = subprocess.run(
+            STREAMRNN + ["send", csv, "--rate", "25", "--connect", ingest, "--fast"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert sent.returncode == 0, sent.stderr
         s.collect(lambda e: e["kind"] == "scores" and e["stream"] == "wrist", timeout=20)
         s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] == 200 and e["streams"] == 0, timeout=20)

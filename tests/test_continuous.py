@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
-from streamrnn.continuous import NEGATIVE_RMS, compose, trim_silence
+from streamrnn.evaluation.detection import NEGATIVE_RMS, compose, trim_silence
 
 
 def test_compose_places_keywords_apart_at_the_asked_snr():
@@ -20,17 +20,19 @@ def test_compose_places_keywords_apart_at_the_asked_snr():
     assert len(audio) == len(negative) and [p.label for p in placed] == ["yes", "no", "up", "down"]
     for a, b in zip(placed, placed[1:]):
         assert b.start - a.end >= 2.0  # the gap
-    for p, (x, _) in zip(placed, positives):
+    for p in placed:
         span = slice(round(p.start * 16000), round(p.end * 16000))
-        scaled = negative * (NEGATIVE_RMS / np.sqrt(np.mean(negative ** 2)))
+        scaled = negative * (NEGATIVE_RMS / np.sqrt(np.mean(negative**2)))
         added = audio[span] - scaled[span]
-        ratio = 20 * np.log10(np.sqrt(np.mean(added ** 2)) / NEGATIVE_RMS)
+        ratio = 20 * np.log10(np.sqrt(np.mean(added**2)) / NEGATIVE_RMS)
         assert ratio == pytest.approx(10.0, abs=0.2)
     clean, placed = compose(negative, positives, 16000, None, seed=3)
     first = placed[0]
-    assert np.array_equal(clean[round(first.start * 16000):round(first.end * 16000)], trim_silence(positives[0][0], 16000))
+    assert np.array_equal(
+        clean[round(first.start * 16000) : round(first.end * 16000)], trim_silence(positives[0][0], 16000)
+    )
     with pytest.raises(ValueError, match="too short"):
-        compose(negative[:16000 * 5], positives, 16000, None, seed=0)
+        compose(negative[: 16000 * 5], positives, 16000, None, seed=0)
 
 
 @needs_data
@@ -39,10 +41,29 @@ def test_eval_detect_reports_frr_fa_per_hour_latency_and_det(tmp_path):
         (tmp_path / "clips" / word).mkdir(parents=True)
         for i in range(3):  # the same held-out clip three times, placed at different spots
             (tmp_path / "clips" / word / f"{i}.flac").symlink_to(next((ROOT / "tests" / "data").glob(f"{word}_*.flac")))
-    done = subprocess.run(STREAMRNN + ["eval", "--model", "commands", tmp_path / "clips", "--detect",
-                                       "--negatives", DATA_ROOT / "noise", "--snr", "clean", "--snr", "0",
-                                       "--json", "--out", tmp_path / "out"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN
+        + [
+            "eval",
+            "--model",
+            "commands",
+            tmp_path / "clips",
+            "--detect",
+            "--negatives",
+            DATA_ROOT / "noise",
+            "--snr",
+            "clean",
+            "--snr",
+            "0",
+            "--json",
+            "--out",
+            tmp_path / "out",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["positives"] == 12 and 0.1 < report["negative_hours"] < 0.2  # about 9 minutes of noise

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 import soundfile as sf
+from test_service import Service
 
 from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words
-from test_service import Service
 
 try:
     import sounddevice  # noqa: F401
@@ -37,8 +37,7 @@ pcm.recorded {{
 
 
 def test_microphone_detections_through_portaudio(tmp_path, alsa_home):
-    s = Service(tmp_path, "--model", "commands", "--source", "mic:recorded", "--mic-rate", "16000",
-                env=alsa_home)
+    s = Service(tmp_path, "--model", "commands", "--source", "mic:recorded", "--mic-rate", "16000", env=alsa_home)
     try:
         s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=60)
         code, _, log = s.stop()
@@ -50,8 +49,7 @@ def test_microphone_detections_through_portaudio(tmp_path, alsa_home):
 
 
 def test_microphone_that_fails_is_retried_and_reported(tmp_path, alsa_home):
-    s = Service(tmp_path, "--model", "commands", "--source", "mic:recorded", "--mic-rate", "1",
-                env=alsa_home)
+    s = Service(tmp_path, "--model", "commands", "--source", "mic:recorded", "--mic-rate", "1", env=alsa_home)
     try:
         status = s.collect(lambda e: e["kind"] == "status" and e["problems"].get("mic_retries", 0) >= 2, timeout=20)
         assert status["sources"]["mic:recorded"].startswith("retrying: Error opening InputStream")
@@ -63,11 +61,16 @@ def test_microphone_that_fails_is_retried_and_reported(tmp_path, alsa_home):
 
 
 def test_no_input_device_lists_devices_and_suggests_other_sources(tmp_path):
-    (tmp_path / ".asoundrc").write_text('pcm.!default { type null }\n')
-    done = subprocess.run(STREAMRNN + ["serve", "--model", "commands", "--source", "mic:nosuchdevice",
-                                       "--publish", f"ipc://{tmp_path}/events"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env=dict(os.environ, HOME=str(tmp_path)))
+    (tmp_path / ".asoundrc").write_text("pcm.!default { type null }\n")
+    done = subprocess.run(
+        STREAMRNN
+        + ["serve", "--model", "commands", "--source", "mic:nosuchdevice", "--publish", f"ipc://{tmp_path}/events"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=dict(os.environ, HOME=str(tmp_path)),
+    )
     assert done.returncode == 1
     line = done.stderr.strip()
     assert line.count("\n") == 0 and "source mic:nosuchdevice: no such input device" in line

@@ -19,8 +19,9 @@ BUNDLED_MODELS = sorted(BUNDLED.glob("*.onnx"))
 
 
 def run_eval(*args) -> dict:
-    done = subprocess.run(STREAMRNN + ["eval", *map(str, args), "--json"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN + ["eval", *map(str, args), "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -42,12 +43,15 @@ def commands_folders(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("model, data, least", [
-    ("commands", None, 4),                   # 5 held-out Speech Commands clips
-    ("motions", CLIPS / "motions", 3),       # 4 recordings of the official BasicMotions test set
-    ("digits", CLIPS / "digits", 3),         # 4 digits of the held-out FSDD speaker
-    ("wand", CLIPS / "wand", 3),             # 4 held-out magic_wand recordings, one per label
-])
+@pytest.mark.parametrize(
+    "model, data, least",
+    [
+        ("commands", None, 4),  # 5 held-out Speech Commands clips
+        ("motions", CLIPS / "motions", 3),  # 4 recordings of the official BasicMotions test set
+        ("digits", CLIPS / "digits", 3),  # 4 digits of the held-out FSDD speaker
+        ("wand", CLIPS / "wand", 3),  # 4 held-out magic_wand recordings, one per label
+    ],
+)
 def test_bundled_model_recognises_held_out_clips(tmp_path, model, data, least):
     if not (BUNDLED / f"{model}.onnx").exists():
         pytest.fail(f"bundled model {model} is missing")
@@ -60,8 +64,9 @@ def test_bundled_model_recognises_held_out_clips(tmp_path, model, data, least):
 
 @needs_data
 def test_eval_on_a_recipe_split_matches_training_report():
-    report = run_eval("--model", "commands", "--recipe", "training/recipes/commands.toml", "--split", "test",
-                      "--data-root", DATA_ROOT)
+    report = run_eval(
+        "--model", "commands", "--recipe", "training/recipes/commands.toml", "--split", "test", "--data-root", DATA_ROOT
+    )
     assert report["clips"] == 363 and report["accuracy"] == pytest.approx(0.9284, abs=1e-4)
     assert sum(v["support"] for v in report["per_label"].values()) == 363
 
@@ -69,8 +74,9 @@ def test_eval_on_a_recipe_split_matches_training_report():
 def test_eval_refuses_labels_the_model_lacks(tmp_path):
     (tmp_path / "maybe").mkdir()
     (tmp_path / "maybe" / "x.flac").symlink_to(next(CLIPS.glob("yes_*.flac")))
-    done = subprocess.run(STREAMRNN + ["eval", "--model", "commands", str(tmp_path)], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN + ["eval", "--model", "commands", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert done.returncode == 1 and "labels maybe are not labels of model commands" in done.stderr
 
 
@@ -86,8 +92,13 @@ def test_bundled_wake_word_fires_on_its_phrase_only(tmp_path, phrase, start, end
     speech = np.concatenate([clip(w) for w in ("yes", "no", "up", "down", "silence")])
     sf.write(tmp_path / "stream.wav", np.concatenate([speech, read_audio(WAKE, 16000)]), 16000)
     offset = len(speech) / 16000
-    done = subprocess.run(STREAMRNN + ["detect", "--model", phrase, str(tmp_path / "stream.wav")],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN + ["detect", "--model", phrase, str(tmp_path / "stream.wav")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["label"] for e in events] == [phrase], events

@@ -22,8 +22,11 @@ def test_four_ways_agree_on_real_audio(tmp_path, speech, cell):
 def test_causal_convolution_streams_exactly(tmp_path, speech, cell, kind):
     """The convolution's past frames are carried as state: chunk edges change nothing."""
     model, _, path = export_test_model(tmp_path, cell, kind, chunk=3, context_frames=5)
-    signal = speech if kind == "audio" else np.cumsum(
-        np.random.default_rng(1).normal(size=(230, 3)), axis=0).astype(np.float32)
+    signal = (
+        speech
+        if kind == "audio"
+        else np.cumsum(np.random.default_rng(1).normal(size=(230, 3)), axis=0).astype(np.float32)
+    )
     others = [clip("down")] if kind == "audio" else [signal[::-1].copy()]
     gaps = parity(model, path, signal, others)
     assert max(gaps.values()) < TOLERANCE, gaps

@@ -26,9 +26,24 @@ def test_contract_metadata_is_complete(contract):
     assert (info.smoothing, info.patience) == (3, 2)  # 30 ms and 20 ms of 10-ms frames
     assert info.clip_seconds == 1.0  # eval centres shorter clips in this much silence, as training did
     props = {p.key for p in onnx.load(str(contract)).metadata_props}
-    for key in ("format_version", "kind", "labels", "sample_rate", "chunk", "frame_hop", "cell",
-                "thresholds", "background_label", "name", "version", "trained_on", "created",
-                "smoothing", "patience", "clip_seconds"):
+    for key in (
+        "format_version",
+        "kind",
+        "labels",
+        "sample_rate",
+        "chunk",
+        "frame_hop",
+        "cell",
+        "thresholds",
+        "background_label",
+        "name",
+        "version",
+        "trained_on",
+        "created",
+        "smoothing",
+        "patience",
+        "clip_seconds",
+    ):
         assert f"streamrnn.{key}" in props
 
 
@@ -96,7 +111,7 @@ def test_any_chunk_size_gives_the_same_scores(contract):
         model = StreamingModel(contract, chunk_frames=frames)
         assert model.chunk == frames * 160
         scores = model.score([audio])[0]
-        assert np.abs(scores[:len(reference)] - reference).max() < 1e-5
+        assert np.abs(scores[: len(reference)] - reference).max() < 1e-5
 
 
 def test_a_fixed_chunk_graph_refuses_other_chunks(tmp_path, contract):
@@ -232,6 +247,6 @@ def test_decisions_do_not_depend_on_how_scores_are_cut(contract):
         decider, pieces, at = Decider(info, settings), [], 0
         while at < len(scores):
             size = cuts[len(pieces) % len(cuts)]
-            pieces += decider.update(scores[at:at + size])
+            pieces += decider.update(scores[at : at + size])
             at += size
         assert pieces == whole

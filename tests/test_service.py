@@ -33,8 +33,16 @@ class Service:
     def __init__(self, tmp_path, *args, env=None, stdin=None, topics=("",)):
         self.address = f"ipc://{tmp_path}/events"
         self.subscription = Subscription(self.address, topics)
-        command = STREAMRNN + ["serve", "--publish", self.address, "--wait-subscriber", "10",
-                               "--heartbeat", "0.5", *map(str, args)]
+        command = STREAMRNN + [
+            "serve",
+            "--publish",
+            self.address,
+            "--wait-subscriber",
+            "10",
+            "--heartbeat",
+            "0.5",
+            *map(str, args),
+        ]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=stdin, stderr=subprocess.PIPE)
         self.events: list[dict] = []
 
@@ -114,8 +122,7 @@ def test_file_source_detections_reach_a_subscriber(service):
 
 
 def test_stdin_source(service):
-    s = service("--model", "commands", "--source", "-", "--stdin-rate", "16000",
-                stdin=subprocess.PIPE)
+    s = service("--model", "commands", "--source", "-", "--stdin-rate", "16000", stdin=subprocess.PIPE)
     s.collect(lambda e: e["kind"] == "status")
     pcm = (demo_pcm() * 32767).astype("<i2").tobytes()
     s.process.stdin.write(pcm[:12345])  # an odd split: half a sample waits for its other byte
@@ -130,8 +137,13 @@ def test_zmq_ingest_from_streamrnn_send(service, tmp_path):
     ingest = f"ipc://{tmp_path}/ingest"
     s = service("--model", "commands", "--source", f"pull:{ingest}")
     s.collect(lambda e: e["kind"] == "status")
-    sent = subprocess.run(STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "kitchen", "--fast"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    sent = subprocess.run(
+        STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "kitchen", "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert sent.returncode == 0, sent.stderr
     s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=30)
     code, took, log = s.stop()
@@ -145,12 +157,11 @@ def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, 
     good = list(messages("good", demo_pcm(), 16000.0, "audio", 0.02))
     header = {"format": "s16le", "rate": 16000, "channels": 1, "seq": 0}
     bad = [
-        [b"x", b"{}"],                                                   # wrong part count
-        [b"bad", b"{not json", b"\0\0"],                                 # bad JSON
+        [b"x", b"{}"],  # wrong part count
+        [b"bad", b"{not json", b"\0\0"],  # bad JSON
         [b"bad", json.dumps({**header, "format": "mp3"}).encode(), b""],  # unknown format
-        [b"bad", json.dumps(header).encode(), b"\0\0\0"],               # odd byte count
-        [b"bad", json.dumps({**header, "format": "f32le"}).encode(),
-         np.array([0.1, np.nan], "<f4").tobytes()],                      # NaN
+        [b"bad", json.dumps(header).encode(), b"\0\0\0"],  # odd byte count
+        [b"bad", json.dumps({**header, "format": "f32le"}).encode(), np.array([0.1, np.nan], "<f4").tobytes()],  # NaN
         [b"bad", json.dumps({**header, "rate": 1e9}).encode(), b"\0\0"],  # absurd rate
     ]
     for i, (parts, _) in enumerate(good):
@@ -168,14 +179,22 @@ def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, 
     assert code == 0, log
     assert_demo_words(s.events, stream="good")
     problems = s.final_status()["problems"]
-    for counter in ("ingest_bad_parts", "ingest_bad_header", "ingest_bad_format", "ingest_odd_bytes",
-                    "ingest_not_finite", "ingest_bad_rate", "ingest_seq_backwards", "ingest_seq_gaps"):
+    for counter in (
+        "ingest_bad_parts",
+        "ingest_bad_header",
+        "ingest_bad_format",
+        "ingest_odd_bytes",
+        "ingest_not_finite",
+        "ingest_bad_rate",
+        "ingest_seq_backwards",
+        "ingest_seq_gaps",
+    ):
         assert problems.get(counter) == 1, (counter, problems)
 
 
 def test_stream_that_stops_mid_chunk_expires_and_is_scored(service, tmp_path):
     s, push = ingest_service(service, tmp_path, "--idle-timeout", "0.5")
-    cut = demo_pcm()[:int(1.57 * 16000) + 37]  # "yes", then silence stops mid-chunk
+    cut = demo_pcm()[: int(1.57 * 16000) + 37]  # "yes", then silence stops mid-chunk
     for parts, _ in messages("cut", cut, 16000.0, "audio", 0.02):
         if json.loads(parts[1]).get("end"):
             break  # never say end: the stream just goes quiet
@@ -193,9 +212,22 @@ def test_sd_notify_ready_watchdog_stopping_on_a_real_socket(tmp_path):
     listener.bind(path)
     listener.settimeout(10)
     env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
-    process = subprocess.Popen(STREAMRNN + ["serve", "--model", "commands", "--source", f"pull:ipc://{tmp_path}/in",
-                                            "--publish", f"ipc://{tmp_path}/events"], env=env, cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        STREAMRNN
+        + [
+            "serve",
+            "--model",
+            "commands",
+            "--source",
+            f"pull:ipc://{tmp_path}/in",
+            "--publish",
+            f"ipc://{tmp_path}/events",
+        ],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         received = []
         while not any("READY=1" in m for m in received):
@@ -226,8 +258,13 @@ def test_sighup_reloads_and_keeps_the_old_model_when_the_new_file_is_garbage(ser
     model.write_bytes(b"garbage")
     s.process.send_signal(signal.SIGHUP)
     s.collect(lambda e: e["kind"] == "status" and e["problems"].get("reload_failures"), timeout=10)
-    subprocess.run(STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "after", "--fast"],
-                   check=True, capture_output=True, timeout=60, cwd=ROOT)
+    subprocess.run(
+        STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "after", "--fast"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=30)
     assert_demo_words(s.events, stream="after")
     shutil.copy(COMMANDS, model)
@@ -241,8 +278,9 @@ def test_sighup_reloads_and_keeps_the_old_model_when_the_new_file_is_garbage(ser
 
 
 def test_slow_subscriber_does_not_stall_others_and_drops_are_counted(service, tmp_path):
-    s, push = ingest_service(service, tmp_path, "--scores-rate", "1000", "--send-hwm", "50",
-                             topics=("detection", "status", "heartbeat"))  # filtered at the sender
+    s, push = ingest_service(
+        service, tmp_path, "--scores-rate", "1000", "--send-hwm", "50", topics=("detection", "status", "heartbeat")
+    )  # filtered at the sender
     slow = zmq.Context.instance().socket(zmq.SUB)  # subscribes, never reads
     slow.setsockopt(zmq.RCVHWM, 5)
     slow.setsockopt(zmq.RCVBUF, 4096)
@@ -254,7 +292,9 @@ def test_slow_subscriber_does_not_stall_others_and_drops_are_counted(service, tm
         for stream in streams:
             for parts, _ in messages(stream, demo_pcm(), 16000.0, "audio", 0.02):
                 push.send_multipart(parts)
-        s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] >= 16 * demo_frames() and e["streams"] == 0, timeout=30)
+        s.collect(
+            lambda e: e["kind"] == "heartbeat" and e["frames"] >= 16 * demo_frames() and e["streams"] == 0, timeout=30
+        )
         code, _, log = s.stop()
     finally:
         slow.close(linger=0)
@@ -269,49 +309,74 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     blocker = zmq.Context.instance().socket(zmq.PUB)
     port = blocker.bind_to_random_port("tcp://127.0.0.1")
     try:
-        done = subprocess.run(STREAMRNN + ["serve", "--model", "commands", "--source", DEMO,
-                                           "--publish", f"tcp://127.0.0.1:{port}"],
-                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        done = subprocess.run(
+            STREAMRNN + ["serve", "--model", "commands", "--source", DEMO, "--publish", f"tcp://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
     finally:
         blocker.close(linger=0)
     assert done.returncode == 1
-    assert done.stderr.strip() == f"streamrnn: error: publish tcp://127.0.0.1:{port}: cannot bind (Address already in use)"
+    assert (
+        done.stderr.strip() == f"streamrnn: error: publish tcp://127.0.0.1:{port}: cannot bind (Address already in use)"
+    )
 
 
-@pytest.mark.parametrize("config, message", [
-    ('sources = ["x.wav"]\nbogus = 1\n[[models]]\nmodel = "commands"\n', "unknown key bogus"),
-    ('sources = ["x.wav"]\nheartbeat = "often"\n[[models]]\nmodel = "commands"\n', "heartbeat = 'often' is not a float"),
-    ('sources = ["x.wav"]\n[[models]]\nmodel = "commands"\nthresholds = { yes = 2 }\n', "models[0].thresholds.yes = 2 is outside [0, 1]"),
-    ('sources = ["x.wav"]\n[[models]]\nmodel = "commands"\nthresholds = { maybe = 0.5 }\n', "models[0].thresholds: maybe not a label"),
-    ('sources = ["x.wav"]\n[[models]]\nmodel = "nosuch"\n', "model 'nosuch' not found"),
-    ('sources = ["/no/such.wav"]\n[[models]]\nmodel = "commands"\n', "source /no/such.wav: cannot read audio"),
-    ('[[models]]\nmodel = "commands"\n', "sources is empty"),
-    ('sources = ["x.wav"]\n[decision]\npatience = -1\n[[models]]\nmodel = "commands"\n', "decision.patience = -1 must not be negative"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('sources = ["x.wav"]\nbogus = 1\n[[models]]\nmodel = "commands"\n', "unknown key bogus"),
+        (
+            'sources = ["x.wav"]\nheartbeat = "often"\n[[models]]\nmodel = "commands"\n',
+            "heartbeat = 'often' is not a float",
+        ),
+        (
+            'sources = ["x.wav"]\n[[models]]\nmodel = "commands"\nthresholds = { yes = 2 }\n',
+            "models[0].thresholds.yes = 2 is outside [0, 1]",
+        ),
+        (
+            'sources = ["x.wav"]\n[[models]]\nmodel = "commands"\nthresholds = { maybe = 0.5 }\n',
+            "models[0].thresholds: maybe not a label",
+        ),
+        ('sources = ["x.wav"]\n[[models]]\nmodel = "nosuch"\n', "model 'nosuch' not found"),
+        ('sources = ["/no/such.wav"]\n[[models]]\nmodel = "commands"\n', "source /no/such.wav: cannot read audio"),
+        ('[[models]]\nmodel = "commands"\n', "sources is empty"),
+        (
+            'sources = ["x.wav"]\n[decision]\npatience = -1\n[[models]]\nmodel = "commands"\n',
+            "decision.patience = -1 must not be negative",
+        ),
+    ],
+)
 def test_bad_config_stops_start_up_in_one_line(tmp_path, config, message):
     (tmp_path / "x.wav").write_bytes(DEMO.read_bytes())
     path = tmp_path / "c.toml"
     path.write_text(config)
     for extra in (["--check"], []):
-        done = subprocess.run(STREAMRNN + ["serve", "--config", path, *extra], capture_output=True,
-                              text=True, timeout=60, cwd=tmp_path)
+        done = subprocess.run(
+            STREAMRNN + ["serve", "--config", path, *extra], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         assert done.returncode == 1
         assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_check_accepts_a_good_config(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text(f'sources = ["{DEMO}", "pull:tcp://127.0.0.1:5557"]\n[[models]]\nmodel = "commands"\n'
-                    'thresholds = { yes = 0.8 }\n[decision]\nsmoothing = 4\n')
-    done = subprocess.run(STREAMRNN + ["serve", "--config", path, "--check"], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    path.write_text(
+        f'sources = ["{DEMO}", "pull:tcp://127.0.0.1:5557"]\n[[models]]\nmodel = "commands"\n'
+        "thresholds = { yes = 0.8 }\n[decision]\nsmoothing = 4\n"
+    )
+    done = subprocess.run(
+        STREAMRNN + ["serve", "--config", path, "--check"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     assert "OK (1 model(s), 2 source(s))" in done.stdout
 
 
 def test_a_stream_id_used_again_starts_a_fresh_stream(service, tmp_path):
     s, push = ingest_service(service, tmp_path)
-    yes = demo_pcm()[:int(1.8 * 16000)]
+    yes = demo_pcm()[: int(1.8 * 16000)]
     for _ in range(2):  # ended and reused at once, then restarted from seq 0 without an end
         for parts, _ in messages("again", yes, 16000.0, "audio", 0.02):
             push.send_multipart(parts)

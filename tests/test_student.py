@@ -48,9 +48,11 @@ def test_small_head_on_the_student_learns_real_words(tmp_path):
 def tiny_distill_recipe(tmp_path, epochs: int):
     """Six minutes of Speech Commands' training speakers, twice (clean and noisy); a small student."""
     path = tmp_path / "encoder.toml"
-    path.write_text(f'name = "tiny_encoder"\n[data]\nspeech = ["speech_commands"]\nmax_minutes = 6.0\n'
-                    f'seconds = 4.0\ncopies = 2\n[model]\nhidden = 64\n[train]\nepochs = {epochs}\n'
-                    f'out_dir = "{tmp_path / "run"}"\n[augment]\nnoise_prob = 0.8\n')
+    path.write_text(
+        f'name = "tiny_encoder"\n[data]\nspeech = ["speech_commands"]\nmax_minutes = 6.0\n'
+        f"seconds = 4.0\ncopies = 2\n[model]\nhidden = 64\n[train]\nepochs = {epochs}\n"
+        f'out_dir = "{tmp_path / "run"}"\n[augment]\nnoise_prob = 0.8\n'
+    )
     return load_distill_recipe(path, str(DATA_ROOT))
 
 

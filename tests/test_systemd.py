@@ -25,8 +25,10 @@ def installed_copy(tmp_path, name: str) -> Path:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-@pytest.mark.parametrize("unit, check", [("streamrnn.service", "streamrnn.service"),
-                                         ("streamrnn@.service", "streamrnn@kitchen.service")])
+@pytest.mark.parametrize(
+    "unit, check",
+    [("streamrnn.service", "streamrnn.service"), ("streamrnn@.service", "streamrnn@kitchen.service")],
+)
 def test_units_verify_without_complaint(tmp_path, unit, check):
     installed_copy(tmp_path, unit)
     done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / check)], capture_output=True, text=True)
@@ -41,8 +43,16 @@ def test_units_use_notify_watchdog_and_hardening(unit):
     service = parser["Service"]
     assert service["Type"] == "notify" and service["Restart"] == "on-failure"
     assert int(service["WatchdogSec"]) > 0
-    for key in ("DynamicUser", "ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges",
-                "RuntimeDirectory", "SupplementaryGroups", "ExecReload"):
+    for key in (
+        "DynamicUser",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "NoNewPrivileges",
+        "RuntimeDirectory",
+        "SupplementaryGroups",
+        "ExecReload",
+    ):
         assert key in service, key
     assert service["ProtectSystem"] == "strict" and service["SupplementaryGroups"] == "audio"
     config = "%i.toml" if "@" in unit else "streamrnn.toml"
@@ -50,6 +60,11 @@ def test_units_use_notify_watchdog_and_hardening(unit):
 
 
 def test_example_config_is_valid():
-    done = subprocess.run(STREAMRNN + ["serve", "--config", UNITS / "streamrnn.toml", "--source", DEMO, "--check"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN + ["serve", "--config", UNITS / "streamrnn.toml", "--source", DEMO, "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr

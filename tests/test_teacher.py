@@ -28,7 +28,7 @@ def test_encoder_gives_the_original_files_numbers(encoder):
     """Mel frames as melspectrogram.onnx gives them (where its per-call 80 dB floor does not
     bite), and each embedding as embedding_model.onnx gives it for the 76 frames ending there."""
     mel_path, embedding_path = teacher_files()
-    audio = np.concatenate([clip("yes"), clip("down")])[:16 * 1280 * 2]
+    audio = np.concatenate([clip("yes"), clip("down")])[: 16 * 1280 * 2]
     with torch.no_grad():
         frames, _ = encoder.mel(torch.from_numpy(audio)[None], encoder.zero_state(1)[0])
         embeddings, _ = encoder(torch.from_numpy(audio)[None], encoder.zero_state(1))
@@ -38,23 +38,23 @@ def test_encoder_gives_the_original_files_numbers(encoder):
     original = original[0] / 10 + 2
     above_floor = original > original.max() - 8 + 1e-3
     assert above_floor.mean() > 0.7  # most frames are compared
-    assert np.abs(frames[3:3 + len(original)] - original)[above_floor].max() < 1e-3
+    assert np.abs(frames[3 : 3 + len(original)] - original)[above_floor].max() < 1e-3
     session = ort.InferenceSession(str(embedding_path))
     ends = np.arange(10, len(embeddings))  # windows that lie inside the audio
-    windows = np.stack([frames[8 * (k + 1) - 76:8 * (k + 1)] for k in ends])[..., None]
+    windows = np.stack([frames[8 * (k + 1) - 76 : 8 * (k + 1)] for k in ends])[..., None]
     expected = session.run(None, {"input_1": windows})[0].reshape(len(ends), -1)
     assert np.abs(expected).max() > 10
     assert np.abs(embeddings[ends] - expected).max() < 1e-3
 
 
 def test_encoder_state_is_exact_across_any_chunking(encoder):
-    audio = torch.from_numpy(np.concatenate([clip("no"), clip("up")])[:1280 * 24])[None]
+    audio = torch.from_numpy(np.concatenate([clip("no"), clip("up")])[: 1280 * 24])[None]
     with torch.no_grad():
         whole, _ = encoder(audio, encoder.zero_state(1))
         for frames in (1, 3, 5):
             state, parts = encoder.zero_state(1), []
             for start in range(0, audio.shape[1], 1280 * frames):
-                part, state = encoder(audio[:, start:start + 1280 * frames], state)
+                part, state = encoder(audio[:, start : start + 1280 * frames], state)
                 parts.append(part)
             assert (torch.cat(parts, 1) - whole).abs().max() < TOLERANCE, frames
     assert whole.std() > 1

@@ -12,12 +12,12 @@ import soundfile as sf
 import torch
 
 from conftest import DATA_ROOT, ROOT, clip, needs_data
+from streamrnn.deploy.export import load_checkpoint
 from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import DataError, load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
 from streamrnn.training.train import best_f1_threshold, train
-from streamrnn.deploy.export import load_checkpoint
 
 TINY = ROOT / "tests" / "recipes" / "tiny_commands.toml"
 
@@ -79,8 +79,9 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path):
 
 @needs_data
 def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
-    recipe = tiny(tmp_path, data__max_per_label=24, model__hidden=16, train__epochs=30,
-                  train__early_stop=2, train__lr=1e-12)
+    recipe = tiny(
+        tmp_path, data__max_per_label=24, model__hidden=16, train__epochs=30, train__early_stop=2, train__lr=1e-12
+    )
     train(recipe)
     assert load_checkpoint(tmp_path / "run" / "last.pt")[2]["epoch"] == 2
 
@@ -107,7 +108,7 @@ chunk = 10
 [train]
 epochs = 3
 target = "frame"
-out_dir = "{tmp_path / 'out'}"
+out_dir = "{tmp_path / "out"}"
 """)
     path = train(load_recipe(recipe_file, str(DATA_ROOT)))
     info = StreamingModel(path).info
@@ -118,14 +119,34 @@ out_dir = "{tmp_path / 'out'}"
 @needs_data
 def test_ddp_under_torchrun(tmp_path):
     recipe = tmp_path / "ddp.toml"
-    text = TINY.read_text().replace("max_per_label = 200", "max_per_label = 24").replace(
-        "epochs = 12", "epochs = 1").replace("threads = 2", "threads = 1")
+    text = (
+        TINY.read_text()
+        .replace("max_per_label = 200", "max_per_label = 24")
+        .replace("epochs = 12", "epochs = 1")
+        .replace("threads = 2", "threads = 1")
+    )
     recipe.write_text(text)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "streamrnn.cli", "train", str(recipe), "--data-root", str(DATA_ROOT)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "streamrnn.cli",
+            "train",
+            str(recipe),
+            "--data-root",
+            str(DATA_ROOT),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "runs" / "tiny_commands" / "tiny_commands.onnx").is_file()
     assert done.stdout.count("epoch 1:") == 1  # one rank reports
@@ -138,7 +159,7 @@ def write_recipe(tmp_path, body):
 
 
 def test_unknown_recipe_key_is_named(tmp_path):
-    path = write_recipe(tmp_path, '[train]\nlearning_rate = 0.1\n')
+    path = write_recipe(tmp_path, "[train]\nlearning_rate = 0.1\n")
     with pytest.raises(RecipeError, match=r"r.toml: unknown key train.learning_rate"):
         load_recipe(path)
 
@@ -150,7 +171,7 @@ def test_wrong_type_and_bad_choice_are_named(tmp_path):
     with pytest.raises(RecipeError, match=r"model.cell = 'transformer' \(expected one of"):
         load_recipe(write_recipe(tmp_path, base + '[model]\ncell = "transformer"\n'))
     with pytest.raises(RecipeError, match="model.context_frames must be 0 \\(none\\) or at least 2"):
-        load_recipe(write_recipe(tmp_path, base + '[model]\ncontext_frames = 1\n'))
+        load_recipe(write_recipe(tmp_path, base + "[model]\ncontext_frames = 1\n"))
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(write_recipe(tmp_path, "[data\n"))
 
@@ -192,8 +213,10 @@ def test_folder_layout_splits_groups_apart(tmp_path):
 
 
 @needs_data
-@pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-                    reason="espeak-ng/flite not installed (tests/run.sh installs them as root)")
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+    reason="espeak-ng/flite not installed (tests/run.sh installs them as root)",
+)
 def test_synthetic_speech_only_trains(tmp_path):
     from streamrnn.training.synth import voices
 
@@ -219,7 +242,9 @@ def test_files_layout_extra_sources_fixed_labels_and_named_splits(tmp_path):
     for i in range(5):
         sf.write(root / "words" / f"hello_{i:08x}_nohash_0.wav", tone, 16000)
     sf.write(root / "flat" / "README.wav", tone, 16000)  # the label regex does not select it
-    path = write_recipe(tmp_path, f"""
+    path = write_recipe(
+        tmp_path,
+        f"""
 [data]
 root = "{root}"
 path = "flat"
@@ -239,10 +264,13 @@ layout = "files"
 label_regex = '^([a-z]+)_'
 label = "_unknown_"
 max_clips = 2
-""")
+""",
+    )
     splits = load_splits(load_recipe(path))
-    by_split = {name: sorted((splits.labels[x.label], x.group) for x in getattr(splits, name))
-                for name in ("train", "validation", "test")}
+    by_split = {
+        name: sorted((splits.labels[x.label], x.group) for x in getattr(splits, name))
+        for name in ("train", "validation", "test")
+    }
     assert by_split["validation"] == [("one", "bob"), ("two", "bob")]
     assert by_split["test"] == [("one", "cid"), ("two", "cid")]
     train_labels = [label for label, _ in by_split["train"]]
@@ -252,7 +280,7 @@ max_clips = 2
 
 @pytest.mark.parametrize("train_only", [False, True])
 def test_train_only_extra_source_never_validates_or_tests(tmp_path, train_only):
-    from streamrnn.evaluate import recipe_items
+    from streamrnn.evaluation.clips import recipe_items
 
     root = tmp_path / "data"
     (root / "flat").mkdir(parents=True)
@@ -261,7 +289,9 @@ def test_train_only_extra_source_never_validates_or_tests(tmp_path, train_only):
     for speaker in ("ann", "bob", "cid"):
         sf.write(root / "flat" / f"1_{speaker}_0.wav", tone, 16000)
         sf.write(root / "talk" / f"{speaker}.wav", tone, 16000)
-    path = write_recipe(tmp_path, f"""
+    path = write_recipe(
+        tmp_path,
+        f"""
 [data]
 root = "{root}"
 path = "flat"
@@ -279,11 +309,13 @@ layout = "tree"
 label = "_silence_"
 group_regex = '^([a-z]+)'
 train_only = {str(train_only).lower()}
-""")
+""",
+    )
     recipe = load_recipe(path)
     splits = load_splits(recipe)
-    talk = {name: sorted(x.group for x in getattr(splits, name) if x.label == 1)
-            for name in ("train", "validation", "test")}
+    talk = {
+        name: sorted(x.group for x in getattr(splits, name) if x.label == 1) for name in ("train", "validation", "test")
+    }
     if train_only:
         assert talk == {"train": ["ann", "bob", "cid"], "validation": [], "test": []}
     else:
@@ -312,15 +344,17 @@ def test_magic_wand_text_files_give_one_group_per_recording():
 
 
 def test_bad_recording_text_file_is_named(tmp_path):
-    from streamrnn.datasets import read_txt_recordings
+    from streamrnn.evaluation.datasets import read_txt_recordings
 
     path = tmp_path / "wing.txt"
     path.write_text("-,-,-,1\n1.0,2.0,3.0\n1.0,2.0,3.0\n-,-,-,2\n4.0,5.0,6.0\n")
     assert [x.shape for x in read_txt_recordings(path)] == [(2, 3), (1, 3)]
-    for text, error in (("1.0,2.0,3.0\n", "wing.txt:1: data before the first"),
-                        ("-,-,-,1\n1.0,x,3.0\n", "wing.txt:2: not a row of numbers"),
-                        ("-,-,-,1\n1.0,2.0\n1.0,2.0,3.0\n", "wing.txt: rows of different lengths"),
-                        ("-,-,-,1\n", "wing.txt: no recordings")):
+    for text, error in (
+        ("1.0,2.0,3.0\n", "wing.txt:1: data before the first"),
+        ("-,-,-,1\n1.0,x,3.0\n", "wing.txt:2: not a row of numbers"),
+        ("-,-,-,1\n1.0,2.0\n1.0,2.0,3.0\n", "wing.txt: rows of different lengths"),
+        ("-,-,-,1\n", "wing.txt: no recordings"),
+    ):
         path.write_text(text)
         with pytest.raises(DataError, match=error):
             read_txt_recordings(path)

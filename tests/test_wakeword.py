@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
-from streamrnn.continuous import PICK_GRID, count_detections, pick_thresholds, read_negatives, scored_streams
 from streamrnn.decision import DecisionSettings
+from streamrnn.evaluation.detection import PICK_GRID, count_detections, pick_thresholds, read_negatives, scored_streams
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
@@ -22,8 +22,10 @@ from streamrnn.training.synth import COMMANDS, confusables, phonemes, sentences,
 from streamrnn.training.wakeword import write_recipe
 
 TEMPLATE_ENGINES = ("espeak-ng", "flite", "pico", "rhvoice", "festival")  # and piper, a Python package
-needs_tts = pytest.mark.skipif(any(shutil.which(COMMANDS[e]) is None for e in TEMPLATE_ENGINES),
-                               reason="text-to-speech engines not installed (tests/run.sh installs them as root)")
+needs_tts = pytest.mark.skipif(
+    any(shutil.which(COMMANDS[e]) is None for e in TEMPLATE_ENGINES),
+    reason="text-to-speech engines not installed (tests/run.sh installs them as root)",
+)
 
 
 @pytest.mark.parametrize("engine", ["pico", "rhvoice", "festival", "mbrola"])
@@ -35,7 +37,7 @@ def test_every_engine_speaks_the_phrase_in_distinct_voices(engine):
     clips = [speak("computer", voice, 16000) for voice in drawn]
     for audio in clips:
         assert 0.3 < len(audio) / 16000 < 2.5
-        assert np.sqrt(np.mean(audio ** 2)) > 0.02
+        assert np.sqrt(np.mean(audio**2)) > 0.02
     assert len({len(audio) for audio in clips}) == 3  # rates differ
 
 
@@ -44,10 +46,10 @@ def test_confusables_are_near_the_phrase_but_never_it():
     assert phonemes("jarvis") == ["dZ", "'A@", "v", "I", "s"]
     near = confusables("jarvis")
     assert "[[dZ'A@vIs]]" not in near
-    assert "[[tS'A@vIs]]" in near         # a consonant swapped for its twin
-    assert "[[dZ'A@Is]]" in near          # a phoneme dropped
-    assert "[[dZ'A@v]]" in near           # the front kept
-    assert "[[dZ'A@vIz]]" not in near     # a final s voiced is the same word
+    assert "[[tS'A@vIs]]" in near  # a consonant swapped for its twin
+    assert "[[dZ'A@Is]]" in near  # a phoneme dropped
+    assert "[[dZ'A@v]]" in near  # the front kept
+    assert "[[dZ'A@vIz]]" not in near  # a final s voiced is the same word
 
 
 def test_sentences_never_hold_the_phrase():
@@ -70,7 +72,7 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     path = write_recipe(["Hey,  Nova!"], tmp_path, recordings=[str(mine)])
     assert path.name == "hey_nova.toml"
     text = re.sub(r'\[\[data.extra\]\]\npath = "~/.cache[^[]*', "", path.read_text())  # the fetched packages:
-    text = re.sub(r"background = \[.*\]", "background = []", text)                  # one local folder instead
+    text = re.sub(r"background = \[.*\]", "background = []", text)  # one local folder instead
     path.write_text(text + f'\n[[data.extra]]\npath = "{long}"\nlayout = "tree"\nlabel = "_background_"\n')
     recipe = load_recipe(path, str(DATA_ROOT))
     assert recipe.name == "hey_nova" and recipe.data.labels == ["hey nova", "_background_"]
@@ -109,9 +111,21 @@ def test_wakeword_recipe_errors_are_named(tmp_path):
         write_recipe(["Jarvis", "jarvis!"], tmp_path)
     with pytest.raises(RecipeError, match="with several phrases"):
         write_recipe(["computer", "jarvis"], tmp_path, recordings=[str(tmp_path)])
-    done = subprocess.run(STREAMRNN + ["train-wakeword", "computer", "--recipe-only", "--recordings",
-                                       str(tmp_path / "nowhere"), "--recipe-out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN
+        + [
+            "train-wakeword",
+            "computer",
+            "--recipe-only",
+            "--recordings",
+            str(tmp_path / "nowhere"),
+            "--recipe-out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().endswith("--recordings " + str(tmp_path / "nowhere") + ": not a folder")
 
@@ -128,7 +142,7 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     for label, threshold in picked["thresholds"].items():
         others_off = dict.fromkeys(model.info.thresholds, 1.0)
 
-        def fa_per_hour(t):
+        def fa_per_hour(t, label=label, others_off=others_off):
             counts = count_detections(model, scores, placed, hours, DecisionSettings(), {**others_off, label: t})
             return counts["false_accepts"] / hours
 
@@ -142,9 +156,26 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     for word in ("yes", "no"):
         (tmp_path / "clips" / word).mkdir(parents=True)
         (tmp_path / "clips" / word / "a.flac").symlink_to(next(CLIPS.glob(f"{word}_*.flac")))
-    done = subprocess.run(STREAMRNN + ["eval", "--model", str(copy), str(tmp_path / "clips"), "--detect",
-                                       "--negatives", str(DATA_ROOT / "noise"), "--pick-fa-per-hour", "2",
-                                       "--write", str(copy), "--json"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        STREAMRNN
+        + [
+            "eval",
+            "--model",
+            str(copy),
+            str(tmp_path / "clips"),
+            "--detect",
+            "--negatives",
+            str(DATA_ROOT / "noise"),
+            "--pick-fa-per-hour",
+            "2",
+            "--write",
+            str(copy),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     written = json.loads(done.stdout)["thresholds"]
     assert StreamingModel(copy).info.thresholds == {**model.info.thresholds, **written}

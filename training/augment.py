@@ -19,7 +19,7 @@ def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
     n = x.shape[-1]
     if n >= length:
         start = (n - length) // 2
-        return x[..., start:start + length]
+        return x[..., start : start + length]
     left = (length - n) // 2
     return torch.nn.functional.pad(x, (left, length - n - left))
 
@@ -83,7 +83,7 @@ class Augmenter:
             if len(noise) <= length:
                 noise = noise.repeat(math.ceil(length / len(noise)) + 1)
             start = int(torch.randint(len(noise) - length, ()))
-            cuts.append(noise[start:start + length])
+            cuts.append(noise[start : start + length])
         return torch.stack(cuts)
 
     def _reverb(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Datasets: labelled clips read from disk, split by speaker (or recording), fitted to a length.
 
-Audio layouts are listed by `streamrnn.datasets` (folders, speech_commands, files); sensor
+Audio layouts are listed by `streamrnn.evaluation.datasets` (folders, speech_commands, files); sensor
 layouts here: `ts` (sktime .ts files) and `csv` (a folder per label of CSV recordings, a row per
 step). `data.noise_clips` adds background-label clips cut from the noise folder. Background-label
 recordings longer than two clips (negative speech, music) become consecutive clip-length cuts of
@@ -17,8 +17,15 @@ import numpy as np
 import torch
 
 from streamrnn.audio import AudioError, read_many
-from streamrnn.datasets import (DataError, audio_files, data_path, recipe_clips, recipe_split, sensor_recordings,
-                                split_of)
+from streamrnn.evaluation.datasets import (
+    DataError,
+    audio_files,
+    data_path,
+    recipe_clips,
+    recipe_split,
+    sensor_recordings,
+    split_of,
+)
 
 from .recipe import Recipe
 
@@ -27,7 +34,7 @@ from .recipe import Recipe
 class Example:
     samples: torch.Tensor  # [N] audio or [N, channels] sensor, already fitted to the clip length
     label: int
-    group: str             # speaker or recording: never split across train/validation/test
+    group: str  # speaker or recording: never split across train/validation/test
     source: str
     train_only: bool = False  # from a `train_only` source: never validation or test
 
@@ -42,10 +49,14 @@ class Splits:
     def summary(self, root: str) -> str:
         def count(xs):
             synthetic = sum(x.group.startswith("synth") for x in xs)
-            return (f"{len(xs)} clips/{len({x.group for x in xs})} groups"
-                    + (f" ({synthetic} synthetic)" if synthetic else ""))
-        return (f"{root}: {len(self.labels)} labels; train {count(self.train)}, validation "
-                f"{count(self.validation)}, test {count(self.test)}; split by group")
+            return f"{len(xs)} clips/{len({x.group for x in xs})} groups" + (
+                f" ({synthetic} synthetic)" if synthetic else ""
+            )
+
+        return (
+            f"{root}: {len(self.labels)} labels; train {count(self.train)}, validation "
+            f"{count(self.validation)}, test {count(self.test)}; split by group"
+        )
 
 
 def _fit(samples: np.ndarray, length: int) -> torch.Tensor:
@@ -53,7 +64,7 @@ def _fit(samples: np.ndarray, length: int) -> torch.Tensor:
     n = len(samples)
     if n >= length:
         start = (n - length) // 2
-        return torch.from_numpy(np.ascontiguousarray(samples[start:start + length]))
+        return torch.from_numpy(np.ascontiguousarray(samples[start : start + length]))
     pad = [((length - n) // 2, length - n - (length - n) // 2)] + [(0, 0)] * (samples.ndim - 1)
     return torch.from_numpy(np.pad(samples, pad))
 
@@ -85,7 +96,7 @@ def _cuts(samples: np.ndarray, length: int, longer_than: float) -> list[torch.Te
     """A recording longer than `longer_than` samples as consecutive clip-length cuts; any other
     fitted to the clip length."""
     if len(samples) > longer_than:
-        return [torch.from_numpy(samples[i:i + length].copy()) for i in range(0, len(samples) - length + 1, length)]
+        return [torch.from_numpy(samples[i : i + length].copy()) for i in range(0, len(samples) - length + 1, length)]
     return [_fit(samples, length)]
 
 
@@ -139,8 +150,7 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
         return
     from .synth import negative_clips, synth_clips
 
-    phrases = s.phrases or {x: x for x in labels
-                            if not x.startswith("_") and x != recipe.data.background_label}
+    phrases = s.phrases or {x: x for x in labels if not x.startswith("_") and x != recipe.data.background_label}
     validated = {x.label for x in splits.validation}
     for samples, label, group in synth_clips(phrases, s.per_label, s.engines, recipe.data.sample_rate, recipe.seed):
         index = labels.index(label)
@@ -149,8 +159,9 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
     background = labels.index(recipe.data.background_label)
     reported = [text for label, text in phrases.items() if label not in recipe.data.unreported]
     for text in reported:
-        for samples, group in negative_clips(text, s.confusable_voices, s.sentences, s.engines,
-                                             recipe.data.sample_rate, recipe.seed):
+        for samples, group in negative_clips(
+            text, s.confusable_voices, s.sentences, s.engines, recipe.data.sample_rate, recipe.seed
+        ):
             splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
 
 
@@ -176,7 +187,7 @@ def _noise_examples(recipe: Recipe, label: int) -> list[Example]:
             source = source.repeat(length // len(source) + 1)
         start = int(torch.randint(len(source) - length + 1, (), generator=generator))
         gain = 10 ** (float(torch.empty(()).uniform_(-30, 0, generator=generator)) / 20)
-        examples.append(Example(source[start:start + length] * gain, label, f"noise#{i}", f"noise#{i}"))
+        examples.append(Example(source[start : start + length] * gain, label, f"noise#{i}", f"noise#{i}"))
     return examples
 
 

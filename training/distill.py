@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from streamrnn.audio import read_many
-from streamrnn.datasets import audio_files, data_path, group_of, split_of
+from streamrnn.evaluation.datasets import audio_files, data_path, group_of, split_of
 from streamrnn.settings import build, read_toml
 
 from .augment import Augmenter
@@ -46,17 +46,17 @@ class DistillData:
     root: str = "../shared/data"
     speech: list[str] = field(default_factory=lambda: ["speech_commands"])  # clip folders split by speaker
     group_regex: str = "([0-9a-f]{8})_nohash"
-    validation: float = 0.1           # speaker shares held out, as the speech recipes split them
+    validation: float = 0.1  # speaker shares held out, as the speech recipes split them
     test: float = 0.1
-    negatives: list[str] = field(default_factory=list)   # folders of long recordings, trained on
-    max_minutes: float = 60.0         # at most this much of each speech and negatives folder
-    held_out: list[str] = field(default_factory=list)    # folders only measured on
-    held_out_minutes: float = 15.0    # of each held_out folder
-    noise: str = "noise"              # folder mixed in by [augment]
-    sentences: int = 0                # synthetic sentences, each in its own voice
+    negatives: list[str] = field(default_factory=list)  # folders of long recordings, trained on
+    max_minutes: float = 60.0  # at most this much of each speech and negatives folder
+    held_out: list[str] = field(default_factory=list)  # folders only measured on
+    held_out_minutes: float = 15.0  # of each held_out folder
+    noise: str = "noise"  # folder mixed in by [augment]
+    sentences: int = 0  # synthetic sentences, each in its own voice
     engines: list[str] = field(default_factory=lambda: ["espeak-ng"])
-    seconds: float = 8.0              # sequence length
-    copies: int = 2                   # versions of each sequence: the clean one, then augmented ones
+    seconds: float = 8.0  # sequence length
+    copies: int = 2  # versions of each sequence: the clean one, then augmented ones
 
 
 @dataclass
@@ -72,7 +72,7 @@ class DistillTrain:
     batch_size: int = 32
     lr: float = 2e-3
     grad_clip: float = 1.0
-    threads: int = 0                  # torch CPU threads; 0: torch's default
+    threads: int = 0  # torch CPU threads; 0: torch's default
     out_dir: str = "runs/{name}"
 
 
@@ -80,7 +80,7 @@ class DistillTrain:
 class DistillRecipe:
     name: str = "encoder"
     version: str = "0.1.0"
-    attribution: str = ""             # the audio it is distilled on (the teacher's is added)
+    attribution: str = ""  # the audio it is distilled on (the teacher's is added)
     seed: int = 0
     data: DistillData = field(default_factory=DistillData)
     model: DistillModel = field(default_factory=DistillModel)
@@ -107,14 +107,14 @@ def load_distill_recipe(path: str | Path, data_root: str | None = None) -> Disti
 
 def _cut(audio: np.ndarray, length: int) -> list[np.ndarray]:
     """Sequences of `length` samples; a last part of at least half a sequence is padded with silence."""
-    parts = [audio[i:i + length] for i in range(0, len(audio), length)]
+    parts = [audio[i : i + length] for i in range(0, len(audio), length)]
     return [np.pad(p, (0, length - len(p))) for p in parts if len(p) >= length // 2]
 
 
 def _folder_audio(folder: Path, minutes: float, rate: int) -> np.ndarray:
     files = audio_files(folder, recursive=True)
     audio = np.concatenate(list(read_many(files, rate).values()))
-    return audio[:int(minutes * 60 * rate)]
+    return audio[: int(minutes * 60 * rate)]
 
 
 def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -127,7 +127,9 @@ def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np
         random.Random(recipe.seed).shuffle(paths)
         clips = read_many(paths, rate)
         split = {p: split_of(group_of(regex, p), d.validation, d.test) for p in paths}
-        train[folder] = np.concatenate([clips[p] for p in paths if split[p] == "train"])[:int(d.max_minutes * 60 * rate)]
+        train[folder] = np.concatenate([clips[p] for p in paths if split[p] == "train"])[
+            : int(d.max_minutes * 60 * rate)
+        ]
         held_out[f"{folder} (test speakers)"] = np.concatenate([clips[p] for p in paths if split[p] == "test"])
     for folder in d.negatives:
         train[Path(folder).name] = _folder_audio(data_path(d.root, folder), d.max_minutes, rate)
@@ -146,20 +148,26 @@ def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np
 @dataclass
 class Cache:
     """Per sequence: the student's log-mel frames and the teacher's embeddings (float16)."""
-    frames: torch.Tensor    # [S, T, mels]
-    targets: torch.Tensor   # [S, T / 8, 96]
-    source: list[str]       # the source of each sequence
+
+    frames: torch.Tensor  # [S, T, mels]
+    targets: torch.Tensor  # [S, T / 8, 96]
+    source: list[str]  # the source of each sequence
     hours: dict[str, float]  # per source, augmented copies counted
 
 
 @torch.no_grad()
-def _compute(sequences: list[tuple[str, np.ndarray]], augment: Augmenter | None,
-             teacher: TeacherEncoder, student: StudentEncoder, what: str) -> Cache:
+def _compute(
+    sequences: list[tuple[str, np.ndarray]],
+    augment: Augmenter | None,
+    teacher: TeacherEncoder,
+    student: StudentEncoder,
+    what: str,
+) -> Cache:
     """Each (source, samples) sequence, augmented where `augment` is given, through the teacher
     and through the student's log-mel."""
     frames, targets = [], []
     for s in tqdm(range(0, len(sequences), BATCH), desc=what, unit="batch"):
-        audio = torch.from_numpy(np.stack([x for _, x in sequences[s:s + BATCH]]))
+        audio = torch.from_numpy(np.stack([x for _, x in sequences[s : s + BATCH]]))
         if augment is not None:
             audio = augment.waveforms(audio)
         targets.append(teacher(audio, teacher.zero_state(len(audio)))[0].half())
@@ -171,8 +179,9 @@ def _compute(sequences: list[tuple[str, np.ndarray]], augment: Augmenter | None,
 
 
 def _key(recipe: DistillRecipe) -> str:
-    return hashlib.sha256(json.dumps([asdict(recipe.data), asdict(recipe.augment), recipe.seed,
-                                      recipe.model.n_mels]).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps([asdict(recipe.data), asdict(recipe.augment), recipe.seed, recipe.model.n_mels]).encode()
+    ).hexdigest()[:16]
 
 
 def build_cache(recipe: DistillRecipe, student: StudentEncoder, out: Path) -> tuple[Cache, Cache]:
@@ -191,11 +200,19 @@ def build_cache(recipe: DistillRecipe, student: StudentEncoder, out: Path) -> tu
     parts = [_compute(seqs, None, teacher, student, "teacher: clean")]
     for copy in range(1, recipe.data.copies):
         parts.append(_compute(seqs, augmenter, teacher, student, f"teacher: copy {copy + 1}"))
-    train = Cache(torch.cat([p.frames for p in parts]), torch.cat([p.targets for p in parts]),
-                  [n for p in parts for n in p.source],
-                  {n: sum(p.hours.get(n, 0) for p in parts) for n in parts[0].hours})
-    held = _compute([(name, x) for name, audio in held_audio.items() for x in _cut(audio, length)],
-                    None, teacher, student, "teacher: held out")
+    train = Cache(
+        torch.cat([p.frames for p in parts]),
+        torch.cat([p.targets for p in parts]),
+        [n for p in parts for n in p.source],
+        {n: sum(p.hours.get(n, 0) for p in parts) for n in parts[0].hours},
+    )
+    held = _compute(
+        [(name, x) for name, audio in held_audio.items() for x in _cut(audio, length)],
+        None,
+        teacher,
+        student,
+        "teacher: held out",
+    )
     torch.save({"train": asdict(train), "held_out": asdict(held)}, path)
     return train, held
 
@@ -205,17 +222,26 @@ def agreement(student: StudentEncoder, cache: Cache) -> dict[str, dict[str, floa
     """Per source: R^2 of the student's embeddings against the teacher's (1 - squared error over
     the targets' variance) and their mean cosine similarity."""
     student.eval()
-    predicted = torch.cat([student.encode(cache.frames[s:s + 256].float(),
-                                          student.zero_state(len(cache.frames[s:s + 256]))[1])[0]
-                           for s in range(0, len(cache.frames), 256)])
+    predicted = torch.cat(
+        [
+            student.encode(cache.frames[s : s + 256].float(), student.zero_state(len(cache.frames[s : s + 256]))[1])[0]
+            for s in range(0, len(cache.frames), 256)
+        ]
+    )
     result = {}
     for name in dict.fromkeys(cache.source):
         rows = torch.tensor([n == name for n in cache.source])
-        p, t = predicted[rows].reshape(-1, predicted.shape[-1]), cache.targets[rows].float().reshape(-1, predicted.shape[-1])
+        p, t = (
+            predicted[rows].reshape(-1, predicted.shape[-1]),
+            cache.targets[rows].float().reshape(-1, predicted.shape[-1]),
+        )
         r2 = 1 - ((p - t) ** 2).sum() / ((t - t.mean(0)) ** 2).sum()
         cosine = torch.nn.functional.cosine_similarity(p, t, dim=1).mean()
-        result[name] = {"r2": round(float(r2), 4), "cosine": round(float(cosine), 4),
-                        "hours": round(cache.hours[name], 3)}
+        result[name] = {
+            "r2": round(float(r2), 4),
+            "cosine": round(float(cosine), 4),
+            "hours": round(cache.hours[name], 3),
+        }
     return result
 
 
@@ -227,9 +253,15 @@ def distill(recipe: DistillRecipe) -> Path:
     out = Path(recipe.train.out_dir.format(name=recipe.name))
     out.mkdir(parents=True, exist_ok=True)
     m = recipe.model
-    attribution = "; ".join(x for x in (f"speech encoder: streamrnn student {recipe.version}, distilled from "
-                                        + TEACHER_ATTRIBUTION.removeprefix("speech encoder: "),
-                                        recipe.attribution) if x)
+    attribution = "; ".join(
+        x
+        for x in (
+            f"speech encoder: streamrnn student {recipe.version}, distilled from "
+            + TEACHER_ATTRIBUTION.removeprefix("speech encoder: "),
+            recipe.attribution,
+        )
+        if x
+    )
     student = StudentEncoder(m.hidden, m.layers, m.n_mels, attribution=attribution)
     started = time.time()
     train, held = build_cache(recipe, student, out)
@@ -240,15 +272,19 @@ def distill(recipe: DistillRecipe) -> Path:
     student.target_mean.copy_(targets.mean(0))
     student.target_std.copy_(targets.std(0).clamp_min(1e-3))
     optimizer = torch.optim.AdamW(student.parameters(), lr=recipe.train.lr, weight_decay=1e-4)
-    print(f"distill: {len(train.frames)} training sequences ({sum(train.hours.values()):.2f} h: "
-          + ", ".join(f"{k} {v:.2f} h" for k, v in train.hours.items()) + f"), cached in {cached:.0f} s", flush=True)
+    print(
+        f"distill: {len(train.frames)} training sequences ({sum(train.hours.values()):.2f} h: "
+        + ", ".join(f"{k} {v:.2f} h" for k, v in train.hours.items())
+        + f"), cached in {cached:.0f} s",
+        flush=True,
+    )
     for epoch in range(recipe.train.epochs):
         student.train()
         for group in optimizer.param_groups:
             group["lr"] = recipe.train.lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe.train.epochs))
         order = torch.randperm(len(train.frames), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
         size, total = recipe.train.batch_size, 0.0
-        batches = [order[s:s + size] for s in range(0, len(order), size)]
+        batches = [order[s : s + size] for s in range(0, len(order), size)]
         for rows in tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False, unit="batch"):
             frames, targets = train.frames[rows].float(), train.targets[rows].float()
             predicted, _ = student.standardised(frames, student.zero_state(len(rows))[1])
@@ -259,13 +295,22 @@ def distill(recipe: DistillRecipe) -> Path:
             optimizer.step()
             total += loss.item()
         scores = agreement(student, held)
-        print(f"epoch {epoch + 1}: loss {total / len(batches):.4f}  held-out "
-              + ", ".join(f"{k} R2 {v['r2']:.3f} cos {v['cosine']:.3f}" for k, v in scores.items()), flush=True)
+        print(
+            f"epoch {epoch + 1}: loss {total / len(batches):.4f}  held-out "
+            + ", ".join(f"{k} R2 {v['r2']:.3f} cos {v['cosine']:.3f}" for k, v in scores.items()),
+            flush=True,
+        )
     path = out / "student.pt"
     student.save(path, version=recipe.version)
-    report = {"name": recipe.name, "version": recipe.version, "training_hours": train.hours,
-              "held_out": agreement(student, held), "cache_seconds": round(cached),
-              "total_seconds": round(time.time() - started), "config": asdict(recipe)}
+    report = {
+        "name": recipe.name,
+        "version": recipe.version,
+        "training_hours": train.hours,
+        "held_out": agreement(student, held),
+        "cache_seconds": round(cached),
+        "total_seconds": round(time.time() - started),
+        "config": asdict(recipe),
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path} and {out / 'report.json'}", flush=True)
     return path

@@ -21,8 +21,9 @@ from torch import nn
 
 
 class LogMel(nn.Module):
-    def __init__(self, sample_rate: int, window: int, hop: int, n_mels: int,
-                 f_min: float = 20.0, f_max: float | None = None):
+    def __init__(
+        self, sample_rate: int, window: int, hop: int, n_mels: int, f_min: float = 20.0, f_max: float | None = None
+    ):
         super().__init__()
         if window < hop:
             raise ValueError(f"window ({window}) must be at least the hop ({hop})")
@@ -30,18 +31,19 @@ class LogMel(nn.Module):
         self.window = window
         self.context = window - hop
         n_fft = 1 << (window - 1).bit_length()
-        q = math.gcd(hop, n_fft)        # samples per row; a frame is p rows, the hop hop/q rows
+        q = math.gcd(hop, n_fft)  # samples per row; a frame is p rows, the hop hop/q rows
         p = n_fft // q
         k2_count = n_fft // 2 // p + 1  # bins k = k1 + p * k2 up to n_fft / 2
         self.p, self.q, self.k2_count, self.pad = p, q, k2_count, n_fft - window
         f64 = torch.float64
         hann = torch.zeros(n_fft, dtype=f64)
-        hann[self.pad:] = torch.hann_window(window, periodic=True, dtype=f64)  # zeros first: see forward
+        hann[self.pad :] = torch.hann_window(window, periodic=True, dtype=f64)  # zeros first: see forward
         self.register_buffer("hann", hann.reshape(p, q).float(), persistent=False)  # [n1, n2]
         n1 = k1 = torch.arange(p, dtype=f64)
         phi = 2 * math.pi * k1[:, None] * n1[None, :] / p
-        self.register_buffer("stage1", torch.cat([torch.cos(phi), -torch.sin(phi)]).float(),
-                             persistent=False)  # [(re|im, k1), n1]
+        self.register_buffer(
+            "stage1", torch.cat([torch.cos(phi), -torch.sin(phi)]).float(), persistent=False
+        )  # [(re|im, k1), n1]
         n2, k2 = torch.arange(q, dtype=f64), torch.arange(k2_count, dtype=f64)
         theta = 2 * math.pi * n2[None, :, None] * (k1[:, None, None] + p * k2[None, None, :]) / n_fft
         cos, sin = torch.cos(theta), torch.sin(theta)  # [k1, n2, k2]
@@ -50,8 +52,8 @@ class LogMel(nn.Module):
         self.register_buffer("stage2", stage2.float(), persistent=False)  # [k1, (re|im, n2), (re|im, k2)]
         n_bins = n_fft // 2 + 1
         mel = torchaudio.functional.melscale_fbanks(
-            n_bins, f_min, f_max or sample_rate / 2, n_mels, sample_rate, norm="slaney",
-            mel_scale="slaney")
+            n_bins, f_min, f_max or sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
+        )
         bins = (k1[:, None] + p * k2[None, :]).long()  # [k1, k2] -> bin
         inside = bins < n_bins
         mel_by_k = torch.zeros(p, k2_count, n_mels)
@@ -74,10 +76,10 @@ class LogMel(nn.Module):
         y = torch.matmul(self.stage1, rows[:, index] * self.hann)  # [B, T, (re|im, k1), n2]
         y = y.reshape(-1, 2, self.p, self.q).permute(2, 0, 1, 3).reshape(self.p, -1, 2 * self.q)
         z = torch.matmul(y, self.stage2)  # [k1, B*T, (re|im, k2)]
-        power = z[..., :self.k2_count] ** 2 + z[..., self.k2_count:] ** 2
+        power = z[..., : self.k2_count] ** 2 + z[..., self.k2_count :] ** 2
         mel = torch.matmul(power.transpose(0, 1).reshape(-1, self.p * self.k2_count), self.mel)
         feats = torch.log(mel.reshape(batch, frames, -1) + 1e-6)
-        return feats, [x[:, x.shape[1] - self.context:]]
+        return feats, [x[:, x.shape[1] - self.context :]]
 
 
 class Normalize(nn.Module):
@@ -112,4 +114,4 @@ class FrameContext(nn.Module):
         """feats [B, T, F], state [B, frames-1, F] -> ([B, T, channels], state)."""
         x = torch.cat([state, feats], dim=1)
         y = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
-        return y, x[:, x.shape[1] - self.past:]
+        return y, x[:, x.shape[1] - self.past :]

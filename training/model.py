@@ -48,8 +48,9 @@ class StreamingRNN(nn.Module):
             self.context = FrameContext(features, m.hidden, m.context_frames)
             features = m.hidden
         self.cell = m.cell
-        self.rnn = CELLS[m.cell](features, m.hidden, m.layers, batch_first=True,
-                                 dropout=m.dropout if m.layers > 1 else 0.0)
+        self.rnn = CELLS[m.cell](
+            features, m.hidden, m.layers, batch_first=True, dropout=m.dropout if m.layers > 1 else 0.0
+        )
         self.head = nn.Linear(m.hidden, len(d.labels))
         self.readout = "mean" if recipe.train.target == "frame" else "peak"  # how clips are judged
 
@@ -65,12 +66,16 @@ class StreamingRNN(nn.Module):
         """Raw samples -> normalised frames [B, T, F], plus the front end's next state."""
         if self.frontend is None:
             return self.norm(audio), []
-        feats, front_state = self.frontend(audio, state[:self.front_states])
+        feats, front_state = self.frontend(audio, state[: self.front_states])
         return self.norm(feats), front_state
 
-    def forward(self, audio: torch.Tensor, state: list[torch.Tensor],
-                feature_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                detach_every: int | None = None):
+    def forward(
+        self,
+        audio: torch.Tensor,
+        state: list[torch.Tensor],
+        feature_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        detach_every: int | None = None,
+    ):
         """audio [B, N] or [B, N, C] -> (logits [B, N/hop, labels], next state).
 
         `detach_every` (frames) runs truncated backpropagation through time: the state is carried
@@ -83,7 +88,7 @@ class StreamingRNN(nn.Module):
         if self.context is not None:
             feats, past = self.context(feats, state[len(front_state)])
             front_state = front_state + [past]
-        hidden = [h.transpose(0, 1).contiguous() for h in state[len(front_state):]]
+        hidden = [h.transpose(0, 1).contiguous() for h in state[len(front_state) :]]
         hidden = tuple(hidden) if self.cell == "lstm" else hidden[0]
         if detach_every is None:  # serving and export: one call (no slicing in the graph)
             out, hidden = self.rnn(feats, hidden)
@@ -92,7 +97,7 @@ class StreamingRNN(nn.Module):
             for start in range(0, feats.shape[1], detach_every):
                 if start:
                     hidden = tuple(h.detach() for h in hidden) if self.cell == "lstm" else hidden.detach()
-                part, hidden = self.rnn(feats[:, start:start + detach_every], hidden)
+                part, hidden = self.rnn(feats[:, start : start + detach_every], hidden)
                 outputs.append(part)
             out = torch.cat(outputs, dim=1)
         hidden = list(hidden) if self.cell == "lstm" else [hidden]

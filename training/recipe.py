@@ -27,41 +27,42 @@ def choice(default: str, *others: str):
 @dataclass
 class ExtraData:
     """Another folder of clips for the same labels, e.g. a second corpus; split the same way."""
-    path: str                         # under data.root, or absolute (~ allowed)
+
+    path: str  # under data.root, or absolute (~ allowed)
     layout: str = choice("folders", "speech_commands", "files", "tree")
     label_regex: str = ""
     label_map: dict[str, str] = field(default_factory=dict)
     group_regex: str = ""
-    label: str = ""                   # every file label_regex (or layout tree) selects gets this label
-    max_clips: int = 0                # 0: all; else a fixed subset of this source
-    train_only: bool = False          # never in validation or test (like synthetic speech)
+    label: str = ""  # every file label_regex (or layout tree) selects gets this label
+    max_clips: int = 0  # 0: all; else a fixed subset of this source
+    train_only: bool = False  # never in validation or test (like synthetic speech)
 
 
 @dataclass
 class DataConfig:
-    root: str = "../shared/data"      # data root; relative paths are taken from the working dir
-    path: str = ""                    # dataset folder (or .ts file) under the root
-    test_path: str = ""               # a separate test set under the root (then `test` is unused)
+    root: str = "../shared/data"  # data root; relative paths are taken from the working dir
+    path: str = ""  # dataset folder (or .ts file) under the root
+    test_path: str = ""  # a separate test set under the root (then `test` is unused)
     layout: str = choice("folders", "speech_commands", "files", "tree", "ts", "csv")
-    label: str = ""                   # layouts files and tree: the one label of every file
+    label: str = ""  # layouts files and tree: the one label of every file
     kind: str = choice("audio", "sensor")
     labels: list[str] = field(default_factory=list)  # empty: every label folder found
-    background_label: str = ""        # the label that means "nothing"; required
+    background_label: str = ""  # the label that means "nothing"; required
     unreported: list[str] = field(default_factory=list)  # labels given no threshold: never reported
     sample_rate: int = 16000
-    channels: int = 1                 # sensor channels
-    clip_seconds: float = 1.0         # every example is padded or cut to this length
-    group_regex: str = ""             # captures the speaker/recording in a file name
-    label_regex: str = ""             # layout files: captures the label in a file name
+    channels: int = 1  # sensor channels
+    clip_seconds: float = 1.0  # every example is padded or cut to this length
+    group_regex: str = ""  # captures the speaker/recording in a file name
+    label_regex: str = ""  # layout files: captures the label in a file name
     label_map: dict[str, str] = field(default_factory=dict)  # renames captured labels
-    noise_clips: int = 0              # extra background-label clips cut from the noise folder
+    noise_clips: int = 0  # extra background-label clips cut from the noise folder
     extra: list[ExtraData] = field(default_factory=list, metadata={"table": ExtraData})  # [[data.extra]]
-    validation: float = 0.1           # share of groups held out for validation
-    test: float = 0.1                 # share of groups held out for testing
+    validation: float = 0.1  # share of groups held out for validation
+    test: float = 0.1  # share of groups held out for testing
     validation_groups: list[str] = field(default_factory=list)  # named instead of hashed
     test_groups: list[str] = field(default_factory=list)
-    max_per_label: int = 0            # 0: all
-    noise: str = "noise"              # folder of background noise under the root ("" for none)
+    max_per_label: int = 0  # 0: all
+    noise: str = "noise"  # folder of background noise under the root ("" for none)
 
 
 @dataclass
@@ -70,17 +71,17 @@ class ModelConfig:
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.0
-    context_frames: int = 0           # 0: none; else a causal convolution over this many frames before the RNN
+    context_frames: int = 0  # 0: none; else a causal convolution over this many frames before the RNN
     encoder: str = choice("", "teacher", "student")  # a speech encoder (80-ms frames) replaces the log-mel: the
-                                      # pretrained "teacher" or the "student" distilled from it (cheaper)
+    # pretrained "teacher" or the "student" distilled from it (cheaper)
     n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0
     f_min: float = 20.0
-    f_max: float = 0.0                # 0: half the sample rate
-    chunk: int = 8                    # frames per call of the exported model
+    f_max: float = 0.0  # 0: half the sample rate
+    chunk: int = 8  # frames per call of the exported model
     window: int = field(default=0, metadata={"internal": True})  # derived: samples
-    hop: int = field(default=0, metadata={"internal": True})     # derived: samples
+    hop: int = field(default=0, metadata={"internal": True})  # derived: samples
 
 
 @dataclass
@@ -90,16 +91,16 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    clips_per_sequence: int = 3       # clips joined into one stream, state carried between them
-    tbptt_frames: int = 0             # truncated BPTT segment (frames); 0: one clip
+    clips_per_sequence: int = 3  # clips joined into one stream, state carried between them
+    tbptt_frames: int = 0  # truncated BPTT segment (frames); 0: one clip
     target: str = choice("clip", "frame")  # clip: max-pooling readout; frame: every frame labelled
-    early_stop: int = 6               # epochs without validation gain before stopping
+    early_stop: int = 6  # epochs without validation gain before stopping
     device: str = choice("auto", "cpu", "cuda")
     out_dir: str = "runs/{name}"
-    threads: int = 0                  # torch CPU threads; 0: torch's default
-    target_fa_per_hour: float = 0.0   # >0: thresholds for this false-accept rate on validation streams
+    threads: int = 0  # torch CPU threads; 0: torch's default
+    target_fa_per_hour: float = 0.0  # >0: thresholds for this false-accept rate on validation streams
     validation_negatives: list[str] = field(default_factory=list)  # folders of long audio never trained on, where
-                                      # those thresholds are picked (default: the validation split's background clips)
+    # those thresholds are picked (default: the validation split's background clips)
 
 
 @dataclass
@@ -107,15 +108,15 @@ class AugmentConfig:
     noise_prob: float = 0.0
     snr_min: float = 0.0
     snr_max: float = 20.0
-    gain_db: float = 0.0              # random gain within +-gain_db
-    shift_seconds: float = 0.0        # random time shift within +-shift_seconds
+    gain_db: float = 0.0  # random gain within +-gain_db
+    shift_seconds: float = 0.0  # random time shift within +-shift_seconds
     speed_prob: float = 0.0
-    speed_range: float = 0.1          # speed factor in [1-r, 1+r]
+    speed_range: float = 0.1  # speed factor in [1-r, 1+r]
     pitch_prob: float = 0.0
     pitch_semitones: float = 2.0
     reverb_prob: float = 0.0
-    rt60_max: float = 0.6             # seconds, generated room impulse responses
-    freq_masks: int = 0               # SpecAugment masks per example
+    rt60_max: float = 0.6  # seconds, generated room impulse responses
+    freq_masks: int = 0  # SpecAugment masks per example
     freq_mask_width: int = 5
     time_masks: int = 0
     time_mask_width: int = 10
@@ -127,12 +128,13 @@ class SynthConfig:
     """Synthetic speech: each label's phrase in `per_label` voices (training split, and a
     `validation` share of voices where a label has no real recordings); for the reported phrases,
     background-label speech that is not them (see synth.py)."""
-    per_label: int = 0                # 0: none
+
+    per_label: int = 0  # 0: none
     engines: list[str] = field(default_factory=lambda: ["espeak-ng", "flite"])
     phrases: dict[str, str] = field(default_factory=dict)  # label -> text; default the label itself
-    validation: float = 0.0           # share of voices held out for validation
-    confusable_voices: int = 0        # voices per phonetically close non-phrase
-    sentences: int = 0                # sentences without the phrases, each in its own voice
+    validation: float = 0.0  # share of voices held out for validation
+    confusable_voices: int = 0  # voices per phonetically close non-phrase
+    sentences: int = 0  # sentences without the phrases, each in its own voice
 
 
 @dataclass
@@ -170,31 +172,50 @@ def _check(r: Recipe) -> None:
 
     need(bool(r.data.path), "data.path is required")
     need(bool(r.data.background_label), "data.background_label is required")
-    need(not r.data.labels or r.data.background_label in r.data.labels,
-         f"data.background_label {r.data.background_label!r} is not in data.labels")
-    need(not r.data.labels or set(r.data.unreported) <= set(r.data.labels),
-         f"data.unreported {r.data.unreported} names labels not in data.labels")
-    need(0 <= r.data.validation < 1 and 0 <= r.data.test < 1
-         and r.data.validation + r.data.test < 1, "data.validation + data.test must be below 1")
+    need(
+        not r.data.labels or r.data.background_label in r.data.labels,
+        f"data.background_label {r.data.background_label!r} is not in data.labels",
+    )
+    need(
+        not r.data.labels or set(r.data.unreported) <= set(r.data.labels),
+        f"data.unreported {r.data.unreported} names labels not in data.labels",
+    )
+    need(
+        0 <= r.data.validation < 1 and 0 <= r.data.test < 1 and r.data.validation + r.data.test < 1,
+        "data.validation + data.test must be below 1",
+    )
     need(r.data.sample_rate > 0 and r.data.clip_seconds > 0, "data.sample_rate and data.clip_seconds must be positive")
-    need(r.model.hidden > 0 and r.model.layers > 0 and r.model.chunk > 0, "model.hidden, model.layers and model.chunk must be positive")
-    need(r.model.context_frames == 0 or r.model.context_frames >= 2,
-         "model.context_frames must be 0 (none) or at least 2")
-    need(r.train.epochs > 0 and r.train.batch_size > 0 and r.train.lr > 0, "train.epochs, train.batch_size and train.lr must be positive")
+    need(
+        r.model.hidden > 0 and r.model.layers > 0 and r.model.chunk > 0,
+        "model.hidden, model.layers and model.chunk must be positive",
+    )
+    need(
+        r.model.context_frames == 0 or r.model.context_frames >= 2,
+        "model.context_frames must be 0 (none) or at least 2",
+    )
+    need(
+        r.train.epochs > 0 and r.train.batch_size > 0 and r.train.lr > 0,
+        "train.epochs, train.batch_size and train.lr must be positive",
+    )
     need(r.train.clips_per_sequence > 0, "train.clips_per_sequence must be positive")
     for name in ("noise_prob", "speed_prob", "pitch_prob", "reverb_prob"):
         need(0 <= getattr(r.augment, name) <= 1, f"augment.{name} must be within [0, 1]")
     need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
-    need(set(r.synth.engines) <= set(ENGINES),
-         f"synth.engines {r.synth.engines}: {', '.join(ENGINES)} are known")
+    need(set(r.synth.engines) <= set(ENGINES), f"synth.engines {r.synth.engines}: {', '.join(ENGINES)} are known")
     need(0 <= r.synth.validation < 1, "synth.validation must be within [0, 1)")
     need(r.train.target_fa_per_hour >= 0, "train.target_fa_per_hour must not be negative")
-    need(not r.data.labels or set(r.synth.phrases) <= set(r.data.labels),
-         f"synth.phrases names labels not in data.labels: {sorted(set(r.synth.phrases) - set(r.data.labels))}")
-    need(r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands", "files", "tree"),
-         "audio data needs layout folders, speech_commands, files or tree")
-    need(r.data.layout != "tree" or (bool(r.data.label) and r.data.label in r.data.labels),
-         "data.layout 'tree' needs data.label, one of data.labels")
+    need(
+        not r.data.labels or set(r.synth.phrases) <= set(r.data.labels),
+        f"synth.phrases names labels not in data.labels: {sorted(set(r.synth.phrases) - set(r.data.labels))}",
+    )
+    need(
+        r.data.kind == "sensor" or r.data.layout in ("folders", "speech_commands", "files", "tree"),
+        "audio data needs layout folders, speech_commands, files or tree",
+    )
+    need(
+        r.data.layout != "tree" or (bool(r.data.label) and r.data.label in r.data.labels),
+        "data.layout 'tree' needs data.label, one of data.labels",
+    )
     need(all(x.layout != "tree" or x.label for x in r.data.extra), "[[data.extra]] with layout 'tree' needs label")
 
 

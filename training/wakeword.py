@@ -14,12 +14,12 @@ from pathlib import Path
 
 from .recipe import RecipeError
 
-RECORDINGS = '''
+RECORDINGS = """
 [[data.extra]]                       # your own recordings of the phrase
 path = {path}
 layout = "tree"
 label = {phrase}
-'''
+"""
 
 
 def label(phrase: str) -> str:
@@ -45,11 +45,14 @@ def recipe_text(phrases: list[str], name: str | None = None, recordings: list[st
         raise RecipeError("--recordings: with several phrases, train each phrase's recordings in its own model")
     name = name or model_name(labels)
     template = files("streamrnn.training.recipes").joinpath("wakeword.toml.in").read_text()
-    extra = "".join(RECORDINGS.format(path=json.dumps(str(Path(r).expanduser().resolve())), phrase=json.dumps(labels[0]))
-                    for r in recordings)
+    extra = "".join(
+        RECORDINGS.format(path=json.dumps(str(Path(r).expanduser().resolve())), phrase=json.dumps(labels[0]))
+        for r in recordings
+    )
     title = ("Wake word " if len(labels) == 1 else "Wake words ") + " and ".join(labels)
-    return template.format(labels=json.dumps(labels + ["_background_"]), title=title,
-                           name=json.dumps(name), recordings=extra)
+    return template.format(
+        labels=json.dumps(labels + ["_background_"]), title=title, name=json.dumps(name), recordings=extra
+    )
 
 
 def write_recipe(phrases: list[str], out: str | Path, name: str | None = None, recordings: list[str] = ()) -> Path:

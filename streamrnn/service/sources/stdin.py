@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from . import Emit, Samples, Source, StreamEnd
+from streamrnn.service.sources import Emit, Samples, Source, StreamEnd
 
 BLOCK_SECONDS = 0.01
 

@@ -16,25 +16,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import soxr
 import zmq
 
-from .audio import to_mono
-from .catalog import resolve_model
-from .config import ConfigError, ModelConfig, ServiceConfig, config_path, load_config
-from .decision import Decider, DecisionSettings
-from .events import detection_event, heartbeat_event, scores_event, status_event
-from .notify import Notifier
-from .publisher import Publisher
-from .runtime import StreamingModel
-from .sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
+from streamrnn.audio import to_mono
+from streamrnn.catalog import resolve_model
+from streamrnn.decision import Decider, DecisionSettings
+from streamrnn.runtime import StreamingModel
+from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, config_path, load_config
+from streamrnn.service.notify import Notifier
+from streamrnn.service.publisher import Publisher
+from streamrnn.service.sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
+from streamrnn.wire import detection_event, heartbeat_event, scores_event, status_event
 
 log = logging.getLogger("streamrnn")
 
-TICK = 0.05             # longest wait for input before timers and flags are looked at
-QUEUE_LIMIT = 10000     # messages from sources not yet handled
+TICK = 0.05  # longest wait for input before timers and flags are looked at
+QUEUE_LIMIT = 10000  # messages from sources not yet handled
 PROBLEM_LOG_EVERY = 10.0  # seconds between log lines about the same kind of problem
 
 
@@ -66,8 +67,13 @@ class ModelSlot:
     def add_stream(self, stream: str, rate: float, channels: int) -> None:
         self.runtime.add_stream(stream)
         self.deciders[stream] = Decider(self.info, self.settings, self.spec.thresholds)
-        self.resamplers[stream] = None if rate == self.info.sample_rate else soxr.ResampleStream(
-            rate, self.info.sample_rate, channels if self.info.kind == "sensor" else 1, dtype="float32")
+        self.resamplers[stream] = (
+            None
+            if rate == self.info.sample_rate
+            else soxr.ResampleStream(
+                rate, self.info.sample_rate, channels if self.info.kind == "sensor" else 1, dtype="float32"
+            )
+        )
 
     def feed(self, stream: str, samples: np.ndarray, last: bool = False) -> None:
         converter = self.resamplers[stream]
@@ -93,8 +99,10 @@ def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot
     runtime = StreamingModel(path, config.device, config.threads)
     unknown = sorted(set(spec.thresholds) - set(runtime.info.labels))
     if unknown:
-        raise ConfigError(f"{config.source}: models[{index}].thresholds: {', '.join(unknown)} "
-                          f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})")
+        raise ConfigError(
+            f"{config.source}: models[{index}].thresholds: {', '.join(unknown)} "
+            f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})"
+        )
     return ModelSlot(spec, path, _fingerprint(path), runtime, config.decision_for(spec))
 
 
@@ -102,13 +110,15 @@ def check_service(config: ServiceConfig) -> None:
     """`serve --check`: load every model and look at every file and device source, bind nothing."""
     for i, spec in enumerate(config.models):
         load_slot(config, spec, i)
-    for spec in config.sources:
-        if spec_kind(spec) == "mic":
-            from .sources.mic import MicSource
-            MicSource(spec.partition(":")[2], config.mic)
-        elif spec_kind(spec) == "file":
-            from .sources.file import FileSource
-            FileSource(spec, spec, realtime=False)
+    for source in config.sources:
+        if spec_kind(source) == "mic":
+            from streamrnn.service.sources.mic import MicSource
+
+            MicSource(source.partition(":")[2], config.mic)
+        elif spec_kind(source) == "file":
+            from streamrnn.service.sources.file import FileSource
+
+            FileSource(source, source, realtime=False)
 
 
 @dataclass
@@ -137,10 +147,13 @@ class Service:
         self._status_due = True
         self.slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
         self._context = zmq.Context()
-        self.publisher: Publisher | None = None
-        self.sources: list[Source] = []
         try:
             self.publisher = Publisher(self._context, config.publish, config.send_hwm)
+        except Exception:
+            self._context.term()
+            raise
+        self.sources: list[Source] = []
+        try:
             self.sources = open_sources(config.sources, config, self._context)
         except Exception:
             self.close()
@@ -166,8 +179,10 @@ class Service:
                     continue
                 slot = load_slot(config, spec, i)
             except (ValueError, OSError) as exc:
-                self._problem("reload_failures", f"reload: {exc}; "
-                              + ("keeping the loaded model" if current else "model not added"))
+                self._problem(
+                    "reload_failures",
+                    f"reload: {exc}; " + ("keeping the loaded model" if current else "model not added"),
+                )
                 if current:
                     slots.append(current)
                 continue
@@ -190,17 +205,22 @@ class Service:
     # ----- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGHUP, self._on_reload)):
+        for sig, handler in (
+            (signal.SIGTERM, self._on_stop),
+            (signal.SIGINT, self._on_stop),
+            (signal.SIGHUP, self._on_reload),
+        ):
             signal.signal(sig, handler)
-        log.info("serving %s on %s; publishing on %s",
-                 ", ".join(f"{s.info.name} {s.info.version}" for s in self.slots),
-                 ", ".join(s.name for s in self.sources), self.config.publish)
+        log.info(
+            "serving %s on %s; publishing on %s",
+            ", ".join(f"{s.info.name} {s.info.version}" for s in self.slots),
+            ", ".join(s.name for s in self.sources),
+            self.config.publish,
+        )
         self.notifier.send("READY=1", f"STATUS={self._summary()}")
         if self.config.wait_subscriber > 0:
             self.publisher.wait_for_subscriber(self.config.wait_subscriber)
-        threads = [threading.Thread(target=self._run_source, args=(s,), daemon=True, name=s.name)
-                   for s in self.sources]
+        threads = [threading.Thread(target=self._run_source, args=(s,), daemon=True, name=s.name) for s in self.sources]
         for t in threads:
             t.start()
         next_heartbeat = next_watchdog = last_status = time.monotonic()
@@ -283,16 +303,20 @@ class Service:
             record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels)
             takers = [s for s in self.slots if s.takes(piece.kind, channels)]
             if not takers:
-                self._problem("streams_unserved", f"stream {piece.stream}: no model takes "
-                              f"{piece.kind} with {channels} channel(s)")
+                self._problem(
+                    "streams_unserved", f"stream {piece.stream}: no model takes {piece.kind} with {channels} channel(s)"
+                )
             for slot in takers:
                 slot.add_stream(piece.stream, piece.rate, channels)
             log.info("stream %s: started (%s, %g Hz, %d channel(s))", piece.stream, piece.kind, piece.rate, channels)
             self._status_due = True
         elif (piece.kind, piece.rate, channels) != (record.kind, record.rate, record.channels):
-            self._problem("format_changes", f"stream {piece.stream}: format changed mid-stream "
-                          f"({record.kind}/{record.rate:g} Hz/{record.channels} ch -> "
-                          f"{piece.kind}/{piece.rate:g} Hz/{channels} ch); piece dropped")
+            self._problem(
+                "format_changes",
+                f"stream {piece.stream}: format changed mid-stream "
+                f"({record.kind}/{record.rate:g} Hz/{record.channels} ch -> "
+                f"{piece.kind}/{piece.rate:g} Hz/{channels} ch); piece dropped",
+            )
             return
         audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
         for slot in self.slots:
@@ -312,13 +336,24 @@ class Service:
         for slot in self.slots:
             while out := slot.runtime.step():
                 now = time.monotonic()
-                for stream, scores in out.items():
+                for key, scores in out.items():
+                    stream = cast(str, key)  # the service's stream ids are their names
                     self.frames += len(scores)
                     for detection in slot.deciders[stream].update(scores):
                         event = self.publisher.publish(detection_event(stream, slot.info, detection))
-                        log.info("detection %s %s %.3f at %.2f-%.2f s (seq %d)", stream, detection.label,
-                                 detection.score, detection.start, detection.end, event["seq"])
-                    if self.config.scores_rate and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.config.scores_rate:
+                        log.info(
+                            "detection %s %s %.3f at %.2f-%.2f s (seq %d)",
+                            stream,
+                            detection.label,
+                            detection.score,
+                            detection.start,
+                            detection.end,
+                            event["seq"],
+                        )
+                    if (
+                        self.config.scores_rate
+                        and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.config.scores_rate
+                    ):
                         slot.scores_sent[stream] = now
                         end = slot.runtime.stream_frames(stream) * slot.info.frame_seconds
                         self.publisher.publish(scores_event(stream, slot.info, end, scores[-1]))
@@ -349,8 +384,7 @@ class Service:
     def close(self) -> None:
         for source in self.sources:
             source.close()
-        if self.publisher is not None:
-            self.publisher.close()
+        self.publisher.close()
         self._context.term()
 
     # ----- reporting --------------------------------------------------------------------
@@ -370,28 +404,36 @@ class Service:
             log.warning("%s (%s: %d so far)", message, counter, self.problems[counter])
 
     def _stats(self) -> dict:
-        return {"uptime": round(time.monotonic() - self.started, 3), "streams": len(self.streams),
-                "frames": self.frames, "events": self.publisher.published,
-                "drops": self.publisher.drops, "subscribers": max(0, self.publisher.subscribers),
-                "problems": dict(self.problems)}
+        return {
+            "uptime": round(time.monotonic() - self.started, 3),
+            "streams": len(self.streams),
+            "frames": self.frames,
+            "events": self.publisher.published,
+            "drops": self.publisher.drops,
+            "subscribers": max(0, self.publisher.subscribers),
+            "problems": dict(self.problems),
+        }
 
     def _publish_status(self, state: str, message: str) -> None:
         self._status_due = False
         stats = self._stats()
-        stats.update(sources=dict(self.source_states),
-                     models=[{"name": s.info.name, "version": s.info.version, "path": str(s.path)}
-                             for s in self.slots])
+        stats.update(
+            sources=dict(self.source_states),
+            models=[{"name": s.info.name, "version": s.info.version, "path": str(s.path)} for s in self.slots],
+        )
         self.publisher.publish(status_event(state, message, stats))
 
     def _summary(self) -> str:
         problems = sum(self.problems.values())
-        return (f"{len(self.streams)} streams, {self.frames} frames, {self.publisher.published} events, "
-                f"{self.publisher.drops} drops, {problems} problems")
+        return (
+            f"{len(self.streams)} streams, {self.frames} frames, {self.publisher.published} events, "
+            f"{self.publisher.drops} drops, {problems} problems"
+        )
 
 
 def serve(path: str | None, overrides: dict) -> int:
     """Load the config, start the service, run until stopped; returns the exit status."""
-    path = config_path(path)
-    config = load_config(path, overrides)
+    in_force = config_path(path)
+    config = load_config(in_force, overrides)
     logging.basicConfig(level=config.log_level.upper(), format="streamrnn: %(levelname)s %(message)s")
-    return Service(config, path, overrides).run()
+    return Service(config, in_force, overrides).run()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, read_audio
-from .datasets import DataError, list_clips, recipe_clips, recipe_split, sensor_recordings
-from .metrics import clip_report, clip_scores, confusion
-from .runtime import StreamingModel
+from streamrnn.audio import AudioError, read_audio
+from streamrnn.evaluation.datasets import DataError, list_clips, recipe_clips, recipe_split, sensor_recordings
+from streamrnn.evaluation.metrics import clip_report, clip_scores, confusion
+from streamrnn.runtime import StreamingModel
 
 
 @dataclass
@@ -88,8 +88,10 @@ def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
     truth = np.array([info.labels.index(i.label) for i in items])
     report = clip_report(list(info.labels), confusion(truth, predicted, len(info.labels)))
     report["model"], report["model_version"] = info.name, info.version
-    report["errors"] = [{"clip": items[n].name, "label": items[n].label, "predicted": info.labels[predicted[n]]}
-                        for n in np.flatnonzero(predicted != truth)]
+    report["errors"] = [
+        {"clip": items[n].name, "label": items[n].label, "predicted": info.labels[predicted[n]]}
+        for n in np.flatnonzero(predicted != truth)
+    ]
     return report
 
 
@@ -98,15 +100,25 @@ def markdown(report: dict, data: str) -> str:
     labels = [x for x in report["confusion"]["labels"] if x in report["per_label"]]
     index = {x: i for i, x in enumerate(report["confusion"]["labels"])}
     matrix = report["confusion"]["matrix"]
-    lines = [f"# {report['model']} {report['model_version']} on {data}", "",
-             f"{report['clips']} clips, accuracy **{report['accuracy']:.4f}**", "",
-             "| label | precision | recall | clips |", "|---|---|---|---|"]
+    lines = [
+        f"# {report['model']} {report['model_version']} on {data}",
+        "",
+        f"{report['clips']} clips, accuracy **{report['accuracy']:.4f}**",
+        "",
+        "| label | precision | recall | clips |",
+        "|---|---|---|---|",
+    ]
     for x in labels:
         p = report["per_label"][x]
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {x} | {fmt(p['precision'])} | {fmt(p['recall'])} | {p['support']} |")
-    lines += ["", "Confusion (rows: true label, columns: predicted):", "",
-              "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [
+        "",
+        "Confusion (rows: true label, columns: predicted):",
+        "",
+        "| | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
     for x in labels:
         lines.append(f"| **{x}** | " + " | ".join(str(matrix[index[x]][index[y]]) for y in labels) + " |")
     return "\n".join(lines) + "\n"
@@ -115,6 +127,7 @@ def markdown(report: dict, data: str) -> str:
 def confusion_png(report: dict, path: Path) -> None:
     """The confusion matrix as a PNG (needs matplotlib: pip install 'streamrnn[plots]')."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -128,11 +141,20 @@ def confusion_png(report: dict, path: Path) -> None:
     for i in range(len(labels)):
         for j in range(len(labels)):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+                    fontsize=8,
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{report['model']} {report['model_version']}: accuracy {report['accuracy']:.3f} ({report['clips']} clips)")
+    ax.set_title(
+        f"{report['model']} {report['model_version']}: accuracy {report['accuracy']:.3f} ({report['clips']} clips)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,39 +18,60 @@ from pathlib import Path
 
 import soundfile
 
-from .client import Subscription
-from .send import send
+from streamrnn.client import Subscription
+from streamrnn.send import send
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parents[1] / "samples"
 AUDIO = (SAMPLES / "demo.flac", SAMPLES / "wake.flac")
 SENSORS = ((SAMPLES / "wrist.csv", 10.0, "wrist"), (SAMPLES / "wand.csv", 25.0, "wand"))  # file, Hz, stream
 MODELS = ("commands", "digits", "computer", "jarvis", "motions", "wand")
-SPOKEN = ("yes, no, up, down, left, stop, go, three, seven; then computer, jarvis; "
-          "a wrist running, then walking; a wand drawing a ring, then a wing")
+SPOKEN = (
+    "yes, no, up, down, left, stop, go, three, seven; then computer, jarvis; "
+    "a wrist running, then walking; a wand drawing a ring, then a wing"
+)
 
 
 def demo() -> int:
     """Serve the samples at real time over ipc://, print each detection as it arrives."""
     with tempfile.TemporaryDirectory(prefix="streamrnn-demo-") as folder:
         events, ingest = f"ipc://{folder}/events", f"ipc://{folder}/ingest"
-        command = [sys.executable, "-m", "streamrnn.cli", "serve", "--publish", events, "--wait-subscriber", "10",
-                   "--log-level", "warning", "--source", f"pull:{ingest}"]
+        command = [
+            sys.executable,
+            "-m",
+            "streamrnn.cli",
+            "serve",
+            "--publish",
+            events,
+            "--wait-subscriber",
+            "10",
+            "--log-level",
+            "warning",
+            "--source",
+            f"pull:{ingest}",
+        ]
         for source in AUDIO:
             command += ["--source", str(source)]
         for model in MODELS:
             command += ["--model", model]
-        print(f"streamrnn demo: serving {', '.join(p.name for p in AUDIO)}, "
-              f"{' and '.join(p.name for p, _, _ in SENSORS)} (over ingest) at real time with models "
-              f"{', '.join(MODELS)} ({SPOKEN})", flush=True)
+        print(
+            f"streamrnn demo: serving {', '.join(p.name for p in AUDIO)}, "
+            f"{' and '.join(p.name for p, _, _ in SENSORS)} (over ingest) at real time with models "
+            f"{', '.join(MODELS)} ({SPOKEN})",
+            flush=True,
+        )
         subscription = Subscription(events, ("detection", "status"))
         service = subprocess.Popen(command)
-        senders = [threading.Thread(target=send, args=(str(path), ingest, stream), kwargs={"rate": rate}, daemon=True)
-                   for path, rate, stream in SENSORS]
+        senders = [
+            threading.Thread(target=send, args=(str(path), ingest, stream), kwargs={"rate": rate}, daemon=True)
+            for path, rate, stream in SENSORS
+        ]
         for sender in senders:
             sender.start()
         # the ingest source runs until stopped: stop the service once every sample has been heard
-        seconds = max([soundfile.info(str(p)).duration for p in AUDIO]
-                      + [len(path.read_text().splitlines()) / rate for path, rate, _ in SENSORS])
+        seconds = max(
+            [soundfile.info(str(p)).duration for p in AUDIO]
+            + [len(path.read_text().splitlines()) / rate for path, rate, _ in SENSORS]
+        )
         stop_at = time.monotonic() + seconds + 3.0
         detections = 0
         try:
@@ -63,9 +84,11 @@ def demo() -> int:
                     continue
                 if event["kind"] == "detection":
                     detections += 1
-                    print(f"{event['time'][11:23]}  {event['stream']:<6} {event['model']:<9} {event['label']:<9} "
-                          f"score {event['score']:.2f}  stream time {event['start']:.2f}-{event['end']:.2f} s",
-                          flush=True)
+                    print(
+                        f"{event['time'][11:23]}  {event['stream']:<6} {event['model']:<9} {event['label']:<9} "
+                        f"score {event['score']:.2f}  stream time {event['start']:.2f}-{event['end']:.2f} s",
+                        flush=True,
+                    )
         finally:
             subscription.close()
             code = service.wait(timeout=10)

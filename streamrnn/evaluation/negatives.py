@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .datasets import DataError
+from streamrnn.evaluation.datasets import DataError
 
 PACKAGES = {
     "train": {

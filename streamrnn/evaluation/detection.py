@@ -14,14 +14,15 @@ whose false accepts per hour on validation audio stay within a target. Torch-fre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .audio import read_many
-from .datasets import AUDIO_SUFFIXES, DataError
-from .decision import Decider, DecisionSettings
-from .runtime import StreamingModel
+from streamrnn.audio import read_many
+from streamrnn.decision import Decider, DecisionSettings
+from streamrnn.evaluation.datasets import AUDIO_SUFFIXES, DataError
+from streamrnn.runtime import StreamingModel
 
 NEGATIVE_RMS = 10 ** (-30 / 20)  # level of the negative audio in composed streams
 TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
@@ -48,15 +49,21 @@ def trim_silence(clip: np.ndarray, rate: float, floor_db: float = 35.0, margin: 
     frames = len(clip) // hop
     if frames < 2:
         return clip
-    level = 10 * np.log10(np.mean(np.square(clip[:frames * hop].reshape(frames, hop)), axis=1) + 1e-12)
+    level = 10 * np.log10(np.mean(np.square(clip[: frames * hop].reshape(frames, hop)), axis=1) + 1e-12)
     active = np.flatnonzero(level > level.max() - floor_db)
     start = max(0, active[0] * hop - int(margin * rate))
     end = min(len(clip), (active[-1] + 1) * hop + int(margin * rate))
     return clip[start:end]
 
 
-def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate: float,
-            snr_db: float | None, seed: int, gap: float = 2.0) -> tuple[np.ndarray, list[Placement]]:
+def compose(
+    negative: np.ndarray,
+    positives: list[tuple[np.ndarray, str]],
+    rate: float,
+    snr_db: float | None,
+    seed: int,
+    gap: float = 2.0,
+) -> tuple[np.ndarray, list[Placement]]:
     """Place each positive once into (a copy of) the negative audio, `gap` seconds apart at least,
     trimmed to its spoken part (see trim_silence).
 
@@ -88,14 +95,21 @@ def compose(negative: np.ndarray, positives: list[tuple[np.ndarray, str]], rate:
     return np.clip(audio, -1, 1), placements
 
 
-def scored_streams(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
-                   snr_db: float | None, seed: int) -> tuple[list[np.ndarray], list[list[Placement]]]:
+def scored_streams(
+    model: StreamingModel,
+    negatives: list[np.ndarray],
+    positives: list[tuple[np.ndarray, str]],
+    snr_db: float | None,
+    seed: int,
+) -> tuple[list[np.ndarray], list[list[Placement]]]:
     """The positives spread over the negative streams (see compose), scored in one batched run:
     (per-frame scores per stream, placements per stream)."""
     rate = model.info.sample_rate
     per_stream = np.array_split(np.arange(len(positives)), len(negatives))
-    composed = [compose(neg, [positives[i] for i in idx], rate, snr_db, seed + j)
-                for j, (neg, idx) in enumerate(zip(negatives, per_stream))]
+    composed = [
+        compose(neg, [positives[i] for i in idx], rate, snr_db, seed + j)
+        for j, (neg, idx) in enumerate(zip(negatives, per_stream))
+    ]
     return model.score([audio for audio, _ in composed]), [p for _, p in composed]
 
 
@@ -104,8 +118,13 @@ def hours_of(negatives: list[np.ndarray], rate: float) -> float:
     return sum(len(n) for n in negatives) / rate / 3600
 
 
-def _tally(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
-           settings: DecisionSettings, thresholds: dict[str, float] | None):
+def _tally(
+    model: StreamingModel,
+    scores: list[np.ndarray],
+    placements: list[list[Placement]],
+    settings: DecisionSettings,
+    thresholds: dict[str, float] | None,
+):
     """Per label: placed keywords, hits and false accepts; and the hits' latencies (seconds)."""
     tally = {label: {"placed": 0, "hits": 0, "false_accepts": 0} for label in model.info.labels}
     latencies = []
@@ -114,8 +133,9 @@ def _tally(model: StreamingModel, scores: list[np.ndarray], placements: list[lis
         for p in placed:
             tally[p.label]["placed"] += 1
         for d in Decider(model.info, settings, thresholds).update(frames):
-            match = next((i for i, p in enumerate(placed)
-                          if p.label == d.label and p.start <= d.end <= p.end + TOLERANCE), None)
+            match = next(
+                (i for i, p in enumerate(placed) if p.label == d.label and p.start <= d.end <= p.end + TOLERANCE), None
+            )
             if match is None:
                 tally[d.label]["false_accepts"] += 1
             elif match not in found:
@@ -125,24 +145,41 @@ def _tally(model: StreamingModel, scores: list[np.ndarray], placements: list[lis
     return tally, latencies
 
 
-def count_detections(model: StreamingModel, scores: list[np.ndarray], placements: list[list[Placement]],
-                     negative_hours: float, settings: DecisionSettings,
-                     thresholds: dict[str, float] | None = None) -> dict:
+def count_detections(
+    model: StreamingModel,
+    scores: list[np.ndarray],
+    placements: list[list[Placement]],
+    negative_hours: float,
+    settings: DecisionSettings,
+    thresholds: dict[str, float] | None = None,
+) -> dict:
     """Hits, false accepts and latencies of the decision layer over scored streams; thresholds
     None means the model's own."""
     tally, latencies = _tally(model, scores, placements, settings, thresholds)
     total = sum(t["placed"] for t in tally.values())
     hits = sum(t["hits"] for t in tally.values())
     false_accepts = sum(t["false_accepts"] for t in tally.values())
-    return {"frr": round(1 - hits / total, 4) if total else None, "false_accepts": false_accepts,
-            "fa_per_hour": round(false_accepts / negative_hours, 3),
-            "latency_ms": {"median": round(1000 * float(np.median(latencies)), 1),
-                           "p95": round(1000 * float(np.percentile(latencies, 95)), 1)} if latencies else None}
+    return {
+        "frr": round(1 - hits / total, 4) if total else None,
+        "false_accepts": false_accepts,
+        "fa_per_hour": round(false_accepts / negative_hours, 3),
+        "latency_ms": {
+            "median": round(1000 * float(np.median(latencies)), 1),
+            "p95": round(1000 * float(np.percentile(latencies, 95)), 1),
+        }
+        if latencies
+        else None,
+    }
 
 
-def pick_thresholds(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
-                    fa_per_hour: float, settings: DecisionSettings = DecisionSettings(),
-                    seed: int = 0) -> dict:
+def pick_thresholds(
+    model: StreamingModel,
+    negatives: list[np.ndarray],
+    positives: list[tuple[np.ndarray, str]],
+    fa_per_hour: float,
+    settings: DecisionSettings = DecisionSettings(),
+    seed: int = 0,
+) -> dict:
     """Per reported label, the lowest threshold at which its false accepts per hour on the negative
     streams (with the positives placed in them, clean) stay at or under `fa_per_hour`; the top of
     the grid where none does. Returns {"thresholds", "per_label": {label: frr, fa_per_hour}, ...}."""
@@ -157,27 +194,47 @@ def pick_thresholds(model: StreamingModel, negatives: list[np.ndarray], positive
                 chosen[label] = (float(t), tally[label])
         if len(chosen) == len(labels):
             break
-    return {"target_fa_per_hour": fa_per_hour, "negative_hours": round(hours, 3), "positives": len(positives),
-            "thresholds": {label: t for label, (t, _) in chosen.items()},
-            "per_label": {label: {"threshold": t,
-                                  "frr": round(1 - c["hits"] / c["placed"], 4) if c["placed"] else None,
-                                  "fa_per_hour": round(c["false_accepts"] / hours, 3)}
-                          for label, (t, c) in chosen.items()}}
+    return {
+        "target_fa_per_hour": fa_per_hour,
+        "negative_hours": round(hours, 3),
+        "positives": len(positives),
+        "thresholds": {label: t for label, (t, _) in chosen.items()},
+        "per_label": {
+            label: {
+                "threshold": t,
+                "frr": round(1 - c["hits"] / c["placed"], 4) if c["placed"] else None,
+                "fa_per_hour": round(c["false_accepts"] / hours, 3),
+            }
+            for label, (t, c) in chosen.items()
+        },
+    }
 
 
-def detection_report(model: StreamingModel, negatives: list[np.ndarray], positives: list[tuple[np.ndarray, str]],
-                     snrs: list[float | None], settings: DecisionSettings = DecisionSettings(),
-                     seed: int = 0) -> dict:
+def detection_report(
+    model: StreamingModel,
+    negatives: list[np.ndarray],
+    positives: list[tuple[np.ndarray, str]],
+    snrs: list[float | None],
+    settings: DecisionSettings = DecisionSettings(),
+    seed: int = 0,
+) -> dict:
     """For each SNR: the positives spread over the negative streams, scored once, then counted
     at the model's own thresholds and over a sweep of one threshold for every label (DET)."""
     hours = hours_of(negatives, model.info.sample_rate)
-    report = {"model": model.info.name, "model_version": model.info.version, "positives": len(positives),
-              "negative_hours": round(hours, 3), "tolerance_s": TOLERANCE, "conditions": []}
+    conditions: list[dict] = []
+    report = {
+        "model": model.info.name,
+        "model_version": model.info.version,
+        "positives": len(positives),
+        "negative_hours": round(hours, 3),
+        "tolerance_s": TOLERANCE,
+        "conditions": conditions,
+    }
     for k, snr in enumerate(snrs):
         scores, placed = scored_streams(model, negatives, positives, snr, seed + 1000 * k)
-        counts = lambda t=None: count_detections(model, scores, placed, hours, settings, t)  # noqa: E731
+        counts = partial(count_detections, model, scores, placed, hours, settings)
         sweep = [{"threshold": t, **counts(dict.fromkeys(model.info.thresholds, t))} for t in SWEEP]
-        report["conditions"].append({"snr_db": snr, "at_model_thresholds": counts(), "det": sweep})
+        conditions.append({"snr_db": snr, "at_model_thresholds": counts(), "det": sweep})
     return report
 
 
@@ -188,27 +245,35 @@ def read_negatives(folders: list[str], rate: float, stream_minutes: float = 10.0
         raise DataError(f"--negatives {', '.join(folders)}: no audio files")
     audio = np.concatenate(list(read_many(files, rate).values()))
     size = int(stream_minutes * 60 * rate)
-    return [audio[i:i + size] for i in range(0, len(audio), size) if len(audio[i:i + size]) > size // 4]
+    return [audio[i : i + size] for i in range(0, len(audio), size) if len(audio[i : i + size]) > size // 4]
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# {report['model']} {report['model_version']}: detection on continuous audio", "",
-             f"{report['positives']} keywords placed in {report['negative_hours']:.2f} h of negative audio; "
-             f"a hit is a detection of the right label ending within the keyword or "
-             f"{report['tolerance_s']} s after it.", "",
-             "| SNR | false rejects | false accepts / h | latency after clip end, median (ms) | p95 (ms) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# {report['model']} {report['model_version']}: detection on continuous audio",
+        "",
+        f"{report['positives']} keywords placed in {report['negative_hours']:.2f} h of negative audio; "
+        f"a hit is a detection of the right label ending within the keyword or "
+        f"{report['tolerance_s']} s after it.",
+        "",
+        "| SNR | false rejects | false accepts / h | latency after clip end, median (ms) | p95 (ms) |",
+        "|---|---|---|---|---|",
+    ]
     for c in report["conditions"]:
         row = c["at_model_thresholds"]
         lat = row["latency_ms"] or {"median": "-", "p95": "-"}
         snr = "clean" if c["snr_db"] is None else f"{c['snr_db']:g} dB"
         lines.append(f"| {snr} | {row['frr']:.3f} | {row['fa_per_hour']:.2f} | {lat['median']} | {lat['p95']} |")
-    return "\n".join(lines) + "\n\n(at the thresholds in the model's metadata; det.png sweeps one threshold for all labels)\n"
+    return (
+        "\n".join(lines)
+        + "\n\n(at the thresholds in the model's metadata; det.png sweeps one threshold for all labels)\n"
+    )
 
 
 def det_png(report: dict, path) -> None:
     """False-reject rate against false accepts per hour, a curve per SNR (needs matplotlib)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -34,8 +34,14 @@ def clip_report(labels: list[str], matrix: np.ndarray) -> dict:
     for i, label in enumerate(labels):
         support, predicted, right = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
         if support or predicted:
-            per_label[label] = {"precision": round(right / predicted, 4) if predicted else None,
-                                "recall": round(right / support, 4) if support else None,
-                                "support": support}
-    return {"clips": int(total), "accuracy": round(float(np.trace(matrix) / total), 4) if total else None,
-            "per_label": per_label, "confusion": {"labels": labels, "matrix": matrix.tolist()}}
+            per_label[label] = {
+                "precision": round(right / predicted, 4) if predicted else None,
+                "recall": round(right / support, 4) if support else None,
+                "support": support,
+            }
+    return {
+        "clips": int(total),
+        "accuracy": round(float(np.trace(matrix) / total), 4) if total else None,
+        "per_label": per_label,
+        "confusion": {"labels": labels, "matrix": matrix.tolist()},
+    }

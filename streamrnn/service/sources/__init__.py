@@ -21,9 +21,9 @@ import numpy as np
 @dataclass
 class Samples:
     stream: str
-    samples: np.ndarray          # float32 [n] (audio) or [n, channels] (sensor)
+    samples: np.ndarray  # float32 [n] (audio) or [n, channels] (sensor)
     rate: float
-    kind: str = "audio"          # audio | sensor
+    kind: str = "audio"  # audio | sensor
     received: float = field(default_factory=time.monotonic)  # when the service was handed them
 
 
@@ -35,13 +35,13 @@ class StreamEnd:
 @dataclass
 class SourceState:
     source: str
-    state: str                   # running | retrying: REASON | ended
+    state: str  # running | retrying: REASON | ended
 
 
 @dataclass
 class Problem:
-    counter: str                 # name of the counter in status/heartbeat
-    message: str                 # one line for the log
+    counter: str  # name of the counter in status/heartbeat
+    message: str  # one line for the log
     stream: str | None = None
 
 
@@ -52,7 +52,7 @@ class Source:
     """One input. `run` blocks until the source ends or `stop` is set."""
 
     name: str = ""
-    finite: bool = True          # ends by itself (files, stdin); mic and ingest run until stopped
+    finite: bool = True  # ends by itself (files, stdin); mic and ingest run until stopped
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         raise NotImplementedError
@@ -84,8 +84,8 @@ def spec_kind(spec: str) -> str:
 
 def open_sources(specs: list[str], config, context) -> list[Source]:
     """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`."""
-    from .ingest import IngestSource
-    from .stdin import StdinSource
+    from streamrnn.service.sources.ingest import IngestSource
+    from streamrnn.service.sources.stdin import StdinSource
 
     sources: list[Source] = []
     files = [s for s in specs if spec_kind(s) == "file"]
@@ -96,13 +96,17 @@ def open_sources(specs: list[str], config, context) -> list[Source]:
             if kind == "stdin":
                 sources.append(StdinSource(config.stdin_rate))
             elif kind == "mic":
-                from .mic import MicSource  # sounddevice/PortAudio only when a microphone is used
+                from streamrnn.service.sources.mic import (
+                    MicSource,  # sounddevice/PortAudio only when a microphone is used
+                )
+
                 sources.append(MicSource(spec.partition(":")[2], config.mic))
             elif kind == "ingest":
                 socket_type, _, address = spec.partition(":")
                 sources.append(IngestSource(context, socket_type, address, config.ingest))
             else:
-                from .file import FileSource  # libsndfile only when a file is read
+                from streamrnn.service.sources.file import FileSource  # libsndfile only when a file is read
+
                 sources.append(FileSource(spec, file_ids[spec], realtime=not config.fast))
     except Exception:
         for source in sources:

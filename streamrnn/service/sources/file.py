@@ -8,8 +8,7 @@ import time
 import soundfile
 
 from streamrnn.audio import AudioError, to_mono
-
-from . import Emit, Samples, Source, StreamEnd
+from streamrnn.service.sources import Emit, Samples, Source, StreamEnd
 
 REALTIME_BLOCK = 0.01  # seconds per piece when paced like a live input
 FAST_BLOCK = 1.0

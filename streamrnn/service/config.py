@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .decision import DecisionSettings
-from .settings import SettingsError, build, read_toml
+from streamrnn.decision import DecisionSettings
+from streamrnn.settings import SettingsError, build, read_toml
 
 DEFAULT_CONFIG = Path("/etc/streamrnn/streamrnn.toml")
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
@@ -22,9 +22,9 @@ class ConfigError(SettingsError):
 
 @dataclass
 class ModelConfig:
-    model: str                                        # bundled/installed name or .onnx path
+    model: str  # bundled/installed name or .onnx path
     thresholds: dict[str, float] = field(default_factory=dict)  # per-label overrides
-    smoothing: int = 0                                # 0: the [decision] table's
+    smoothing: int = 0  # 0: the [decision] table's
     patience: int = 0
     refractory: float = -1.0
 
@@ -33,8 +33,9 @@ class ModelConfig:
 class DecisionConfig:
     """The [decision] table; defaults are DecisionSettings' (smoothing and patience 0: each
     model's own, from its contract file)."""
-    smoothing: int = DecisionSettings.smoothing    # frames averaged
-    patience: int = DecisionSettings.patience      # consecutive smoothed frames at or above threshold
+
+    smoothing: int = DecisionSettings.smoothing  # frames averaged
+    patience: int = DecisionSettings.patience  # consecutive smoothed frames at or above threshold
     refractory: float = DecisionSettings.refractory  # seconds a label stays silent after firing
 
 
@@ -46,9 +47,9 @@ class IngestConfig:
 
 @dataclass
 class MicConfig:
-    rate: float = 0.0           # capture rate; 0: the device's default
-    block_ms: float = 20.0      # samples per callback
-    retry_max: float = 30.0     # seconds between reconnection attempts at most
+    rate: float = 0.0  # capture rate; 0: the device's default
+    block_ms: float = 20.0  # samples per callback
+    retry_max: float = 30.0  # seconds between reconnection attempts at most
 
 
 @dataclass
@@ -56,15 +57,15 @@ class ServiceConfig:
     models: list[ModelConfig] = field(default_factory=list, metadata={"table": ModelConfig})
     sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR
     publish: str = DEFAULT_PUBLISH
-    fast: bool = False          # file sources as fast as possible instead of real time
-    stdin_rate: int = 16000     # sample rate of raw 16-bit PCM on stdin
+    fast: bool = False  # file sources as fast as possible instead of real time
+    stdin_rate: int = 16000  # sample rate of raw 16-bit PCM on stdin
     device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
-    threads: int = 1            # onnxruntime threads per model
+    threads: int = 1  # onnxruntime threads per model
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
-    heartbeat: float = 5.0      # seconds between heartbeats
+    heartbeat: float = 5.0  # seconds between heartbeats
     status_interval: float = 30.0  # seconds between status events (also on every change of note)
-    scores_rate: float = 0.0    # scores.<stream> events per second per stream; 0: off
-    send_hwm: int = 1000        # events queued per subscriber before drops
+    scores_rate: float = 0.0  # scores.<stream> events per second per stream; 0: off
+    send_hwm: int = 1000  # events queued per subscriber before drops
     wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -74,12 +75,16 @@ class ServiceConfig:
     def decision_for(self, model: ModelConfig) -> DecisionSettings:
         """The [decision] table with a model's own overrides on top."""
         d = self.decision
-        return DecisionSettings(model.smoothing or d.smoothing, model.patience or d.patience,
-                                d.refractory if model.refractory < 0 else model.refractory)
+        return DecisionSettings(
+            model.smoothing or d.smoothing,
+            model.patience or d.patience,
+            d.refractory if model.refractory < 0 else model.refractory,
+        )
 
 
 def check(config: ServiceConfig) -> ServiceConfig:
     """Refuse impossible values; the message names the key."""
+
     def need(ok: bool, key: str, problem: str):
         if not ok:
             raise ConfigError(f"{config.source}: {key} {problem}")
@@ -103,7 +108,11 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(config.ingest.idle_timeout > 0, "ingest.idle_timeout", "must be positive")
     need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
     need(sum(s == "-" for s in config.sources) <= 1, "sources", "names stdin (-) more than once")
-    need("://" in config.publish, "publish", f"= {config.publish!r} is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)")
+    need(
+        "://" in config.publish,
+        "publish",
+        f"= {config.publish!r} is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)",
+    )
     return config
 
 
@@ -119,8 +128,9 @@ def load_config(path: str | Path | None, overrides: dict) -> ServiceConfig:
     replace the file's lists.
     """
     path = config_path(path)
-    config = build(ServiceConfig, read_toml(path, ConfigError), str(path), error=ConfigError) \
-        if path else ServiceConfig()
+    config = (
+        build(ServiceConfig, read_toml(path, ConfigError), str(path), error=ConfigError) if path else ServiceConfig()
+    )
     config.source = str(path) if path else "command line"
     for key, value in overrides.items():  # "decision.smoothing" sets a key of a table
         if value is None:

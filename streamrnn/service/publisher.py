@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-from .events import Stamper, encode
+from streamrnn.wire import Stamper, encode
 
 
 class BindError(ValueError):
@@ -26,7 +26,8 @@ def bind(socket: zmq.Socket, address: str, what: str) -> None:
         socket.bind(address)
     except zmq.ZMQError as exc:
         socket.close(linger=0)
-        raise BindError(f"{what} {address}: cannot bind ({zmq.strerror(exc.errno)})") from None
+        reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+        raise BindError(f"{what} {address}: cannot bind ({reason})") from None
 
 
 class Publisher:

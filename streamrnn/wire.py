@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from .contract import ModelInfo
-from .decision import Detection
+from streamrnn.contract import ModelInfo
+from streamrnn.decision import Detection
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("event.schema.json")
@@ -29,17 +29,31 @@ def _event(kind: str, **fields) -> dict:
 
 def detection_event(stream: str, info: ModelInfo, detection: Detection) -> dict:
     """A detection as an unstamped event (no `time`/`seq` yet)."""
-    return _event("detection", stream=stream, model=info.name, model_version=info.version,
-                  label=detection.label, score=round(detection.score, 6),
-                  start=round(detection.start, 4), end=round(detection.end, 4))
+    return _event(
+        "detection",
+        stream=stream,
+        model=info.name,
+        model_version=info.version,
+        label=detection.label,
+        score=round(detection.score, 6),
+        start=round(detection.start, 4),
+        end=round(detection.end, 4),
+    )
 
 
 def scores_event(stream: str, info: ModelInfo, end: float, scores: np.ndarray) -> dict:
     """One frame's scores of a stream: the top label and every label's probability."""
     top = int(np.argmax(scores))
-    return _event("scores", stream=stream, model=info.name, model_version=info.version,
-                  label=info.labels[top], score=round(float(scores[top]), 6), end=round(end, 4),
-                  scores=dict(zip(info.labels, np.round(scores.astype(float), 5).tolist())))
+    return _event(
+        "scores",
+        stream=stream,
+        model=info.name,
+        model_version=info.version,
+        label=info.labels[top],
+        score=round(float(scores[top]), 6),
+        end=round(end, 4),
+        scores=dict(zip(info.labels, np.round(scores.astype(float), 5).tolist())),
+    )
 
 
 def heartbeat_event(stats: dict) -> dict:
@@ -72,5 +86,4 @@ class Stamper:
         self._seq = itertools.count()
 
     def stamp(self, event: dict) -> dict:
-        return {**event, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                "seq": next(self._seq)}
+        return {**event, "time": datetime.now(UTC).isoformat(timespec="milliseconds"), "seq": next(self._seq)}

@@ -1,7 +1,8 @@
 """A microphone through sounddevice (PortAudio); imported only when a microphone is used.
 
 Captures mono 16-bit PCM (what microphones deliver) at the device's rate (or `mic.rate`); the
-service converts it to each model's rate. Overflows are counted; a device that fails or disappears is reopened with backoff.
+service converts it to each model's rate. Overflows are counted; a device that fails or
+disappears is reopened with backoff.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import threading
 import numpy as np
 import sounddevice as sd
 
-from . import Emit, Problem, Samples, Source, SourceState
+from streamrnn.service.sources import Emit, Problem, Samples, Source, SourceState
 
 STREAM = "mic"
 
@@ -38,8 +39,10 @@ class MicSource(Source):
         try:
             info = sd.query_devices(self.device, "input")
         except (ValueError, sd.PortAudioError) as exc:
-            raise ValueError(f"source {self.name}: no such input device ({exc}); input devices: "
-                             f"{_describe_inputs()}; use --source FILE or --source - instead") from None
+            raise ValueError(
+                f"source {self.name}: no such input device ({exc}); input devices: "
+                f"{_describe_inputs()}; use --source FILE or --source - instead"
+            ) from None
         self.rate = float(config.rate or info["default_samplerate"])
         self.block = max(1, int(self.rate * config.block_ms / 1000))
 
@@ -52,8 +55,14 @@ class MicSource(Source):
         backoff = 0.5
         while not stop.is_set():
             try:
-                with sd.InputStream(device=self.device, channels=1, samplerate=self.rate,
-                                    blocksize=self.block, dtype="int16", callback=callback) as stream:
+                with sd.InputStream(
+                    device=self.device,
+                    channels=1,
+                    samplerate=self.rate,
+                    blocksize=self.block,
+                    dtype="int16",
+                    callback=callback,
+                ) as stream:
                     emit(SourceState(self.name, "running"))
                     backoff = 0.5
                     while stream.active and not stop.wait(0.1):

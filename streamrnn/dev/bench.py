@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Hashable
 from importlib import metadata
 from pathlib import Path
 
@@ -24,13 +25,13 @@ import numpy as np
 import soundfile
 import zmq
 
-from .audio import read_audio
-from .catalog import BUNDLED, resolve_model
-from .decision import Decider
-from .runtime import StreamingModel
-from .send import messages
+from streamrnn.audio import read_audio
+from streamrnn.catalog import BUNDLED, resolve_model
+from streamrnn.decision import Decider
+from streamrnn.runtime import StreamingModel
+from streamrnn.send import messages
 
-SAMPLE = Path(__file__).parent / "samples" / "demo.flac"  # held-out speakers saying 9 keywords
+SAMPLE = Path(__file__).parents[1] / "samples" / "demo.flac"  # held-out speakers saying 9 keywords
 CHUNKS_MS = (10, 20, 80)
 STREAM_COUNTS = (1, 4, 16, 64, 256, 1024)
 LATENCY_SOURCES = ("file", "stdin", "ingest")
@@ -40,8 +41,12 @@ BLOCK = 0.01  # seconds per piece a producer hands the service (as a live input 
 
 def spread(values: list[float], digits: int = 6) -> dict:
     """Median, lowest and highest of repeated runs."""
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "runs": len(values)}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": len(values),
+    }
 
 
 def _signal(model: StreamingModel, seconds: float) -> np.ndarray:
@@ -57,12 +62,13 @@ def _signal(model: StreamingModel, seconds: float) -> np.ndarray:
 
 # ----- one stream, one model ---------------------------------------------------------------
 
+
 def stream_cost(path: Path, chunk_frames: int | None, seconds: float, repeats: int) -> dict:
     """CPU seconds per second of input for one stream fed chunk by chunk, with decisions, as
     the service runs it."""
     model = StreamingModel(path, threads=1, chunk_frames=chunk_frames)
     signal = _signal(model, seconds)
-    pieces = [signal[i:i + model.chunk] for i in range(0, len(signal) - model.chunk + 1, model.chunk)]
+    pieces = [signal[i : i + model.chunk] for i in range(0, len(signal) - model.chunk + 1, model.chunk)]
     audio_seconds = len(pieces) * model.chunk / model.info.sample_rate
     runs = []
     for _ in range(repeats + 1):  # the first run warms up
@@ -80,6 +86,7 @@ def stream_cost(path: Path, chunk_frames: int | None, seconds: float, repeats: i
 
 # ----- many streams, batched ---------------------------------------------------------------
 
+
 def batched_cost(path: Path, streams: int, seconds: float, repeats: int, device: str = "cpu") -> dict:
     """`streams` streams fed one chunk each per batched call, with a decider per stream:
     CPU seconds per stream-second of input, and the streams one core keeps at real time."""
@@ -90,25 +97,31 @@ def batched_cost(path: Path, streams: int, seconds: float, repeats: int, device:
     offsets = (np.arange(streams) * 997) % (len(signal) - (steps + 1) * chunk)  # streams hear different parts
     for s in range(streams):
         model.add_stream(s)
-    deciders = [Decider(model.info) for _ in range(streams)]
+    deciders: dict[Hashable, Decider] = {s: Decider(model.info) for s in range(streams)}
     cpu_runs, wall_runs = [], []
     stream_seconds = streams * steps * chunk / model.info.sample_rate
-    for r in range(repeats + 1):
-        start, wall = time.process_time(), time.perf_counter()
+    for _ in range(repeats + 1):
+        start, start_wall = time.process_time(), time.perf_counter()
         for k in range(steps):
             at = offsets + k * chunk
             for s in range(streams):
-                model.feed(s, signal[at[s]:at[s] + chunk])
-            for s, scores in model.run().items():  # every stream: calls of at most max_batch streams
-                deciders[s].update(scores)
+                model.feed(s, signal[at[s] : at[s] + chunk])
+            for stream, scores in model.run().items():  # every stream: calls of at most max_batch streams
+                deciders[stream].update(scores)
         cpu_runs.append((time.process_time() - start) / stream_seconds)
-        wall_runs.append((time.perf_counter() - wall) / stream_seconds)
+        wall_runs.append((time.perf_counter() - start_wall) / stream_seconds)
     cpu, wall = spread(cpu_runs[1:], 7), spread(wall_runs[1:], 7)
-    return {"streams": streams, "cpu_per_stream_s": cpu, "wall_per_stream_s": wall,
-            "streams_per_core": round(1 / cpu["median"]), "streams_at_real_time": round(1 / wall["median"])}
+    return {
+        "streams": streams,
+        "cpu_per_stream_s": cpu,
+        "wall_per_stream_s": wall,
+        "streams_per_core": round(1 / cpu["median"]),
+        "streams_at_real_time": round(1 / wall["median"]),
+    }
 
 
 # ----- the service ------------------------------------------------------------------------
+
 
 def _ipc(folder: str, name: str) -> str:
     return f"ipc://{folder}/{name}"
@@ -124,8 +137,12 @@ class _Service:
         env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
         self.spawned = time.time()
         self.log = open(f"{folder}/service.log", "w+b")  # a file: a full pipe would stall the service
-        self.process = subprocess.Popen([sys.executable, "-m", "streamrnn.cli", "serve", "--log-level", "warning",
-                                         *args], env=env, stdin=stdin, stderr=self.log)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamrnn.cli", "serve", "--log-level", "warning", *args],
+            env=env,
+            stdin=stdin,
+            stderr=self.log,
+        )
         self.ready = self._wait_ready(60.0)
 
     def _wait_ready(self, timeout: float) -> float:
@@ -135,8 +152,9 @@ class _Service:
                 message = self.notify.recv(4096).decode()
             except TimeoutError:
                 self.log.seek(0)
-                raise RuntimeError(f"service did not report READY in {timeout:g} s: "
-                                   f"{self.log.read().decode(errors='replace')[-500:]}") from None
+                raise RuntimeError(
+                    f"service did not report READY in {timeout:g} s: {self.log.read().decode(errors='replace')[-500:]}"
+                ) from None
             if "READY=1" in message.split("\n"):
                 return time.time()
 
@@ -160,7 +178,7 @@ class _Collector:
     """A subscriber thread that keeps (arrival wall time, event) of each detection."""
 
     def __init__(self, address: str):
-        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"detection")
         self.socket.connect(address)
         self.received: list[tuple[float, dict]] = []
@@ -201,17 +219,19 @@ def service_latency(source: str, passes: int) -> dict:
         elif source == "stdin":
             service = _Service(folder, args + ["--source", "-", "--stdin-rate", str(rate)], stdin=subprocess.PIPE)
             pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+            pipe = service.process.stdin
+            assert pipe is not None  # opened with stdin=PIPE
             start = time.monotonic()
             for i in range(0, len(pcm), block):
                 time.sleep(max(0.0, start + (i + block) / rate - time.monotonic()))
-                service.process.stdin.write(pcm[i:i + block].tobytes())
-                service.process.stdin.flush()
+                pipe.write(pcm[i : i + block].tobytes())
+                pipe.flush()
                 handed.append(time.time())
-            service.process.stdin.close()
+            pipe.close()
         else:
             ingest = _ipc(folder, "ingest")
             service = _Service(folder, args + ["--source", f"pull:{ingest}"])
-            push = zmq.Context.instance().socket(zmq.PUSH)
+            push: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
             push.connect(ingest)
             start = time.monotonic()
             for i, (parts, _) in enumerate(messages("bench", audio, rate, "audio", BLOCK)):
@@ -222,10 +242,17 @@ def service_latency(source: str, passes: int) -> dict:
         time.sleep(1.0)
         service.stop()
         collector.close()
-    latencies = [arrived - handed[min(len(handed) - 1, max(0, round(e["end"] * rate) - 1) // block)]
-                 for arrived, e in collector.received]
-    return {"source": source, "detections": len(latencies), "expected": 9 * passes,
-            "startup_to_ready_s": round(service.ready - service.spawned, 3), "latencies": latencies}
+    latencies = [
+        arrived - handed[min(len(handed) - 1, max(0, round(e["end"] * rate) - 1) // block)]
+        for arrived, e in collector.received
+    ]
+    return {
+        "source": source,
+        "detections": len(latencies),
+        "expected": 9 * passes,
+        "startup_to_ready_s": round(service.ready - service.spawned, 3),
+        "latencies": latencies,
+    }
 
 
 def service_memory(streams: int, seconds: float) -> float:
@@ -236,9 +263,10 @@ def service_memory(streams: int, seconds: float) -> float:
     step = 0.08
     with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
         ingest = _ipc(folder, "ingest")
-        service = _Service(folder, ["--publish", _ipc(folder, "events"), "--model", "commands",
-                                    "--source", f"pull:{ingest}"])
-        push = zmq.Context.instance().socket(zmq.PUSH)
+        service = _Service(
+            folder, ["--publish", _ipc(folder, "events"), "--model", "commands", "--source", f"pull:{ingest}"]
+        )
+        push: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
         push.connect(ingest)
         senders = [messages(f"s{s}", audio, rate, "audio", step) for s in range(streams)]
         start = time.monotonic()
@@ -254,6 +282,7 @@ def service_memory(streams: int, seconds: float) -> float:
 
 
 # ----- sizes and start-up ------------------------------------------------------------------
+
 
 def _requirements(dist: str) -> list[str]:
     names = []
@@ -282,7 +311,7 @@ def install_size_mb(root: str = "streamrnn") -> dict:
             continue
         for f in dist.files or []:
             try:
-                total += f.locate().stat().st_size
+                total += Path(f.locate()).stat().st_size
             except OSError:
                 pass
         todo += _requirements(name)
@@ -302,7 +331,7 @@ def training_throughput(repeats: int) -> dict | None:
     """Training clips per second on this CPU (see streamrnn.training.throughput); None without
     the training extra."""
     try:
-        from .training.throughput import clips_per_second
+        from streamrnn.training.throughput import clips_per_second
     except ImportError:
         return None
     runs, threads = clips_per_second(repeats)
@@ -311,10 +340,18 @@ def training_throughput(repeats: int) -> dict | None:
 
 # ----- the whole suite ---------------------------------------------------------------------
 
+
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     import onnxruntime
+
     return f"{cpu}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}"
 
 
@@ -327,13 +364,25 @@ def run(quick: bool = False, device: str = "cpu", log=print) -> dict:
         probe = StreamingModel(path)
         name, info = probe.info.name, probe.info
         log(f"bench: {name}: one stream")
-        chunks = ([max(1, round(ms / 1000 * info.sample_rate / info.frame_hop)) for ms in CHUNKS_MS]
-                  if info.kind == "audio" else [None])
+        chunks = (
+            [max(1, round(ms / 1000 * info.sample_rate / info.frame_hop)) for ms in CHUNKS_MS]
+            if info.kind == "audio"
+            else [None]
+        )
         per_chunk = [stream_cost(path, c, seconds, repeats) for c in chunks]
-        entry = {"kind": info.kind, "chunks": per_chunk, "load_s": model_load_s(path, repeats),
-                 "rtf_single_stream": next((c["cpu_per_audio_s"]["median"] for c in per_chunk
-                                            if c["chunk_ms"] == 1000 * info.chunk / info.sample_rate),
-                                           per_chunk[-1]["cpu_per_audio_s"]["median"])}
+        entry = {
+            "kind": info.kind,
+            "chunks": per_chunk,
+            "load_s": model_load_s(path, repeats),
+            "rtf_single_stream": next(
+                (
+                    c["cpu_per_audio_s"]["median"]
+                    for c in per_chunk
+                    if c["chunk_ms"] == 1000 * info.chunk / info.sample_rate
+                ),
+                per_chunk[-1]["cpu_per_audio_s"]["median"],
+            ),
+        }
         if name == "commands" or not quick:
             counts = (1, 16, 256) if quick else STREAM_COUNTS
             log(f"bench: {name}: batched streams {counts}")
@@ -362,16 +411,26 @@ def _latency_summary(runs: list[dict], chunk_ms: float) -> dict:
     if not everything:
         return {"chunk_ms": chunk_ms, "detections": 0}
     ms = lambda xs, q: round(1000 * float(np.percentile(xs, q)), 1)  # noqa: E731
-    out = {"chunk_ms": chunk_ms, "p50": ms(everything, 50), "p95": ms(everything, 95), "p99": ms(everything, 99),
-           "detections": len(everything), "expected": sum(r["expected"] for r in runs)}
-    out["by_source"] = {r["source"]: {"p50": ms(r["latencies"], 50), "p95": ms(r["latencies"], 95),
-                                      "detections": r["detections"]} for r in runs if r["latencies"]}
+    out = {
+        "chunk_ms": chunk_ms,
+        "p50": ms(everything, 50),
+        "p95": ms(everything, 95),
+        "p99": ms(everything, 99),
+        "detections": len(everything),
+        "expected": sum(r["expected"] for r in runs),
+    }
+    out["by_source"] = {
+        r["source"]: {"p50": ms(r["latencies"], 50), "p95": ms(r["latencies"], 95), "detections": r["detections"]}
+        for r in runs
+        if r["latencies"]
+    }
     return out
 
 
 def gpu_streams(quick: bool) -> dict:
     """Batched `commands` streams on onnxruntime's CUDA provider; skipped where there is none."""
     import onnxruntime
+
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         return {"skipped": "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu on a machine with a GPU)"}
     counts = (16, 256) if quick else (64, 256, 1024, 4096)
@@ -384,19 +443,37 @@ def targets(report: dict) -> list[tuple[str, str, str, bool]]:
     rows = []
     for name, m in report["models"].items():
         if m["kind"] == "audio":
-            rows.append((f"{name}: CPU s per audio s, one stream, default chunk", "<= 0.002",
-                         f"{m['rtf_single_stream']:.5f}", m["rtf_single_stream"] <= 0.002))
+            rows.append(
+                (
+                    f"{name}: CPU s per audio s, one stream, default chunk",
+                    "<= 0.002",
+                    f"{m['rtf_single_stream']:.5f}",
+                    m["rtf_single_stream"] <= 0.002,
+                )
+            )
     if "streams_per_core" in report["models"].get("commands", {}):
         spc = report["models"]["commands"]["streams_per_core"]
         rows.append(("commands: streams per core at real time, batched", ">= 1000", str(spc), spc >= 1000))
     lat = report["latency_ms"]
     if "p95" in lat:
-        rows.append(("latency p95, input to subscriber", f"<= chunk + 30 = {lat['chunk_ms'] + 30:g} ms",
-                     f"{lat['p95']} ms", lat["p95"] <= lat["chunk_ms"] + 30))
+        rows.append(
+            (
+                "latency p95, input to subscriber",
+                f"<= chunk + 30 = {lat['chunk_ms'] + 30:g} ms",
+                f"{lat['p95']} ms",
+                lat["p95"] <= lat["chunk_ms"] + 30,
+            )
+        )
     rss = report["rss_mb"]
     rows.append(("service resident memory, 1 stream", "<= 60 MB", f"{rss['1']} MB", rss["1"] <= 60))
-    rows.append(("resident memory per extra stream (256 streams)", "<= 100 KB", f"{rss['per_extra_stream_kb']} KB",
-                 rss["per_extra_stream_kb"] <= 100))
+    rows.append(
+        (
+            "resident memory per extra stream (256 streams)",
+            "<= 100 KB",
+            f"{rss['per_extra_stream_kb']} KB",
+            rss["per_extra_stream_kb"] <= 100,
+        )
+    )
     rows.append(("runtime install", "<= 200 MB", f"{report['install']['mb']} MB", report["install"]["mb"] <= 200))
     return rows
 
@@ -405,34 +482,65 @@ def table(report: dict) -> str:
     """The report as Markdown tables, targets first."""
     lines = [f"Machine: {report['machine']}", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     lines += [f"| {what} | {goal} | {got} | {'yes' if met else '**no**'} |" for what, goal, got, met in targets(report)]
-    lines += ["",
-             "| model | chunk | CPU s per audio s, one stream (median, min-max) | model load (ms) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| model | chunk | CPU s per audio s, one stream (median, min-max) | model load (ms) |",
+        "|---|---|---|---|",
+    ]
     for name, m in report["models"].items():
         for c in m["chunks"]:
             cpu = c["cpu_per_audio_s"]
-            lines.append(f"| {name} | {c['chunk_ms']:g} ms | {cpu['median']:.5f} ({cpu['min']:.5f}-{cpu['max']:.5f}) "
-                         f"| {1000 * m['load_s']['median']:.1f} |")
-    lines += ["", "| model | streams in one call | CPU s per stream-second (median) | streams per core at real time |",
-              "|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {c['chunk_ms']:g} ms | {cpu['median']:.5f} ({cpu['min']:.5f}-{cpu['max']:.5f}) "
+                f"| {1000 * m['load_s']['median']:.1f} |"
+            )
+    lines += [
+        "",
+        "| model | streams in one call | CPU s per stream-second (median) | streams per core at real time |",
+        "|---|---|---|---|",
+    ]
     for name, m in report["models"].items():
         for b in m.get("batched", []):
-            lines.append(f"| {name} | {b['streams']} | {b['cpu_per_stream_s']['median']:.6f} | {b['streams_per_core']} |")
+            lines.append(
+                f"| {name} | {b['streams']} | {b['cpu_per_stream_s']['median']:.6f} | {b['streams_per_core']} |"
+            )
     lat = report["latency_ms"]
-    lines += ["", f"Service latency, input to subscriber (chunk {lat['chunk_ms']:g} ms, {lat['detections']} of "
-              f"{lat.get('expected', '?')} detections): p50 {lat.get('p50')} ms, p95 {lat.get('p95')} ms, "
-              f"p99 {lat.get('p99')} ms"]
+    lines += [
+        "",
+        f"Service latency, input to subscriber (chunk {lat['chunk_ms']:g} ms, {lat['detections']} of "
+        f"{lat.get('expected', '?')} detections): p50 {lat.get('p50')} ms, p95 {lat.get('p95')} ms, "
+        f"p99 {lat.get('p99')} ms",
+    ]
     for source, s in lat.get("by_source", {}).items():
         lines.append(f"- {source}: p50 {s['p50']} ms, p95 {s['p95']} ms ({s['detections']} detections)")
-    rss = report["rss_mb"]
-    lines += ["", f"Service resident memory: {rss['1']} MB with 1 stream, {rss['256']} MB with 256 "
-              f"({rss['per_extra_stream_kb']} KB per extra stream)",
-              f"Start-up to READY: {report['startup_to_ready_s']['median']} s (median of {report['startup_to_ready_s']['runs']})",
-              f"Runtime install: {report['install']['mb']} MB ({', '.join(report['install']['distributions'])})"]
+    rss, startup = report["rss_mb"], report["startup_to_ready_s"]
+    lines += [
+        "",
+        f"Service resident memory: {rss['1']} MB with 1 stream, {rss['256']} MB with 256 "
+        f"({rss['per_extra_stream_kb']} KB per extra stream)",
+        f"Start-up to READY: {startup['median']} s (median of {startup['runs']})",
+        f"Runtime install: {report['install']['mb']} MB ({', '.join(report['install']['distributions'])})",
+    ]
     t = report["training"]
-    lines.append("Training throughput: " + (f"{t['clips_per_s']['median']} clips/s ({t['torch_threads']} torch threads)"
-                                            if t else "skipped (needs the training extra)"))
+    lines.append(
+        "Training throughput: "
+        + (
+            f"{t['clips_per_s']['median']} clips/s ({t['torch_threads']} torch threads)"
+            if t
+            else "skipped (needs the training extra)"
+        )
+    )
     if "gpu" in report:
         g = report["gpu"]
-        lines.append("GPU: " + (g["skipped"] if "skipped" in g else ", ".join(
-            f"{b['streams']} streams in one call: {b['streams_at_real_time']} streams at real time" for b in g["batched"])))
+        lines.append(
+            "GPU: "
+            + (
+                g["skipped"]
+                if "skipped" in g
+                else ", ".join(
+                    f"{b['streams']} streams in one call: {b['streams_at_real_time']} streams at real time"
+                    for b in g["batched"]
+                )
+            )
+        )
     return "\n".join(lines) + "\n"

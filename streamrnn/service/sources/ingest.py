@@ -16,9 +16,8 @@ import time
 import numpy as np
 import zmq
 
-from streamrnn.publisher import bind
-
-from . import Emit, Problem, Samples, Source, StreamEnd
+from streamrnn.service.publisher import bind
+from streamrnn.service.sources import Emit, Problem, Samples, Source, StreamEnd
 
 FORMATS = {"s16le": ("<i2", 1 / 32768.0), "f32le": ("<f4", 1.0)}
 MAX_CHANNELS = 64
@@ -63,8 +62,10 @@ def parse(parts: list[bytes], max_rate: float) -> tuple[str, dict, np.ndarray]:
     dtype, scale = FORMATS[fmt]
     frame_bytes = np.dtype(dtype).itemsize * channels
     if len(parts[2]) % frame_bytes:
-        raise Reject("ingest_odd_bytes", f"stream {stream}: {len(parts[2])} bytes is not a whole number "
-                                         f"of {channels}-channel {fmt} samples")
+        raise Reject(
+            "ingest_odd_bytes",
+            f"stream {stream}: {len(parts[2])} bytes is not a whole number of {channels}-channel {fmt} samples",
+        )
     samples = np.frombuffer(parts[2], dtype=dtype).astype(np.float32) * np.float32(scale)
     if not np.isfinite(samples).all():
         raise Reject("ingest_not_finite", f"stream {stream}: samples hold NaN or infinity")
@@ -103,8 +104,13 @@ class IngestSource(Source):
                     emit(Problem(r.counter, str(r)))
                     continue
                 if stream in last_seq and seq > last_seq[stream] + 1:
-                    emit(Problem("ingest_seq_gaps", f"stream {stream}: {seq - last_seq[stream] - 1} "
-                                                    f"message(s) missing before seq {seq}", stream))
+                    emit(
+                        Problem(
+                            "ingest_seq_gaps",
+                            f"stream {stream}: {seq - last_seq[stream] - 1} message(s) missing before seq {seq}",
+                            stream,
+                        )
+                    )
                 last_seq[stream], last_seen[stream] = seq, time.monotonic()
                 emit(Samples(stream, samples, float(header["rate"]), header.get("kind", "audio")))
                 if header.get("end") is True:
@@ -112,7 +118,11 @@ class IngestSource(Source):
                     del last_seq[stream], last_seen[stream]
             now = time.monotonic()
             for stream in [s for s, t in last_seen.items() if now - t > self.config.idle_timeout]:
-                emit(Problem("streams_expired", f"stream {stream}: idle for {self.config.idle_timeout:g} s, expired", stream))
+                emit(
+                    Problem(
+                        "streams_expired", f"stream {stream}: idle for {self.config.idle_timeout:g} s, expired", stream
+                    )
+                )
                 emit(StreamEnd(stream))
                 del last_seq[stream], last_seen[stream]
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.sensors import read_csv
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
 
@@ -55,8 +57,9 @@ def split_of(group: str, validation: float, test: float, validation_groups=(), t
 
 
 def audio_files(folder: Path, recursive: bool = False) -> list[Path]:
-    return sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                  if p.suffix.lower() in AUDIO_SUFFIXES)
+    return sorted(
+        p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES
+    )
 
 
 def data_path(root: str, path: str) -> Path:
@@ -77,8 +80,12 @@ def _by_folder(root: Path, layout: str, labels: list[str]) -> dict[str, list[Pat
         if label in folders:
             files[label] = audio_files(folders[label])
         elif layout == "speech_commands" and label == "_unknown_":
-            files[label] = [f for name, p in folders.items()
-                            if name not in labels and not name.startswith("_") for f in audio_files(p)]
+            files[label] = [
+                f
+                for name, p in folders.items()
+                if name not in labels and not name.startswith("_")
+                for f in audio_files(p)
+            ]
         elif layout == "speech_commands" and label == "_silence_" and "_background_noise_" in folders:
             files[label] = audio_files(folders["_background_noise_"])
         else:
@@ -86,8 +93,9 @@ def _by_folder(root: Path, layout: str, labels: list[str]) -> dict[str, list[Pat
     return files
 
 
-def _by_name(root: Path, labels: list[str], label_regex: str, label_map: dict[str, str],
-             label: str = "") -> dict[str, list[Path]]:
+def _by_name(
+    root: Path, labels: list[str], label_regex: str, label_map: dict[str, str], label: str = ""
+) -> dict[str, list[Path]]:
     if not label_regex:
         raise DataError(f"{root}: layout 'files' needs a label_regex to find labels in file names")
     regex = re.compile(label_regex)
@@ -105,9 +113,16 @@ def _by_name(root: Path, labels: list[str], label_regex: str, label_map: dict[st
     return files if labels else dict(sorted(files.items()))
 
 
-def list_clips(root: Path, layout: str = "folders", labels: list[str] | None = None,
-               group_regex: str = "", label_regex: str = "", label_map: dict[str, str] | None = None,
-               max_per_label: int = 0, label: str = "") -> tuple[list[str], list[Clip]]:
+def list_clips(
+    root: Path,
+    layout: str = "folders",
+    labels: list[str] | None = None,
+    group_regex: str = "",
+    label_regex: str = "",
+    label_map: dict[str, str] | None = None,
+    max_per_label: int = 0,
+    label: str = "",
+) -> tuple[list[str], list[Clip]]:
     """(labels, clips) of an audio dataset; `max_per_label` picks a fixed subset per label;
     `label` (layout files) gives every file the regex selects that one label."""
     root = Path(root)
@@ -136,17 +151,26 @@ def recipe_clips(data, path: str, with_train_only: bool = True) -> tuple[list[st
     `with_train_only`: they never reach validation or test). Training and `streamrnn
     eval` both draw clips here, so they see the same ones."""
     d = data
-    labels, clips = list_clips(data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex,
-                               d.label_map, d.max_per_label, d.label)
+    labels, clips = list_clips(
+        data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex, d.label_map, d.max_per_label, d.label
+    )
     if d.layout == "tree":
         labels = d.labels
     for extra in d.extra if path == d.path else []:
         if extra.train_only and not with_train_only:
             continue
-        _, more = list_clips(data_path(d.root, extra.path), extra.layout, labels, extra.group_regex,
-                             extra.label_regex, extra.label_map, d.max_per_label, extra.label)
+        _, more = list_clips(
+            data_path(d.root, extra.path),
+            extra.layout,
+            labels,
+            extra.group_regex,
+            extra.label_regex,
+            extra.label_map,
+            d.max_per_label,
+            extra.label,
+        )
         if extra.max_clips:
-            more = sorted(more, key=lambda c: stable_hash(c.path.name))[:extra.max_clips]
+            more = sorted(more, key=lambda c: stable_hash(c.path.name))[: extra.max_clips]
         if extra.train_only:
             more = [replace(c, train_only=True) for c in more]
         clips += more
@@ -158,8 +182,9 @@ def recipe_split(group: str, data, train_only: bool = False) -> str:
     train and validation; clips of a `train_only` source always train."""
     if train_only:
         return "train"
-    return split_of(group, data.validation, 0.0 if data.test_path else data.test,
-                    data.validation_groups, data.test_groups)
+    return split_of(
+        group, data.validation, 0.0 if data.test_path else data.test, data.validation_groups, data.test_groups
+    )
 
 
 def parse_ts(path: Path) -> tuple[list[str], list[tuple[np.ndarray, str]]]:
@@ -184,23 +209,6 @@ def parse_ts(path: Path) -> tuple[list[str], list[tuple[np.ndarray, str]]]:
     if not rows:
         raise DataError(f"{path}: no @data rows")
     return class_labels, rows
-
-
-def read_csv(path: Path) -> np.ndarray:
-    """A CSV of numbers as float32 [rows, columns]; a first row that is not numbers is a header."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        float(lines[0].split(",")[0])
-        skip = 0
-    except (ValueError, IndexError):
-        skip = 1
-    try:
-        return np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float32, ndmin=2)
-    except ValueError as exc:
-        raise DataError(f"{path}: not a CSV of numbers ({exc})") from None
 
 
 def read_txt_recordings(path: Path) -> list[np.ndarray]:
@@ -232,8 +240,9 @@ def read_txt_recordings(path: Path) -> list[np.ndarray]:
         raise DataError(f"{path}: rows of different lengths") from None
 
 
-def sensor_recordings(root: Path, layout: str, labels: list[str] | None = None
-                      ) -> tuple[list[str], list[tuple[np.ndarray, str, str]]]:
+def sensor_recordings(
+    root: Path, layout: str, labels: list[str] | None = None
+) -> tuple[list[str], list[tuple[np.ndarray, str, str]]]:
     """(labels, [(samples [n, channels], label, group)]) of sensor data: a .ts file or a folder of
     them, or a folder per label of .csv recordings and .txt files of many recordings; each
     recording is its own group (`label/file.csv`, or `label/file.txt#i`, i counted from 0)."""
@@ -257,6 +266,9 @@ def sensor_recordings(root: Path, layout: str, labels: list[str] | None = None
             if not (root / label).is_dir():
                 raise DataError(f"{root}: no folder for label {label!r}")
             recordings += [(read_csv(f), label, f"{label}/{f.name}") for f in sorted((root / label).glob("*.csv"))]
-            recordings += [(x, label, f"{label}/{f.name}#{i}") for f in sorted((root / label).glob("*.txt"))
-                           for i, x in enumerate(read_txt_recordings(f))]
+            recordings += [
+                (x, label, f"{label}/{f.name}#{i}")
+                for f in sorted((root / label).glob("*.txt"))
+                for i, x in enumerate(read_txt_recordings(f))
+            ]
     return list(labels), [r for r in recordings if r[1] in labels]
