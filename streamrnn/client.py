@@ -6,13 +6,13 @@ ZeroMQ redials a lost connection by itself; if nothing at all arrives for `silen
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 
 import zmq
 
 from streamrnn.service.config import DEFAULT_PUBLISH
+from streamrnn.wire import decode
 
 
 class Subscription:
@@ -48,12 +48,9 @@ class Subscription:
                 continue
             self._heard = time.monotonic()
             parts = self._socket.recv_multipart()
-            if len(parts) != 2 or not parts[0].startswith(self._wanted):
-                continue
-            try:
-                return json.loads(parts[1])
-            except json.JSONDecodeError:
-                continue
+            message = decode(parts)
+            if message is not None and message[0].encode().startswith(self._wanted):
+                return message[1]
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -6,7 +6,6 @@ sensor frames at `--rate`. Each message: [stream id, JSON header, samples].
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import zmq
 
 from streamrnn.audio import read_native
 from streamrnn.sensors import read_csv
+from streamrnn.wire import IngestHeader, ingest_message
 
 
 def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
@@ -28,20 +28,14 @@ def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
 
 
 def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_seconds: float):
-    """The multipart messages for one stream, the last marked `end`."""
+    """The multipart messages for one stream, the last marked `end`, each with its seconds."""
     block = max(1, int(rate * block_seconds))
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     count = max(1, -(-len(samples) // block))
     for seq in range(count):
         piece = samples[seq * block : (seq + 1) * block]
-        if kind == "audio":
-            fmt, payload = "s16le", (np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes()
-        else:
-            fmt, payload = "f32le", piece.astype("<f4").tobytes()
-        header = {"format": fmt, "rate": rate, "channels": channels, "seq": seq, "kind": kind}
-        if seq == count - 1:
-            header["end"] = True
-        yield [stream.encode(), json.dumps(header).encode(), payload], len(piece) / rate
+        header = IngestHeader("s16le" if kind == "audio" else "f32le", rate, seq, channels, kind, seq == count - 1)
+        yield ingest_message(stream, header, piece), len(piece) / rate
 
 
 def send(

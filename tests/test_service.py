@@ -18,6 +18,7 @@ import zmq
 from conftest import DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words, demo_frames
 from streamrnn.client import Subscription
 from streamrnn.send import messages
+from streamrnn.wire import IngestHeader, Reject, ingest_message, parse_ingest
 
 COMMANDS = ROOT / "streamrnn" / "models" / "commands.onnx"
 
@@ -152,6 +153,21 @@ def test_zmq_ingest_from_streamrnn_send(service, tmp_path):
     assert s.final_status()["state"] == "stopping"
 
 
+def test_an_ingest_message_reads_back_as_it_was_written():
+    rng = np.random.default_rng(0)
+    audio = rng.uniform(-1, 1, 321).astype(np.float32)
+    frames = rng.normal(size=(7, 3)).astype(np.float32)
+    header = IngestHeader("s16le", 16000, seq=4, end=True)
+    stream, back, samples = parse_ingest(ingest_message("mic1", header, audio), max_rate=192000)
+    assert (stream, back) == ("mic1", header) and np.abs(samples - audio).max() < 1 / 16000
+    header = IngestHeader("f32le", 50, seq=0, channels=3, kind="sensor")
+    stream, back, samples = parse_ingest(ingest_message("imu", header, frames), max_rate=192000)
+    assert back == header and np.array_equal(samples, frames)
+    with pytest.raises(Reject, match="rate 50 is not within") as rejected:
+        parse_ingest(ingest_message("imu", header, frames), max_rate=10)
+    assert rejected.value.counter == "ingest_bad_rate"
+
+
 def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, tmp_path):
     s, push = ingest_service(service, tmp_path)
     good = list(messages("good", demo_pcm(), 16000.0, "audio", 0.02))
@@ -170,8 +186,9 @@ def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, 
             push.send_multipart(bad[i])
         if i == 10:  # the good stream's sequence going backwards, then a gap
             push.send_multipart(good[3][0])
-    push.send_multipart([b"gappy", json.dumps(header).encode(), b"\0\0" * 160])
-    push.send_multipart([b"gappy", json.dumps({**header, "seq": 5, "end": True}).encode(), b"\0\0" * 160])
+    silence = np.zeros(160, np.float32)
+    push.send_multipart(ingest_message("gappy", IngestHeader("s16le", 16000, seq=0), silence))
+    push.send_multipart(ingest_message("gappy", IngestHeader("s16le", 16000, seq=5, end=True), silence))
     s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=30)
     s.collect(lambda e: e["kind"] == "status" and e["problems"].get("ingest_seq_gaps"), timeout=5)
     code, _, log = s.stop()

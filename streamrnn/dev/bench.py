@@ -8,7 +8,6 @@ throughput needs the training extra and is skipped without it.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -30,6 +29,7 @@ from streamrnn.catalog import BUNDLED, resolve_model
 from streamrnn.decision import Decider
 from streamrnn.runtime import StreamingModel
 from streamrnn.send import messages
+from streamrnn.wire import decode
 
 SAMPLE = Path(__file__).parents[1] / "samples" / "demo.flac"  # held-out speakers saying 9 keywords
 CHUNKS_MS = (10, 20, 80)
@@ -189,8 +189,9 @@ class _Collector:
     def _run(self) -> None:
         while not self._stop.is_set():
             if self.socket.poll(50):
-                _, body = self.socket.recv_multipart()
-                self.received.append((time.time(), json.loads(body)))
+                message = decode(self.socket.recv_multipart())
+                if message is not None:
+                    self.received.append((time.time(), message[1]))
 
     def close(self) -> None:
         self._stop.set()
