@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -17,6 +16,7 @@ import zmq
 
 from conftest import DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words, demo_frames
 from streamrnn.client import Subscription
+from streamrnn.dev.harness import ServeProcess
 from streamrnn.send import messages
 from streamrnn.wire import IngestHeader, Reject, ingest_message, parse_ingest
 
@@ -29,22 +29,15 @@ def demo_pcm() -> np.ndarray:
 
 
 class Service:
-    """A `streamrnn serve` subprocess publishing on ipc:// with a subscriber already listening."""
+    """A `streamrnn serve` subprocess (the project's one harness) publishing on ipc:// with a
+    subscriber already listening."""
 
     def __init__(self, tmp_path, *args, env=None, stdin=None, topics=("",)):
         self.address = f"ipc://{tmp_path}/events"
         self.subscription = Subscription(self.address, topics)
-        command = STREAMRNN + [
-            "serve",
-            "--publish",
-            self.address,
-            "--wait-subscriber",
-            "10",
-            "--heartbeat",
-            "0.5",
-            *map(str, args),
-        ]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=stdin, stderr=subprocess.PIPE)
+        args = ["--publish", self.address, "--wait-subscriber", "10", "--heartbeat", "0.5", *map(str, args)]
+        self.serve = ServeProcess(tmp_path, args, env=env, stdin=stdin, cwd=ROOT)
+        self.process = self.serve.process
         self.events: list[dict] = []
 
     def collect(self, until=lambda event: False, timeout: float = 60) -> dict | None:
@@ -63,22 +56,17 @@ class Service:
         raise AssertionError(f"timed out; events so far: {self.events[-5:]}")
 
     def stop(self, sig=signal.SIGTERM) -> tuple[int, float, str]:
-        start = time.monotonic()
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=10)
-        took = time.monotonic() - start
+        code, took = self.serve.stop(sig)
         self.collect(timeout=1)
-        return code, took, self.process.stderr.read().decode()
+        return code, took, self.serve.log_text()
 
     def finish(self) -> tuple[int, str]:
         self.collect(lambda e: e.get("state") == "stopping")
         code = self.process.wait(timeout=20)
-        return code, self.process.stderr.read().decode()
+        return code, self.serve.log_text()
 
     def close(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self.serve.close()
         self.subscription.close()
 
     def final_status(self) -> dict:
@@ -224,44 +212,19 @@ def test_stream_that_stops_mid_chunk_expires_and_is_scored(service, tmp_path):
 
 
 def test_sd_notify_ready_watchdog_stopping_on_a_real_socket(tmp_path):
-    path = str(tmp_path / "notify")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(path)
-    listener.settimeout(10)
-    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="200000")
-    process = subprocess.Popen(
-        STREAMRNN
-        + [
-            "serve",
-            "--model",
-            "commands",
-            "--source",
-            f"pull:ipc://{tmp_path}/in",
-            "--publish",
-            f"ipc://{tmp_path}/events",
-        ],
-        env=env,
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = dict(os.environ, WATCHDOG_USEC="200000")
+    args = ["--model", "commands", "--source", f"pull:ipc://{tmp_path}/in", "--publish", f"ipc://{tmp_path}/events"]
+    service = ServeProcess(tmp_path, args, env=env, cwd=ROOT)
     try:
-        received = []
-        while not any("READY=1" in m for m in received):
-            received.append(listener.recv(4096).decode())
-        assert any(line.startswith("STATUS=") for m in received for line in m.splitlines())
-        started = time.monotonic()
-        while time.monotonic() - started < 0.6:
-            received.append(listener.recv(4096).decode())
-        watchdogs = sum(m == "WATCHDOG=1" for m in received)
-        assert watchdogs >= 3, received  # every 0.1 s
-        process.send_signal(signal.SIGTERM)
-        while "STOPPING=1" not in received[-1]:
-            received.append(listener.recv(4096).decode())
-        assert process.wait(timeout=5) == 0
+        service.wait_notice("READY=1", timeout=10)
+        assert any(line.startswith("STATUS=") for line in service.notices)
+        watchdogs = service.listen(0.6).count("WATCHDOG=1")
+        assert watchdogs >= 3, service.notices  # every 0.1 s
+        code, _ = service.stop()
+        assert code == 0, service.log_text()
+        service.wait_notice("STOPPING=1", timeout=1)
     finally:
-        process.kill()
-        listener.close()
+        service.close()
 
 
 def test_sighup_reloads_and_keeps_the_old_model_when_the_new_file_is_garbage(service, tmp_path):

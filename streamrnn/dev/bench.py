@@ -9,7 +9,6 @@ throughput needs the training extra and is skipped without it.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import zmq
 from streamrnn.audio import read_audio
 from streamrnn.catalog import BUNDLED, resolve_model
 from streamrnn.decision import Decider
+from streamrnn.dev.harness import ServeProcess
 from streamrnn.runtime import StreamingModel
 from streamrnn.send import messages
 from streamrnn.wire import decode
@@ -127,51 +127,14 @@ def _ipc(folder: str, name: str) -> str:
     return f"ipc://{folder}/{name}"
 
 
-class _Service:
-    """A `streamrnn serve` subprocess with an sd_notify socket the bench owns (for READY)."""
-
-    def __init__(self, folder: str, args: list[str], stdin=None):
-        self.notify_path = f"{folder}/notify"
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(self.notify_path)
-        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path)
-        self.spawned = time.time()
-        self.log = open(f"{folder}/service.log", "w+b")  # a file: a full pipe would stall the service
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamrnn.cli", "serve", "--log-level", "warning", *args],
-            env=env,
-            stdin=stdin,
-            stderr=self.log,
-        )
-        self.ready = self._wait_ready(60.0)
-
-    def _wait_ready(self, timeout: float) -> float:
-        self.notify.settimeout(timeout)
-        while True:
-            try:
-                message = self.notify.recv(4096).decode()
-            except TimeoutError:
-                self.log.seek(0)
-                raise RuntimeError(
-                    f"service did not report READY in {timeout:g} s: {self.log.read().decode(errors='replace')[-500:]}"
-                ) from None
-            if "READY=1" in message.split("\n"):
-                return time.time()
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        finally:
-            self.notify.close()
-            self.log.close()
+def _serve(folder: str, args: list[str], stdin=None) -> tuple[ServeProcess, float]:
+    """A service started and READY: (the process, wall time of READY)."""
+    service = ServeProcess(folder, ["--log-level", "warning", *args], stdin=stdin)
+    try:
+        return service, service.wait_notice("READY=1")
+    except RuntimeError:
+        service.close()
+        raise
 
 
 class _Collector:
@@ -213,12 +176,12 @@ def service_latency(source: str, passes: int) -> dict:
         args = ["--publish", events] + [a for m in SERVICE_MODELS for a in ("--model", m)]
         if source == "file":
             soundfile.write(f"{folder}/audio.wav", audio, rate, subtype="PCM_16")
-            service = _Service(folder, args + ["--source", f"{folder}/audio.wav"])
+            service, ready = _serve(folder, args + ["--source", f"{folder}/audio.wav"])
             # the file source starts its clock right after READY and hands over block by block
-            handed = [service.ready + (i + 1) * BLOCK for i in range(-(-len(audio) // block))]
+            handed = [ready + (i + 1) * BLOCK for i in range(-(-len(audio) // block))]
             time.sleep(max(0.0, handed[-1] - time.time()))
         elif source == "stdin":
-            service = _Service(folder, args + ["--source", "-", "--stdin-rate", str(rate)], stdin=subprocess.PIPE)
+            service, ready = _serve(folder, args + ["--source", "-", "--stdin-rate", str(rate)], stdin=subprocess.PIPE)
             pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
             pipe = service.process.stdin
             assert pipe is not None  # opened with stdin=PIPE
@@ -231,7 +194,7 @@ def service_latency(source: str, passes: int) -> dict:
             pipe.close()
         else:
             ingest = _ipc(folder, "ingest")
-            service = _Service(folder, args + ["--source", f"pull:{ingest}"])
+            service, ready = _serve(folder, args + ["--source", f"pull:{ingest}"])
             push: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
             push.connect(ingest)
             start = time.monotonic()
@@ -242,6 +205,7 @@ def service_latency(source: str, passes: int) -> dict:
             push.close(linger=1000)
         time.sleep(1.0)
         service.stop()
+        service.close()
         collector.close()
     latencies = [
         arrived - handed[min(len(handed) - 1, max(0, round(e["end"] * rate) - 1) // block)]
@@ -251,7 +215,7 @@ def service_latency(source: str, passes: int) -> dict:
         "source": source,
         "detections": len(latencies),
         "expected": 9 * passes,
-        "startup_to_ready_s": round(service.ready - service.spawned, 3),
+        "startup_to_ready_s": round(ready - service.spawned, 3),
         "latencies": latencies,
     }
 
@@ -264,7 +228,7 @@ def service_memory(streams: int, seconds: float) -> float:
     step = 0.08
     with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
         ingest = _ipc(folder, "ingest")
-        service = _Service(
+        service, _ = _serve(
             folder, ["--publish", _ipc(folder, "events"), "--model", "commands", "--source", f"pull:{ingest}"]
         )
         push: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
@@ -279,6 +243,7 @@ def service_memory(streams: int, seconds: float) -> float:
         rss = service.rss_mb()
         push.close(linger=0)
         service.stop()
+        service.close()
     return round(rss, 1)
 
 

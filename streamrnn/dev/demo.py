@@ -9,8 +9,6 @@ its kind (and channel count).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 import soundfile
 
 from streamrnn.client import Subscription
+from streamrnn.dev.harness import ServeProcess
 from streamrnn.send import send
 
 SAMPLES = Path(__file__).parents[1] / "samples"
@@ -35,24 +34,11 @@ def demo() -> int:
     """Serve the samples at real time over ipc://, print each detection as it arrives."""
     with tempfile.TemporaryDirectory(prefix="streamrnn-demo-") as folder:
         events, ingest = f"ipc://{folder}/events", f"ipc://{folder}/ingest"
-        command = [
-            sys.executable,
-            "-m",
-            "streamrnn.cli",
-            "serve",
-            "--publish",
-            events,
-            "--wait-subscriber",
-            "10",
-            "--log-level",
-            "warning",
-            "--source",
-            f"pull:{ingest}",
-        ]
+        args = ["--publish", events, "--wait-subscriber", "10", "--log-level", "warning", "--source", f"pull:{ingest}"]
         for source in AUDIO:
-            command += ["--source", str(source)]
+            args += ["--source", str(source)]
         for model in MODELS:
-            command += ["--model", model]
+            args += ["--model", model]
         print(
             f"streamrnn demo: serving {', '.join(p.name for p in AUDIO)}, "
             f"{' and '.join(p.name for p, _, _ in SENSORS)} (over ingest) at real time with models "
@@ -60,7 +46,7 @@ def demo() -> int:
             flush=True,
         )
         subscription = Subscription(events, ("detection", "status"))
-        service = subprocess.Popen(command)
+        service = ServeProcess(folder, args, log_to_terminal=True)
         senders = [
             threading.Thread(target=send, args=(str(path), ingest, stream), kwargs={"rate": rate}, daemon=True)
             for path, rate, stream in SENSORS
@@ -75,9 +61,9 @@ def demo() -> int:
         stop_at = time.monotonic() + seconds + 3.0
         detections = 0
         try:
-            while service.poll() is None:
+            while service.process.poll() is None:
                 if time.monotonic() > stop_at and not any(sender.is_alive() for sender in senders):
-                    service.terminate()
+                    service.process.terminate()
                     stop_at = float("inf")
                 event = subscription.receive(timeout=0.2)
                 if event is None:
@@ -91,6 +77,7 @@ def demo() -> int:
                     )
         finally:
             subscription.close()
-            code = service.wait(timeout=10)
+            code, _ = service.stop()
+            service.close()
     print(f"streamrnn demo: {detections} detection(s); service exited with status {code}")
     return code
