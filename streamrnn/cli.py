@@ -10,7 +10,9 @@ import sys
 import numpy as np
 
 from streamrnn import __version__
+from streamrnn.contract import is_threshold
 from streamrnn.decision import DecisionSettings
+from streamrnn.runtime import DEVICES
 
 TRAIN_EXTRA = "needs the training extra: pip install 'streamrnn[train]' (torch, torchaudio, onnx)"
 
@@ -33,7 +35,7 @@ def _threshold(text: str) -> tuple[str, float]:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not sep or not label or not 0 <= number <= 1:
+    if not sep or not label or not is_threshold(number):
         raise argparse.ArgumentTypeError(f"{text!r} is not LABEL=VALUE with VALUE in [0, 1]")
     return label, number
 
@@ -134,6 +136,13 @@ def cmd_detect(args) -> None:
         print(json.dumps(stamper.stamp(event)), flush=True)
 
 
+DECISION_HELP = {  # the decision layer's settings, for the offline commands and serve alike
+    "smoothing": "frames averaged (0: each model's own, from its contract file)",
+    "patience": "smoothed frames at or above threshold before firing (0: each model's own)",
+    "refractory": "seconds a label stays silent after firing",
+}
+
+
 SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--publish": ("publish", str, "event address to bind (default tcp://127.0.0.1:5556)"),
     "--device": ("device", str, "cpu or cuda"),
@@ -145,9 +154,9 @@ SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--send-hwm": ("send_hwm", int, "events queued per subscriber before drops"),
     "--stdin-rate": ("stdin_rate", int, "sample rate of raw PCM on stdin"),
     "--wait-subscriber": ("wait_subscriber", float, "seconds to wait for a subscriber before reading sources"),
-    "--smoothing": ("decision.smoothing", int, "frames averaged (0: each model's own)"),
-    "--patience": ("decision.patience", int, "smoothed frames above threshold before firing (0: each model's own)"),
-    "--refractory": ("decision.refractory", float, "seconds a label stays silent after firing"),
+    "--smoothing": ("decision.smoothing", int, DECISION_HELP["smoothing"]),
+    "--patience": ("decision.patience", int, DECISION_HELP["patience"]),
+    "--refractory": ("decision.refractory", float, DECISION_HELP["refractory"]),
     "--idle-timeout": ("ingest.idle_timeout", float, "seconds before an idle ingest stream expires"),
     "--mic-rate": ("mic.rate", float, "microphone capture rate (0: the device's default)"),
 }
@@ -192,86 +201,25 @@ def cmd_send(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from streamrnn.catalog import resolve_model
-    from streamrnn.evaluation.clips import confusion_png, evaluate_clips, folder_items, markdown, recipe_items
-    from streamrnn.runtime import StreamingModel
-    from streamrnn.training.recipe import load_recipe  # settings only: no torch
+    from streamrnn.evaluation.workflow import EvalRequest, run_eval
 
-    if bool(args.data) == bool(args.recipe):
-        raise CommandError("eval: give DATA folders or --recipe (with --split), not both or neither")
-    model = StreamingModel(resolve_model(args.model), device=args.device)
-    if args.recipe:
-        recipe = load_recipe(args.recipe, args.data_root)
-        items = recipe_items(recipe, args.split, model.info.sample_rate)
-        folder = recipe.data.test_path if args.split == "test" and recipe.data.test_path else recipe.data.path
-        data = f"{folder} ({args.split} split of {args.recipe})"
-    else:
-        items = folder_items(args.data, model.info.kind, model.info.sample_rate)
-        data = ", ".join(args.data)
-    if args.detect:
-        _eval_detection(args, model, items, data)
-        return
-    report = evaluate_clips(model, items)
-    report["data"] = data
-    if args.out:
-        _write_reports(args.out, report, markdown(report, data), "confusion.png", confusion_png, "report")
-    print(json.dumps(report) if args.json else markdown(report, data), end="" if not args.json else "\n")
-
-
-def _write_reports(folder: str, report: dict, text: str, png: str, plot, stem: str) -> None:
-    """STEM.md, STEM.json and a plot (when matplotlib is installed) into `folder`."""
-    from pathlib import Path
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(text)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    try:
-        plot(report, out / png)
-    except ImportError:
-        print(f"streamrnn: no {png}: plots need matplotlib (pip install 'streamrnn[plots]')", file=sys.stderr)
-
-
-def _eval_detection(args, model, items, data: str) -> None:
-    from streamrnn.evaluation import detection
-
-    if not args.negatives:
-        raise CommandError("eval --detect needs --negatives DIR (audio that never holds the keywords)")
-    positives = [(i.samples, i.label) for i in items if i.label in model.info.thresholds]
-    if not positives:
-        raise CommandError(f"eval --detect: no clips of a reported label of {model.info.name} in {data}")
-    negatives = detection.read_negatives(args.negatives, model.info.sample_rate)
-    if args.pick_fa_per_hour is not None:
-        _pick_thresholds(args, model, negatives, positives)
-        return
-    snrs = [None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]]
-    report = detection.detection_report(model, negatives, positives, snrs, _decision_settings(args))
-    report.update(data=data, negatives=args.negatives)
-    if args.out:
-        _write_reports(args.out, report, detection.markdown(report), "det.png", detection.det_png, "detection")
-    print(json.dumps(report) if args.json else detection.markdown(report), end="\n" if args.json else "")
-
-
-def _pick_thresholds(args, model, negatives, positives) -> None:
-    from streamrnn.evaluation.detection import pick_thresholds
-
-    picked = pick_thresholds(model, negatives, positives, args.pick_fa_per_hour, _decision_settings(args))
-    if args.write:
-        try:
-            from streamrnn.deploy.metadata import write_thresholds
-        except ImportError:
-            raise CommandError("eval --write needs onnx: pip install onnx") from None
-        write_thresholds(args.write, picked["thresholds"])
-        picked["written_to"] = args.write
-    print(
-        json.dumps(picked)
-        if args.json
-        else "\n".join(
-            f"{label}: threshold {v['threshold']}, false rejects {v['frr']}, false accepts/h {v['fa_per_hour']}"
-            f" ({picked['negative_hours']:.2f} h of negatives)"
-            for label, v in picked["per_label"].items()
-        )
+    request = EvalRequest(
+        model=args.model,
+        data=args.data,
+        recipe=args.recipe,
+        split=args.split,
+        data_root=args.data_root,
+        device=args.device,
+        out=args.out,
+        as_json=args.json,
+        detect=args.detect,
+        negatives=args.negatives or [],
+        snrs=[None if s == "clean" else float(s) for s in args.snr or ["clean", "10", "0"]],
+        pick_fa_per_hour=args.pick_fa_per_hour,
+        write=args.write,
+        settings=_decision_settings(args),
     )
+    print(run_eval(request), end="")
 
 
 def cmd_bench(args) -> None:
@@ -288,26 +236,27 @@ def cmd_demo(args) -> None:
 
 
 def _add_decision_flags(p: argparse.ArgumentParser) -> None:
-    """The decision layer's settings, as the service uses them (offline commands)."""
+    """The decision layer's settings as the offline commands take them (defaults DecisionSettings')."""
     d = DecisionSettings()
-    p.add_argument(
-        "--smoothing",
-        type=int,
-        default=d.smoothing,
-        help="frames averaged (default: the model's own, from its contract file)",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=d.patience,
-        help="smoothed frames above threshold before firing (default: the model's own)",
-    )
-    p.add_argument(
-        "--refractory",
-        type=float,
-        default=d.refractory,
-        help=f"seconds a label stays silent after firing (default {d.refractory:g})",
-    )
+    for name, kind in (("smoothing", int), ("patience", int), ("refractory", float)):
+        default = getattr(d, name)
+        p.add_argument(f"--{name}", type=kind, default=default, help=f"{DECISION_HELP[name]} (default {default:g})")
+
+
+def _add_model_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="bundled model name or path to a .onnx contract")
+
+
+def _add_device_flag(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument("--device", choices=sorted(DEVICES), default="cpu", help=f"where onnxruntime runs{more}")
+
+
+def _add_json_flag(p: argparse.ArgumentParser, what: str = "one JSON object") -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what}")
+
+
+def _add_data_root_flag(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument("--data-root", help=f"data root folder{more} (overrides data.root)")
 
 
 def _decision_settings(args):
@@ -322,12 +271,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a recipe and export it")
     p.add_argument("recipe", help="recipe TOML file (see training/recipes/)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (last.pt)")
-    p.add_argument("--data-root", help="data root folder (overrides data.root)")
+    _add_data_root_flag(p)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("distill", help="distill the student speech encoder from the pretrained teacher")
     p.add_argument("recipe", help="distillation recipe TOML (training/recipes/encoder.toml)")
-    p.add_argument("--data-root", help="data root folder (overrides data.root)")
+    _add_data_root_flag(p)
     p.set_defaults(run=cmd_distill)
 
     p = sub.add_parser("export", help="export a training checkpoint to a contract ONNX file")
@@ -337,11 +286,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("models", help="list bundled and installed models")
-    p.add_argument("--json", action="store_true", help="print one JSON array")
+    _add_json_flag(p, "one JSON array")
     p.set_defaults(run=cmd_models)
 
     p = sub.add_parser("detect", help="run a model over audio files, print detections as JSON lines")
-    p.add_argument("--model", required=True, help="bundled model name or path to a .onnx contract")
+    _add_model_flag(p)
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg)")
     p.add_argument("--scores", action="store_true", help="print per-frame scores instead")
     p.add_argument(
@@ -353,7 +302,7 @@ def parser() -> argparse.ArgumentParser:
         help="override a label's threshold (repeatable)",
     )
     _add_decision_flags(p)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    _add_device_flag(p)
     p.set_defaults(run=cmd_detect)
 
     p = sub.add_parser("serve", help="run the recognizer service")
@@ -386,14 +335,14 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_send)
 
     p = sub.add_parser("eval", help="accuracy, per-label precision/recall and confusion on labelled clips")
-    p.add_argument("--model", required=True, help="bundled model name or path to a .onnx contract")
+    _add_model_flag(p)
     p.add_argument("data", nargs="*", metavar="DATA", help="folders with a subfolder of clips per label")
     p.add_argument("--recipe", help="evaluate on this training recipe's data split instead")
     p.add_argument("--split", default="test", choices=["test", "validation", "train", "all"])
-    p.add_argument("--data-root", help="data root for --recipe (overrides data.root)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data_root_flag(p, " for --recipe")
+    _add_json_flag(p)
     p.add_argument("--out", help="folder for report.md, report.json and confusion.png")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    _add_device_flag(p)
     p.add_argument(
         "--detect",
         action="store_true",
@@ -431,7 +380,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recipe-out", metavar="PATH", help="where to write the recipe (default runs/recipes/)")
     p.add_argument("--recipe-only", action="store_true", help="write the recipe, do not train")
-    p.add_argument("--data-root", help="data root folder (overrides data.root)")
+    _add_data_root_flag(p)
     p.set_defaults(run=cmd_train_wakeword)
 
     p = sub.add_parser(
@@ -444,9 +393,9 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_fetch_negatives)
 
     p = sub.add_parser("bench", help="measure CPU per stream, streams per core, service latency and memory")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_json_flag(p)
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes: a smoke run, not for reporting")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: also batched streams on the GPU")
+    _add_device_flag(p, " (cuda: also batched streams on the GPU)")
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")

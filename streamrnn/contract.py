@@ -19,7 +19,15 @@ AUDIO_INPUT = "audio"
 SCORES_OUTPUT = "scores"
 KINDS = ("audio", "sensor")
 CELLS = ("rnn", "lstm", "gru")
-READOUTS = ("peak", "mean")  # how a clip's label follows from its frames (see metrics.clip_scores)
+READOUTS = ("peak", "mean")
+
+
+def is_threshold(value: object) -> bool:
+    """A label's threshold: a number (not a bool) in [0, 1], compared with its probability."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+# how a clip's label follows from its frames (see metrics.clip_scores)
 
 # how a metadata string value is decoded, by codec
 DECODERS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "json": json.loads}
@@ -159,9 +167,7 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
     if values["background_label"] not in labels:
         fail(f"metadata {PREFIX}background_label={values['background_label']!r} is not a label")
     thresholds = values["thresholds"]
-    if not isinstance(thresholds, dict) or any(
-        k not in labels or not isinstance(v, (int, float)) or not 0 <= v <= 1 for k, v in thresholds.items()
-    ):
+    if not isinstance(thresholds, dict) or any(k not in labels or not is_threshold(v) for k, v in thresholds.items()):
         fail(f"metadata {PREFIX}thresholds must map labels to numbers in [0, 1]")
     if values["sample_rate"] <= 0 or values["frame_hop"] <= 0 or values["chunk"] <= 0:
         fail("metadata sample_rate, chunk and frame_hop must be positive")

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrnn.contract import is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.settings import SettingsError, build, read_toml
 
@@ -93,7 +94,7 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(bool(config.sources), "sources", "is empty: give at least one source (--source FILE|-|mic|pull:ADDR)")
     for i, m in enumerate(config.models):
         for label, value in m.thresholds.items():
-            need(0 <= value <= 1, f"models[{i}].thresholds.{label}", f"= {value} is outside [0, 1]")
+            need(is_threshold(value), f"models[{i}].thresholds.{label}", f"= {value} is outside [0, 1]")
         need(m.smoothing >= 0 and m.patience >= 0, f"models[{i}]", "smoothing and patience must be >= 0")
     d = config.decision
     need(d.smoothing >= 0, "decision.smoothing", f"= {d.smoothing} must not be negative (0: each model's own)")
