@@ -1,10 +1,11 @@
-"""`streamrnn serve`: sources -> batched streaming inference -> decisions -> published events.
+"""`streamrnn serve`: sources -> the stream pipeline -> published events, and the operations
+around it.
 
-One loop owns all state. Source threads hand it messages through a queue; each tick it feeds
-every stream's samples to every model that takes them (converted to the model's rate), runs one
-batched call per model for all streams holding a full chunk, turns scores into detections and
-publishes them. Signals only set flags: TERM/INT stop after the current tick, HUP reloads the
-config and models.
+One loop owns all state. Source threads hand it messages through a queue; each tick it hands
+samples and stream ends to the pipeline (service/pipeline.py: every stream's samples to every
+model that takes it, one batched call per model, decisions, events), then does the operations:
+heartbeat, watchdog, status, reload. Signals only set flags: TERM/INT stop after the current
+tick, HUP reloads the config and models.
 """
 
 from __future__ import annotations
@@ -14,96 +15,24 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
-import numpy as np
-import soxr
 import zmq
 
-from streamrnn.audio import to_mono
 from streamrnn.catalog import resolve_model
-from streamrnn.decision import Decider, DecisionSettings
-from streamrnn.runtime import StreamingModel
-from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, config_path, load_config
+from streamrnn.decision import Decider
+from streamrnn.service.config import ModelConfig, ServiceConfig, config_path, load_config
 from streamrnn.service.notify import Notifier
+from streamrnn.service.pipeline import ModelSlot, Pipeline, file_fingerprint, load_slot
 from streamrnn.service.publisher import Publisher
 from streamrnn.service.sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
-from streamrnn.wire import detection_event, heartbeat_event, scores_event, status_event
+from streamrnn.wire import heartbeat_event, status_event
 
 log = logging.getLogger("streamrnn")
 
 TICK = 0.05  # longest wait for input before timers and flags are looked at
 QUEUE_LIMIT = 10000  # messages from sources not yet handled
 PROBLEM_LOG_EVERY = 10.0  # seconds between log lines about the same kind of problem
-
-
-def _fingerprint(path: Path) -> tuple:
-    st = path.stat()
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-@dataclass
-class ModelSlot:
-    """A served model and its per-stream companions (decider, resampler)."""
-
-    spec: ModelConfig
-    path: Path
-    fingerprint: tuple
-    runtime: StreamingModel
-    settings: DecisionSettings
-    deciders: dict[str, Decider] = field(default_factory=dict)
-    resamplers: dict[str, soxr.ResampleStream | None] = field(default_factory=dict)
-    scores_sent: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def info(self):
-        return self.runtime.info
-
-    def takes(self, kind: str, channels: int) -> bool:
-        return self.info.kind == kind and (kind == "audio" or self.info.channels == channels)
-
-    def add_stream(self, stream: str, rate: float, channels: int) -> None:
-        self.runtime.add_stream(stream)
-        self.deciders[stream] = Decider(self.info, self.settings, self.spec.thresholds)
-        self.resamplers[stream] = (
-            None
-            if rate == self.info.sample_rate
-            else soxr.ResampleStream(
-                rate, self.info.sample_rate, channels if self.info.kind == "sensor" else 1, dtype="float32"
-            )
-        )
-
-    def feed(self, stream: str, samples: np.ndarray, last: bool = False) -> None:
-        converter = self.resamplers[stream]
-        if converter is not None:
-            samples = converter.resample_chunk(samples, last=last)
-        self.runtime.feed(stream, samples)
-
-    def end_stream(self, stream: str) -> None:
-        """Flush converter and partial chunk so the stream's tail gets scored."""
-        if self.resamplers[stream] is not None:
-            self.feed(stream, np.zeros((0, *self.runtime.sample_shape), np.float32), last=True)
-        self.runtime.flush(stream)
-
-    def remove_stream(self, stream: str) -> None:
-        self.runtime.remove_stream(stream)
-        for table in (self.deciders, self.resamplers, self.scores_sent):
-            table.pop(stream, None)
-
-
-def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot:
-    """Load one configured model; thresholds must name its labels."""
-    path = resolve_model(spec.model)
-    runtime = StreamingModel(path, config.device, config.threads)
-    unknown = sorted(set(spec.thresholds) - set(runtime.info.labels))
-    if unknown:
-        raise ConfigError(
-            f"{config.source}: models[{index}].thresholds: {', '.join(unknown)} "
-            f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})"
-        )
-    return ModelSlot(spec, path, _fingerprint(path), runtime, config.decision_for(spec))
 
 
 def check_service(config: ServiceConfig) -> None:
@@ -121,14 +50,6 @@ def check_service(config: ServiceConfig) -> None:
             FileSource(source, source, realtime=False)
 
 
-@dataclass
-class StreamRecord:
-    kind: str
-    rate: float
-    channels: int
-    ended: bool = False
-
-
 class Service:
     def __init__(self, config: ServiceConfig, path: Path | None = None, overrides: dict | None = None):
         self.config = config
@@ -136,8 +57,6 @@ class Service:
         self.started = time.monotonic()
         self.problems: dict[str, int] = {}
         self._problem_logged: dict[str, float] = {}
-        self.frames = 0
-        self.streams: dict[str, StreamRecord] = {}
         self.source_states: dict[str, str] = {}
         self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
         self._overflow_lock = threading.Lock()
@@ -145,7 +64,8 @@ class Service:
         self._stop = threading.Event()
         self._stop_requested = self._reload_requested = False
         self._status_due = True
-        self.slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
+        slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
+        self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate)
         self._context = zmq.Context()
         try:
             self.publisher = Publisher(self._context, config.publish, config.send_hwm)
@@ -169,12 +89,12 @@ class Service:
         except ValueError as exc:
             self._problem("reload_failures", f"reload: {exc}; keeping the running configuration")
             return
-        self.config, old, slots = config, {s.spec.model: s for s in self.slots}, []
+        self.config, old, slots = config, {s.spec.model: s for s in self.pipeline.slots}, []
         for i, spec in enumerate(config.models):
             current = old.get(spec.model)
             try:
                 path = resolve_model(spec.model)
-                if current and current.path == path and current.fingerprint == _fingerprint(path):
+                if current and current.path == path and current.fingerprint == file_fingerprint(path):
                     slots.append(self._reuse(current, spec))
                     continue
                 slot = load_slot(config, spec, i)
@@ -186,12 +106,12 @@ class Service:
                 if current:
                     slots.append(current)
                 continue
-            for stream, record in self.streams.items():
+            for stream, record in self.pipeline.streams.items():
                 if slot.takes(record.kind, record.channels) and not record.ended:
                     slot.add_stream(stream, record.rate, record.channels)
             log.info("reload: loaded %s %s from %s", slot.info.name, slot.info.version, slot.path)
             slots.append(slot)
-        self.slots = slots
+        self.pipeline.slots, self.pipeline.scores_rate = slots, config.scores_rate
         self._publish_status("reloaded", f"models: {', '.join(s.info.name for s in slots)}")
 
     def _reuse(self, slot: ModelSlot, spec: ModelConfig) -> ModelSlot:
@@ -213,7 +133,7 @@ class Service:
             signal.signal(sig, handler)
         log.info(
             "serving %s on %s; publishing on %s",
-            ", ".join(f"{s.info.name} {s.info.version}" for s in self.slots),
+            ", ".join(f"{s.info.name} {s.info.version}" for s in self.pipeline.slots),
             ", ".join(s.name for s in self.sources),
             self.config.publish,
         )
@@ -226,8 +146,10 @@ class Service:
         next_heartbeat = next_watchdog = last_status = time.monotonic()
         while not self._stop_requested:
             self._take_input()
-            self._run_models()
-            self._drop_ended_streams()
+            self.pipeline.run_models()
+            self.pipeline.drop_ended_streams()
+            if self.pipeline.changed:
+                self.pipeline.changed, self._status_due = False, True
             now = time.monotonic()
             self.publisher.poll()
             if self.notifier.watchdog_interval and now >= next_watchdog:
@@ -282,90 +204,15 @@ class Service:
 
     def _handle(self, message) -> None:
         if isinstance(message, Samples):
-            self._feed(message)
+            self.pipeline.feed(message)
         elif isinstance(message, StreamEnd):
-            self._end_stream(message.stream)
+            self.pipeline.end_stream(message.stream)
         elif isinstance(message, Problem):
             self._problem(message.counter, message.message)
         elif isinstance(message, SourceState):
             self.source_states[message.source] = message.state
             self._status_due = True
             log.info("source %s: %s", message.source, message.state)
-
-    def _feed(self, piece: Samples) -> None:
-        channels = 1 if piece.samples.ndim == 1 else piece.samples.shape[1]
-        record = self.streams.get(piece.stream)
-        if record is not None and record.ended:  # an id used again right after its stream ended
-            self._run_models()
-            self._drop_ended_streams()
-            record = None
-        if record is None:
-            record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels)
-            takers = [s for s in self.slots if s.takes(piece.kind, channels)]
-            if not takers:
-                self._problem(
-                    "streams_unserved", f"stream {piece.stream}: no model takes {piece.kind} with {channels} channel(s)"
-                )
-            for slot in takers:
-                slot.add_stream(piece.stream, piece.rate, channels)
-            log.info("stream %s: started (%s, %g Hz, %d channel(s))", piece.stream, piece.kind, piece.rate, channels)
-            self._status_due = True
-        elif (piece.kind, piece.rate, channels) != (record.kind, record.rate, record.channels):
-            self._problem(
-                "format_changes",
-                f"stream {piece.stream}: format changed mid-stream "
-                f"({record.kind}/{record.rate:g} Hz/{record.channels} ch -> "
-                f"{piece.kind}/{piece.rate:g} Hz/{channels} ch); piece dropped",
-            )
-            return
-        audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
-        for slot in self.slots:
-            if piece.stream in slot.deciders:
-                slot.feed(piece.stream, audio)
-
-    def _end_stream(self, stream: str) -> None:
-        record = self.streams.get(stream)
-        if record is None or record.ended:
-            return
-        record.ended = True
-        for slot in self.slots:
-            if stream in slot.deciders:
-                slot.end_stream(stream)
-
-    def _run_models(self) -> None:
-        for slot in self.slots:
-            while out := slot.runtime.step():
-                now = time.monotonic()
-                for key, scores in out.items():
-                    stream = cast(str, key)  # the service's stream ids are their names
-                    self.frames += len(scores)
-                    for detection in slot.deciders[stream].update(scores):
-                        event = self.publisher.publish(detection_event(stream, slot.info, detection))
-                        log.info(
-                            "detection %s %s %.3f at %.2f-%.2f s (seq %d)",
-                            stream,
-                            detection.label,
-                            detection.score,
-                            detection.start,
-                            detection.end,
-                            event["seq"],
-                        )
-                    if (
-                        self.config.scores_rate
-                        and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.config.scores_rate
-                    ):
-                        slot.scores_sent[stream] = now
-                        end = slot.runtime.stream_frames(stream) * slot.info.frame_seconds
-                        self.publisher.publish(scores_event(stream, slot.info, end, scores[-1]))
-
-    def _drop_ended_streams(self) -> None:
-        for stream in [s for s, r in self.streams.items() if r.ended]:
-            for slot in self.slots:
-                if stream in slot.deciders:
-                    slot.remove_stream(stream)
-            del self.streams[stream]
-            log.info("stream %s: ended", stream)
-            self._status_due = True
 
     def _finished(self) -> bool:
         ended = [self.source_states.get(s.name) == "ended" for s in self.sources]
@@ -395,6 +242,9 @@ class Service:
     def _on_reload(self, signum, frame) -> None:
         self._reload_requested = True
 
+    def _publish(self, event: dict) -> dict:
+        return self.publisher.publish(event)
+
     def _problem(self, counter: str, message: str) -> None:
         self.problems[counter] = self.problems.get(counter, 0) + 1
         self._status_due = True
@@ -406,8 +256,8 @@ class Service:
     def _stats(self) -> dict:
         return {
             "uptime": round(time.monotonic() - self.started, 3),
-            "streams": len(self.streams),
-            "frames": self.frames,
+            "streams": len(self.pipeline.streams),
+            "frames": self.pipeline.frames,
             "events": self.publisher.published,
             "drops": self.publisher.drops,
             "subscribers": max(0, self.publisher.subscribers),
@@ -419,14 +269,14 @@ class Service:
         stats = self._stats()
         stats.update(
             sources=dict(self.source_states),
-            models=[{"name": s.info.name, "version": s.info.version, "path": str(s.path)} for s in self.slots],
+            models=[{"name": s.info.name, "version": s.info.version, "path": str(s.path)} for s in self.pipeline.slots],
         )
         self.publisher.publish(status_event(state, message, stats))
 
     def _summary(self) -> str:
         problems = sum(self.problems.values())
         return (
-            f"{len(self.streams)} streams, {self.frames} frames, {self.publisher.published} events, "
+            f"{len(self.pipeline.streams)} streams, {self.pipeline.frames} frames, {self.publisher.published} events, "
             f"{self.publisher.drops} drops, {problems} problems"
         )
 

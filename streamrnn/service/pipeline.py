@@ -1,0 +1,195 @@
+"""The stream pipeline of `streamrnn serve`: stream records, model slots, feed, batched runs,
+decisions, the end of streams. No sockets, threads or signals: the loop (service/loop.py) hands
+it what sources deliver and gives it the functions to publish events and count problems.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import soxr
+
+from streamrnn.audio import to_mono
+from streamrnn.catalog import resolve_model
+from streamrnn.decision import Decider, DecisionSettings
+from streamrnn.runtime import StreamingModel
+from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig
+from streamrnn.service.sources import Samples
+from streamrnn.wire import detection_event, scores_event
+
+log = logging.getLogger("streamrnn")
+
+
+def file_fingerprint(path: Path) -> tuple:
+    """What tells a model file changed since it was loaded (for reload)."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class ModelSlot:
+    """A served model and its per-stream companions (decider, resampler)."""
+
+    spec: ModelConfig
+    path: Path
+    fingerprint: tuple
+    runtime: StreamingModel
+    settings: DecisionSettings
+    deciders: dict[str, Decider] = field(default_factory=dict)
+    resamplers: dict[str, soxr.ResampleStream | None] = field(default_factory=dict)
+    scores_sent: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def info(self):
+        return self.runtime.info
+
+    def takes(self, kind: str, channels: int) -> bool:
+        return self.info.kind == kind and (kind == "audio" or self.info.channels == channels)
+
+    def add_stream(self, stream: str, rate: float, channels: int) -> None:
+        self.runtime.add_stream(stream)
+        self.deciders[stream] = Decider(self.info, self.settings, self.spec.thresholds)
+        self.resamplers[stream] = (
+            None
+            if rate == self.info.sample_rate
+            else soxr.ResampleStream(
+                rate, self.info.sample_rate, channels if self.info.kind == "sensor" else 1, dtype="float32"
+            )
+        )
+
+    def feed(self, stream: str, samples: np.ndarray, last: bool = False) -> None:
+        converter = self.resamplers[stream]
+        if converter is not None:
+            samples = converter.resample_chunk(samples, last=last)
+        self.runtime.feed(stream, samples)
+
+    def end_stream(self, stream: str) -> None:
+        """Flush converter and partial chunk so the stream's tail gets scored."""
+        if self.resamplers[stream] is not None:
+            self.feed(stream, np.zeros((0, *self.runtime.sample_shape), np.float32), last=True)
+        self.runtime.flush(stream)
+
+    def remove_stream(self, stream: str) -> None:
+        self.runtime.remove_stream(stream)
+        for table in (self.deciders, self.resamplers, self.scores_sent):
+            table.pop(stream, None)
+
+
+def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot:
+    """Load one configured model; thresholds must name its labels."""
+    path = resolve_model(spec.model)
+    runtime = StreamingModel(path, config.device, config.threads)
+    unknown = sorted(set(spec.thresholds) - set(runtime.info.labels))
+    if unknown:
+        raise ConfigError(
+            f"{config.source}: models[{index}].thresholds: {', '.join(unknown)} "
+            f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})"
+        )
+    return ModelSlot(spec, path, file_fingerprint(path), runtime, config.decision_for(spec))
+
+
+@dataclass
+class StreamRecord:
+    kind: str
+    rate: float
+    channels: int
+    ended: bool = False
+
+
+class Pipeline:
+    """Every stream through every model that takes it. `publish` sends an event and returns it
+    stamped; `problem(counter, message)` counts what is dropped."""
+
+    def __init__(
+        self,
+        slots: list[ModelSlot],
+        publish: Callable[[dict], dict],
+        problem: Callable[[str, str], None],
+        scores_rate: float = 0.0,
+    ):
+        self.slots = slots
+        self.publish, self.problem, self.scores_rate = publish, problem, scores_rate
+        self.streams: dict[str, StreamRecord] = {}
+        self.frames = 0
+        self.changed = False  # a stream started or ended since the owner last looked
+
+    def feed(self, piece: Samples) -> None:
+        """Samples of a stream to every model that takes them; a new id starts a stream."""
+        channels = 1 if piece.samples.ndim == 1 else piece.samples.shape[1]
+        record = self.streams.get(piece.stream)
+        if record is not None and record.ended:  # an id used again right after its stream ended
+            self.run_models()
+            self.drop_ended_streams()
+            record = None
+        if record is None:
+            record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels)
+            takers = [s for s in self.slots if s.takes(piece.kind, channels)]
+            if not takers:
+                self.problem(
+                    "streams_unserved", f"stream {piece.stream}: no model takes {piece.kind} with {channels} channel(s)"
+                )
+            for slot in takers:
+                slot.add_stream(piece.stream, piece.rate, channels)
+            log.info("stream %s: started (%s, %g Hz, %d channel(s))", piece.stream, piece.kind, piece.rate, channels)
+            self.changed = True
+        elif (piece.kind, piece.rate, channels) != (record.kind, record.rate, record.channels):
+            self.problem(
+                "format_changes",
+                f"stream {piece.stream}: format changed mid-stream "
+                f"({record.kind}/{record.rate:g} Hz/{record.channels} ch -> "
+                f"{piece.kind}/{piece.rate:g} Hz/{channels} ch); piece dropped",
+            )
+            return
+        audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
+        for slot in self.slots:
+            if piece.stream in slot.deciders:
+                slot.feed(piece.stream, audio)
+
+    def end_stream(self, stream: str) -> None:
+        """The stream ends: its tail is scored at the next run, then it is dropped."""
+        record = self.streams.get(stream)
+        if record is None or record.ended:
+            return
+        record.ended = True
+        for slot in self.slots:
+            if stream in slot.deciders:
+                slot.end_stream(stream)
+
+    def run_models(self) -> None:
+        """Batched calls until no stream holds a full chunk; detections and scores published."""
+        for slot in self.slots:
+            while out := slot.runtime.step():
+                now = time.monotonic()
+                for key, scores in out.items():
+                    stream = cast(str, key)  # the service's stream ids are their names
+                    self.frames += len(scores)
+                    for detection in slot.deciders[stream].update(scores):
+                        event = self.publish(detection_event(stream, slot.info, detection))
+                        log.info(
+                            "detection %s %s %.3f at %.2f-%.2f s (seq %d)",
+                            stream,
+                            detection.label,
+                            detection.score,
+                            detection.start,
+                            detection.end,
+                            event["seq"],
+                        )
+                    if self.scores_rate and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.scores_rate:
+                        slot.scores_sent[stream] = now
+                        end = slot.runtime.stream_frames(stream) * slot.info.frame_seconds
+                        self.publish(scores_event(stream, slot.info, end, scores[-1]))
+
+    def drop_ended_streams(self) -> None:
+        for stream in [s for s, r in self.streams.items() if r.ended]:
+            for slot in self.slots:
+                if stream in slot.deciders:
+                    slot.remove_stream(stream)
+            del self.streams[stream]
+            log.info("stream %s: ended", stream)
+            self.changed = True

@@ -1,0 +1,43 @@
+"""The service's stream pipeline in-process (no sockets, threads or subprocess): the real
+`commands` model, the real demo recording, events and problems collected as they come."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import DEMO, assert_demo_words
+from streamrnn.audio import read_native
+from streamrnn.service.config import load_config
+from streamrnn.service.pipeline import Pipeline, load_slot
+from streamrnn.service.sources import Samples
+from streamrnn.wire import Stamper
+
+
+def test_the_pipeline_finds_the_demo_words_and_counts_what_it_drops():
+    config = load_config(None, {"models": ["commands"], "sources": [str(DEMO)]})
+    events: list[dict] = []
+    problems: list[str] = []
+    stamper = Stamper()
+
+    def publish(event: dict) -> dict:
+        events.append(stamper.stamp(event))
+        return events[-1]
+
+    pipeline = Pipeline(
+        [load_slot(config, config.models[0], 0)],
+        publish=publish,
+        problem=lambda counter, message: problems.append(counter),
+    )
+    audio, rate = read_native(DEMO)  # 16 kHz
+    for start in range(0, len(audio), 1234):  # pieces that never line up with the model's chunks
+        pipeline.feed(Samples("demo", audio[start : start + 1234], rate))
+        pipeline.run_models()
+    assert pipeline.changed and list(pipeline.streams) == ["demo"]
+    pipeline.feed(Samples("demo", np.zeros(100, np.float32), 44100.0))  # a new rate mid-stream: dropped
+    pipeline.feed(Samples("imu", np.zeros((50, 7), np.float32), 50.0, "sensor"))  # no model takes it
+    pipeline.end_stream("demo")
+    pipeline.run_models()
+    pipeline.drop_ended_streams()
+    assert_demo_words(events, stream="demo")
+    assert problems == ["format_changes", "streams_unserved"]
+    assert list(pipeline.streams) == ["imu"] and pipeline.frames == -(-len(audio) // 1280)
