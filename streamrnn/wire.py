@@ -126,8 +126,13 @@ class IngestHeader:
     end: bool = False
 
     def encode(self) -> bytes:
-        fields: dict = {"format": self.format, "rate": self.rate, "channels": self.channels, "seq": self.seq}
-        fields["kind"] = self.kind
+        fields: dict = {
+            "format": self.format,
+            "rate": self.rate,
+            "channels": self.channels,
+            "seq": self.seq,
+            "kind": self.kind,
+        }
         if self.end:
             fields["end"] = True
         return json.dumps(fields).encode()

@@ -45,7 +45,8 @@ class ServeProcess:
         )
 
     def wait_notice(self, wanted: str, timeout: float = 60.0) -> float:
-        """Wall time when the service sent the sd_notify line `wanted` (e.g. READY=1)."""
+        """Wall time when the sd_notify line `wanted` (e.g. READY=1) has been seen (now, if it was
+        seen before)."""
         deadline = time.monotonic() + timeout
         while wanted not in self.notices:
             if not self._receive(deadline):
