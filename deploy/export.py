@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +11,9 @@ import torch
 from torch import nn
 
 from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, encode_metadata, state_input, state_output
+from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.model import StreamingRNN
-from streamrnn.training.recipe import Recipe, recipe_from_dict
+from streamrnn.training.recipe import Recipe
 
 OPSET = 17
 SMOOTHING_SECONDS, PATIENCE_SECONDS = 0.03, 0.02  # the decision defaults written into each model
@@ -125,20 +125,6 @@ def _declare_output_shapes(graph: onnx.ModelProto, n_labels: int) -> None:
                 dim.dim_param = size
             else:
                 dim.dim_value = size
-
-
-def load_checkpoint(path: str | Path) -> tuple[StreamingRNN, Recipe, dict]:
-    """Rebuild the model of a training checkpoint (loaded with weights_only=True)."""
-    try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch's weights-only unpickler raises many types on foreign files
-        raise ValueError(f"{path}: not a streamrnn checkpoint ({str(exc).splitlines()[0]})") from None
-    if not isinstance(checkpoint, dict) or "recipe" not in checkpoint or "model" not in checkpoint:
-        raise ValueError(f"{path}: not a streamrnn checkpoint (no recipe or model weights)")
-    recipe = recipe_from_dict(json.loads(checkpoint["recipe"]))
-    model = StreamingRNN(recipe)
-    model.load_state_dict(checkpoint["model"])
-    return model, recipe, checkpoint
 
 
 def export_checkpoint(

@@ -42,10 +42,10 @@ def _threshold(text: str) -> tuple[str, float]:
 
 def cmd_train(args) -> None:
     _need_training("train")
+    from streamrnn.deploy.release import train_and_release
     from streamrnn.training.recipe import load_recipe
-    from streamrnn.training.train import train
 
-    train(load_recipe(args.recipe, args.data_root), args.resume)
+    train_and_release(load_recipe(args.recipe, args.data_root), args.resume)
 
 
 def cmd_distill(args) -> None:
@@ -57,14 +57,14 @@ def cmd_distill(args) -> None:
 
 def cmd_train_wakeword(args) -> None:
     _need_training("train-wakeword")
+    from streamrnn.deploy.release import train_and_release
     from streamrnn.training.recipe import load_recipe
-    from streamrnn.training.train import train
     from streamrnn.training.wakeword import write_recipe
 
     path = write_recipe(args.phrases, args.recipe_out or "runs/recipes", args.name, args.recordings or [])
     print(f"recipe: {path}", flush=True)
     if not args.recipe_only:
-        train(load_recipe(path, args.data_root))
+        train_and_release(load_recipe(path, args.data_root))
 
 
 def cmd_fetch_negatives(args) -> None:
@@ -133,7 +133,7 @@ def cmd_detect(args) -> None:
     settings = _decision_settings(args)
     stamper = Stamper()
     for event in detect_files(model, args.files, settings, dict(args.threshold)):
-        print(json.dumps(stamper.stamp(event)), flush=True)
+        print(json.dumps(stamper.stamp(event).to_dict()), flush=True)
 
 
 DECISION_HELP = {  # the decision layer's settings, for the offline commands and serve alike
@@ -185,7 +185,7 @@ def cmd_listen(args) -> None:
     from streamrnn.client import subscribe
 
     for n, event in enumerate(subscribe(args.connect, args.topic or [""], timeout=args.timeout), 1):
-        print(json.dumps(event), flush=True)
+        print(json.dumps(event.to_dict()), flush=True)
         if n == args.count:
             break
 

@@ -1,18 +1,23 @@
 """Subscribing to the service's events: `for event in subscribe(address, topics=...)`.
 
 ZeroMQ redials a lost connection by itself; if nothing at all arrives for `silence` seconds
-(heartbeats included, which are always listened for) the socket is made anew.
+(heartbeats included, which are always listened for) the socket is made anew. Events come as
+typed records (`streamrnn.wire`); a message that is not one is counted in `bad_messages`, logged
+and skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 
 import zmq
 
 from streamrnn.service.config import DEFAULT_PUBLISH
-from streamrnn.wire import decode
+from streamrnn.wire import BadEvent, Event, decode
+
+log = logging.getLogger(__name__)
 
 
 class Subscription:
@@ -22,6 +27,7 @@ class Subscription:
         self.address, self.silence = address, silence
         self._wanted = tuple(t.encode() for t in topics)
         self._heard = time.monotonic()
+        self.bad_messages = 0
         self._socket = self._open()
 
     def _open(self) -> zmq.Socket:
@@ -34,7 +40,7 @@ class Subscription:
         self._heard = time.monotonic()
         return socket
 
-    def receive(self, timeout: float | None = None) -> dict | None:
+    def receive(self, timeout: float | None = None) -> Event | None:
         """The next wanted event, or None after `timeout` seconds (None: wait for ever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -47,10 +53,14 @@ class Subscription:
                     self._socket = self._open()
                 continue
             self._heard = time.monotonic()
-            parts = self._socket.recv_multipart()
-            message = decode(parts)
-            if message is not None and message[0].encode().startswith(self._wanted):
-                return message[1]
+            try:
+                topic, event = decode(self._socket.recv_multipart())
+            except BadEvent as exc:
+                self.bad_messages += 1
+                log.warning("%s: %s (%d bad so far)", self.address, exc, self.bad_messages)
+                continue
+            if topic.encode().startswith(self._wanted):
+                return event
 
     def close(self) -> None:
         self._socket.close(linger=0)
@@ -58,8 +68,8 @@ class Subscription:
 
 def subscribe(
     address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0, timeout: float | None = None
-) -> Iterator[dict]:
-    """Yield events (dicts) whose topic starts with one of `topics`; stop after `timeout`
+) -> Iterator[Event]:
+    """Yield events whose topic starts with one of `topics`; stop after `timeout`
     seconds without one (None: never)."""
     subscription = Subscription(address, topics, silence)
     try:

@@ -10,7 +10,7 @@ import numpy as np
 from streamrnn.audio import read_audio
 from streamrnn.decision import Decider, DecisionSettings
 from streamrnn.runtime import StreamingModel
-from streamrnn.wire import detection_event
+from streamrnn.wire import DetectionEvent
 
 
 def score_files(model: StreamingModel, files: list[str | Path]) -> dict[str, np.ndarray]:
@@ -24,9 +24,9 @@ def detect_files(
     files: list[str | Path],
     settings: DecisionSettings = DecisionSettings(),
     thresholds: dict[str, float] | None = None,
-) -> Iterator[dict]:
+) -> Iterator[DetectionEvent]:
     """Unstamped detection events, file by file in stream-time order."""
     for stream, scores in score_files(model, files).items():
         decider = Decider(model.info, settings, thresholds)
         for detection in decider.update(scores):
-            yield detection_event(stream, model.info, detection)
+            yield DetectionEvent.of(stream, model.info, detection)

@@ -6,13 +6,13 @@ sensor frames at `--rate`. Each message: [stream id, JSON header, samples].
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import zmq
 
 from streamrnn.audio import read_native
+from streamrnn.pacing import Pacer
 from streamrnn.sensors import read_csv
 from streamrnn.wire import IngestHeader, ingest_message
 
@@ -46,12 +46,11 @@ def send(
     socket: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 10000)
     socket.connect(address)
-    start, sent_seconds, count = time.monotonic(), 0.0, 0
+    pacer, count = Pacer(), 0
     try:
         for parts, seconds in messages(stream, samples, rate, kind, block_seconds):
-            sent_seconds += seconds
             if realtime:
-                time.sleep(max(0.0, start + sent_seconds - time.monotonic()))
+                pacer.wait(seconds)
             socket.send_multipart(parts)
             count += 1
     finally:

@@ -43,10 +43,10 @@ def demo_frames() -> int:
 
 def assert_demo_words(events: list[dict], stream: str | None = None, offset: float = 0.0) -> None:
     """Most words of the demo recording detected in their time window, almost nothing else."""
-    found = [e for e in events if e["kind"] == "detection" and (stream is None or e["stream"] == stream)]
+    found = [e for e in events if e.kind == "detection" and (stream is None or e.stream == stream)]
 
     def fits(e, word, start, end):
-        return e["label"] == word and start + offset - 0.2 <= e["end"] <= end + offset + 0.6
+        return e.label == word and start + offset - 0.2 <= e.end <= end + offset + 0.6
 
     hits = [w for w, s, t in DEMO_WORDS if any(fits(e, w, s, t) for e in found)]
     wrong = [e for e in found if not any(fits(e, w, s, t) for w, s, t in DEMO_WORDS)]

@@ -11,6 +11,7 @@ import soundfile as sf
 from conftest import CLIPS, DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words, export_test_model
 from streamrnn.catalog import resolve_model
 from streamrnn.runtime import StreamingModel
+from streamrnn.wire import parse_event
 
 
 def run(*args, env=None, check=True):
@@ -33,10 +34,11 @@ def test_version_is_the_installed_distributions():
 
 
 def test_detect_finds_the_words_of_the_bundled_demo():
-    events = [json.loads(line) for line in run("detect", "--model", "commands", DEMO).stdout.splitlines()]
-    for event in events:
-        EVENT_SCHEMA.validate(event)
-    assert [e["seq"] for e in events] == list(range(len(events)))
+    lines = [json.loads(line) for line in run("detect", "--model", "commands", DEMO).stdout.splitlines()]
+    for line in lines:
+        EVENT_SCHEMA.validate(line)
+    events = [parse_event(line) for line in lines]
+    assert [e.seq for e in events] == list(range(len(events)))
     assert_demo_words(events)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import zmq
 from test_service import Service
 
-from conftest import ROOT, STREAMRNN, export_test_model
+from conftest import EVENT_SCHEMA, ROOT, STREAMRNN, export_test_model
 from streamrnn.client import Subscription
 
 
@@ -56,6 +56,8 @@ def test_listen_prints_events_as_json_lines(tmp_path):
         service.wait(timeout=10)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
+    for event in events:
+        EVENT_SCHEMA.validate(event)  # the wire's own JSON, as a program in any language reads it
     assert [e["kind"] for e in events] == ["heartbeat"] * 3
     assert events[0]["seq"] < events[1]["seq"] < events[2]["seq"]
 
@@ -66,16 +68,16 @@ def test_subscription_survives_a_service_restart(tmp_path):
     first = serve(address, tmp_path, "a")
     try:
         before = subscription.receive(timeout=20)
-        assert before is not None and before["kind"] == "heartbeat"
+        assert before is not None and before.kind == "heartbeat"
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=10) == 0
         second = serve(address, tmp_path, "b")
         try:
             after = None
-            while after is None or after["uptime"] >= before["uptime"] + 5:
+            while after is None or after.uptime >= before.uptime + 5:
                 after = subscription.receive(timeout=20)
                 assert after is not None, "no event from the restarted service"
-            assert after["seq"] < 5  # a new publisher counts from 0 again
+            assert after.seq < 5  # a new publisher counts from 0 again
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(timeout=10)
@@ -94,7 +96,7 @@ def test_sensor_frames_through_ingest_reach_a_sensor_model(tmp_path):
         tmp_path, "--model", model, "--model", "commands", "--source", f"pull:{ingest}", "--scores-rate", "1000"
     )
     try:
-        s.collect(lambda e: e["kind"] == "status")
+        s.collect(lambda e: e.kind == "status")
         sent = subprocess.run(
             STREAMRNN + ["send", csv, "--rate", "25", "--connect", ingest, "--fast"],
             capture_output=True,
@@ -103,13 +105,13 @@ def test_sensor_frames_through_ingest_reach_a_sensor_model(tmp_path):
             cwd=ROOT,
         )
         assert sent.returncode == 0, sent.stderr
-        s.collect(lambda e: e["kind"] == "scores" and e["stream"] == "wrist", timeout=20)
-        s.collect(lambda e: e["kind"] == "heartbeat" and e["frames"] == 200 and e["streams"] == 0, timeout=20)
+        s.collect(lambda e: e.kind == "scores" and e.stream == "wrist", timeout=20)
+        s.collect(lambda e: e.kind == "heartbeat" and e.frames == 200 and e.streams == 0, timeout=20)
         code, _, log = s.stop()
     finally:
         s.close()
     assert code == 0, log
-    scores = [e for e in s.events if e["kind"] == "scores" and e["stream"] == "wrist"]
-    assert {e["model"] for e in scores} == {"test_gru_sensor"}  # the audio model never sees it
-    assert set(scores[0]["scores"]) == {"a", "b", "c", "nothing"}
-    assert "streams_unserved" not in s.final_status()["problems"]
+    scores = [e for e in s.events if e.kind == "scores" and e.stream == "wrist"]
+    assert {e.model for e in scores} == {"test_gru_sensor"}  # the audio model never sees it
+    assert set(scores[0].scores) == {"a", "b", "c", "nothing"}
+    assert "streams_unserved" not in s.final_status().problems

@@ -39,20 +39,20 @@ pcm.recorded {{
 def test_microphone_detections_through_portaudio(tmp_path, alsa_home):
     s = Service(tmp_path, "--model", "commands", "--source", "mic:recorded", "--mic-rate", "16000", env=alsa_home)
     try:
-        s.collect(lambda e: e["kind"] == "detection" and e["label"] == "go", timeout=60)
+        s.collect(lambda e: e.kind == "detection" and e.label == "go", timeout=60)
         code, _, log = s.stop()
     finally:
         s.close()
     assert code == 0, log
     assert_demo_words(s.events, stream="mic")
-    assert any(e["kind"] == "status" and e.get("sources", {}).get("mic:recorded") == "running" for e in s.events)
+    assert any(e.kind == "status" and e.sources.get("mic:recorded") == "running" for e in s.events)
 
 
 def test_microphone_that_fails_is_retried_and_reported(tmp_path, alsa_home):
     s = Service(tmp_path, "--model", "commands", "--source", "mic:recorded", "--mic-rate", "1", env=alsa_home)
     try:
-        status = s.collect(lambda e: e["kind"] == "status" and e["problems"].get("mic_retries", 0) >= 2, timeout=20)
-        assert status["sources"]["mic:recorded"].startswith("retrying: Error opening InputStream")
+        status = s.collect(lambda e: e.kind == "status" and e.problems.get("mic_retries", 0) >= 2, timeout=20)
+        assert status.sources["mic:recorded"].startswith("retrying: Error opening InputStream")
         code, took, log = s.stop()
     finally:
         s.close()

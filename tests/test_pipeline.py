@@ -10,16 +10,16 @@ from streamrnn.audio import read_native
 from streamrnn.service.config import load_config
 from streamrnn.service.pipeline import Pipeline, load_slot
 from streamrnn.service.sources import Samples
-from streamrnn.wire import Stamper
+from streamrnn.wire import Event, Stamper
 
 
 def test_the_pipeline_finds_the_demo_words_and_counts_what_it_drops():
     config = load_config(None, {"models": ["commands"], "sources": [str(DEMO)]})
-    events: list[dict] = []
+    events: list[Event] = []
     problems: list[str] = []
     stamper = Stamper()
 
-    def publish(event: dict) -> dict:
+    def publish(event: Event) -> Event:
         events.append(stamper.stamp(event))
         return events[-1]
 

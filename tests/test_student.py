@@ -7,12 +7,12 @@ import json
 import pytest
 
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
+from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.distill import distill, load_distill_recipe
 from streamrnn.training.recipe import RecipeError, finish, load_recipe
 from streamrnn.training.student import StudentEncoder
-from streamrnn.training.train import train
 
 TOLERANCE = 1e-4
 
@@ -39,7 +39,7 @@ def test_small_head_on_the_student_learns_real_words(tmp_path):
     recipe = load_recipe(ROOT / "tests" / "recipes" / "tiny_commands.toml", str(DATA_ROOT))
     recipe.name, recipe.model.encoder, recipe.model.chunk = "tiny_student", "student", 1
     recipe.train.epochs, recipe.train.out_dir = 4, str(tmp_path / "run")
-    train(finish(recipe))
+    train_and_release(finish(recipe))
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     print("held-out speakers accuracy on the student", report["test_accuracy"])
     assert report["test_accuracy"] >= 3 / len(report["labels"])  # 0.6 for five labels; chance is 0.2

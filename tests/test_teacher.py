@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
+from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.recipe import RecipeError, finish, load_recipe
@@ -83,7 +84,7 @@ def test_small_head_on_the_encoder_learns_real_words(tmp_path):
     """...and its thresholds for a false-accept rate are picked on long validation negatives."""
     recipe = tiny_encoder_recipe(tmp_path)
     recipe.train.target_fa_per_hour, recipe.train.validation_negatives = 20.0, ["noise"]
-    path = train(recipe)
+    path = train_and_release(recipe)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     print("held-out speakers accuracy on the encoder", report["test_accuracy"])
     assert report["test_accuracy"] >= 4 / len(report["labels"])  # 0.8 for five labels

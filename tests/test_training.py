@@ -12,9 +12,10 @@ import soundfile as sf
 import torch
 
 from conftest import DATA_ROOT, ROOT, clip, needs_data
-from streamrnn.deploy.export import load_checkpoint
+from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
+from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.data import DataError, load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
 from streamrnn.training.train import best_f1_threshold, train
@@ -38,7 +39,7 @@ def weights(path):
 @needs_data
 def test_small_gru_beats_chance_on_held_out_speakers_and_streams_exactly(tmp_path):
     recipe = tiny(tmp_path)
-    path = train(recipe)
+    path = train_and_release(recipe)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     chance = 1 / len(report["labels"])
     print("held-out speakers accuracy", report["test_accuracy"], "chance", chance)
@@ -110,7 +111,7 @@ epochs = 3
 target = "frame"
 out_dir = "{tmp_path / "out"}"
 """)
-    path = train(load_recipe(recipe_file, str(DATA_ROOT)))
+    path = train_and_release(load_recipe(recipe_file, str(DATA_ROOT)))
     info = StreamingModel(path).info
     assert info.kind == "sensor" and info.channels == 6 and info.frame_hop == 1
     assert info.labels == ("Standing", "Running", "Walking", "Badminton")

@@ -21,6 +21,11 @@ from torch import nn
 
 
 class LogMel(nn.Module):
+    hann: torch.Tensor  # buffers, typed for the type checker
+    stage1: torch.Tensor
+    stage2: torch.Tensor
+    mel: torch.Tensor
+
     def __init__(
         self, sample_rate: int, window: int, hop: int, n_mels: int, f_min: float = 20.0, f_max: float | None = None
     ):
@@ -84,6 +89,9 @@ class LogMel(nn.Module):
 
 class Normalize(nn.Module):
     """(x - mean) / std per feature, with statistics measured on training data and kept in the graph."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, size: int):
         super().__init__()

@@ -31,6 +31,7 @@ class StreamingRNN(nn.Module):
         super().__init__()
         m, d = recipe.model, recipe.data
         self.kind = d.kind
+        self.frontend: TeacherEncoder | StudentEncoder | LogMel | None
         if d.kind == "audio" and m.encoder:
             self.frontend = TeacherEncoder() if m.encoder == "teacher" else StudentEncoder.load()
             features = self.frontend.dim
@@ -88,18 +89,18 @@ class StreamingRNN(nn.Module):
         if self.context is not None:
             feats, past = self.context(feats, state[len(front_state)])
             front_state = front_state + [past]
-        hidden = [h.transpose(0, 1).contiguous() for h in state[len(front_state) :]]
-        hidden = tuple(hidden) if self.cell == "lstm" else hidden[0]
+        layers = [h.transpose(0, 1).contiguous() for h in state[len(front_state) :]]
+        hidden: torch.Tensor | tuple[torch.Tensor, ...] = tuple(layers) if self.cell == "lstm" else layers[0]
         if detach_every is None:  # serving and export: one call (no slicing in the graph)
             out, hidden = self.rnn(feats, hidden)
         else:
             outputs = []
             for start in range(0, feats.shape[1], detach_every):
                 if start:
-                    hidden = tuple(h.detach() for h in hidden) if self.cell == "lstm" else hidden.detach()
+                    hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
                 part, hidden = self.rnn(feats[:, start : start + detach_every], hidden)
                 outputs.append(part)
             out = torch.cat(outputs, dim=1)
-        hidden = list(hidden) if self.cell == "lstm" else [hidden]
+        final = list(hidden) if isinstance(hidden, tuple) else [hidden]
         logits = self.head(out)
-        return logits, front_state + [h.transpose(0, 1) for h in hidden]
+        return logits, front_state + [h.transpose(0, 1) for h in final]

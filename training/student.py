@@ -33,6 +33,9 @@ class StudentEncoder(nn.Module):
     """PCM chunks -> one 96-d embedding per 80 ms. State: the log-mel's last 240 samples, then
     the GRU's hidden state [B, layers, hidden]."""
 
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
     def __init__(self, hidden: int = 192, layers: int = 2, n_mels: int = 40, dim: int = 96, attribution: str = ""):
         super().__init__()
         self.config = dict(hidden=hidden, layers=layers, n_mels=n_mels, dim=dim)

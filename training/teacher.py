@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import cast
 
 import onnx
 import torch
@@ -56,6 +57,9 @@ class TeacherMel(nn.Module):
     """PCM [B, N] (N a multiple of 160) -> mel frames [B, N/160, 32] as melspectrogram.onnx then
     openWakeWord's `dB / 10 + 2` give them (without the per-call 80 dB floor)."""
 
+    dft: torch.Tensor
+    mel: torch.Tensor
+
     def __init__(self, path: Path):
         super().__init__()
         w = _weights(onnx.load(str(path)))
@@ -85,7 +89,7 @@ def _embedding_layers(model: onnx.ModelProto) -> nn.Sequential:
     """The embedding CNN's nodes in order (Conv, LeakyRelu, Max with a constant, MaxPool) as torch
     layers with the file's weights; its two Reshapes are the module's own input and output."""
     w = _weights(model)
-    layers = []
+    layers: list[nn.Module] = []
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Conv":
@@ -94,7 +98,7 @@ def _embedding_layers(model: onnx.ModelProto) -> nn.Sequential:
             conv = nn.Conv2d(
                 weight.shape[1],
                 weight.shape[0],
-                tuple(weight.shape[2:]),
+                (weight.shape[2], weight.shape[3]),
                 stride=tuple(attrs.get("strides", [1, 1])),
                 padding=(pads[0], pads[1]),
                 bias=len(node.input) > 2,
@@ -140,7 +144,7 @@ class StreamingEmbedding(nn.Module):
             x = torch.full((1, 1, WINDOW_FRAMES, N_MELS), SILENCE)
             for i, layer in enumerate(self.layers):
                 if i in self.slots:
-                    rows = x[0, :, x.shape[2] - (layer.kernel_size[0] - 1) :]
+                    rows = x[0, :, x.shape[2] - (cast(nn.Conv2d, layer).kernel_size[0] - 1) :]
                     self.register_buffer(f"silence_{self.slots[i]}", rows.clone(), persistent=False)
                 x = layer(x)
 

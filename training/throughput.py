@@ -16,7 +16,7 @@ def clips_per_second(repeats: int) -> tuple[list[float], int]:
     """Training clips per second on this CPU for the `commands` recipe (forward, backward and
     optimizer step on 1-s clips in streams of 3; augmentation not included): one number per run
     after a warm-up, and torch's thread count."""
-    recipe = load_recipe(files("streamrnn.training.recipes").joinpath("commands.toml"))
+    recipe = load_recipe(str(files("streamrnn.training.recipes").joinpath("commands.toml")))
     recipe.data.labels = recipe.data.labels or ["a", "b"]
     model = StreamingRNN(recipe)
     optimizer = torch.optim.AdamW(model.parameters())

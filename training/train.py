@@ -1,4 +1,4 @@
-"""`streamrnn train RECIPE.toml`: stateful training, validation, checkpoints, export.
+"""`streamrnn train RECIPE.toml`: stateful training, validation and checkpoints (export: deploy/release.py).
 
 Clips are joined into streams of `clips_per_sequence` clips and run with the recurrent state
 carried from clip to clip (truncated BPTT cuts the gradient at segment boundaries), so the
@@ -10,7 +10,6 @@ DistributedDataParallel.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from streamrnn.deploy.export import export_model, load_checkpoint
-from streamrnn.deploy.verify import parity
 from streamrnn.evaluation.datasets import data_path
 from streamrnn.training.augment import Augmenter
+from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
 from streamrnn.training.recipe import Recipe, RecipeError
@@ -151,23 +149,22 @@ def _normalise(model: StreamingRNN, train: list[Example]) -> None:
         model.norm.set_statistics(flat.mean(0), flat.std(0))
 
 
-def _save(path: Path, model: StreamingRNN, optimizer, recipe: Recipe, labels: list[str], **extra) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "recipe": json.dumps(recipe.to_dict()),
-            "labels": labels,
-            **extra,
-        },
-        tmp,
-    )
-    tmp.replace(path)
+@dataclass
+class Trained:
+    """What a training run leaves for release: the recipe (labels resolved), its splits, and the
+    best checkpoint with its validation thresholds, test accuracy and report so far."""
+
+    recipe: Recipe
+    splits: Splits
+    background: int
+    model: StreamingRNN
+    checkpoint: Path
+    report: dict
 
 
-def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
-    """Train, keep the best checkpoint, export it; returns the contract file's path (rank 0)."""
+def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
+    """Train and keep the best checkpoint (with thresholds and test accuracy); rank 0 returns
+    it for release (deploy/release.py exports and checks it), other ranks None."""
     rank = _start_distributed(recipe)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
@@ -241,9 +238,9 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
                 flush=True,
             )
             state = dict(epoch=epoch, best=best, stale=stale)
-            _save(out / "last.pt", model, optimizer, recipe, labels, **state)
+            save_checkpoint(out / "last.pt", model, optimizer, recipe, labels, **state)
             if improved:
-                _save(out / "best.pt", model, optimizer, recipe, labels, **state)
+                save_checkpoint(out / "best.pt", model, optimizer, recipe, labels, **state)
         if rank.world > 1:
             flag = torch.tensor([int(stop)], device=rank.device)
             dist.broadcast(flag, 0)
@@ -257,45 +254,17 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
         dist.destroy_process_group()
     if not rank.main:
         return None
-    return _finish(recipe, splits, background, out)
+    return _settle(recipe, splits, background, out / "best.pt")
 
 
-def _pick_for_fa_rate(path: Path, recipe: Recipe, splits: Splits, background: int) -> dict:
-    """Thresholds for `train.target_fa_per_hour` false accepts per hour, chosen with the exported
-    model: the validation split's other clips placed into the `train.validation_negatives`
-    recordings (or, without them, into the validation background clips joined into one stream);
-    written into the contract file's metadata."""
-    from streamrnn.deploy.metadata import write_thresholds
-    from streamrnn.evaluation.detection import pick_thresholds, read_negatives
-    from streamrnn.runtime import StreamingModel
-
-    fa_per_hour = recipe.train.target_fa_per_hour
-    folders = [str(data_path(recipe.data.root, f)) for f in recipe.train.validation_negatives]
-    negatives = (
-        read_negatives(folders, recipe.data.sample_rate)
-        if folders
-        else [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])]
-    )
-    positives = [(x.samples.numpy(), splits.labels[x.label]) for x in splits.validation if x.label != background]
-    picked = pick_thresholds(StreamingModel(path), negatives, positives, fa_per_hour)
-    write_thresholds(path, picked["thresholds"])
-    print(
-        f"thresholds for {fa_per_hour} false accepts/h on {picked['negative_hours']:.2f} h of validation "
-        f"audio: "
-        + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items())
-    )
-    return picked
-
-
-def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
-    """Reload the best checkpoint, choose thresholds, report test accuracy, export."""
-    model, _, checkpoint = load_checkpoint(out / "best.pt")
+def _settle(recipe: Recipe, splits: Splits, background: int, best: Path) -> Trained:
+    """Reload the best checkpoint; choose its thresholds on validation clips; measure it on the test split."""
+    model, _, checkpoint = load_checkpoint(best)
     labels = splits.labels
     thresholds = choose_thresholds(model, splits.validation, labels, background, recipe.data.unreported, "cpu")
     test = accuracy(model, splits.test, background, "cpu") if splits.test else None
     trained_on = splits.summary(str(Path(recipe.data.path)))
-    checkpoint.update(thresholds=thresholds, trained_on=trained_on)
-    torch.save(checkpoint, out / "best.pt")
+    update_checkpoint(best, thresholds=thresholds, trained_on=trained_on)
     report = {
         "name": recipe.name,
         "labels": labels,
@@ -304,19 +273,4 @@ def _finish(recipe: Recipe, splits: Splits, background: int, out: Path) -> Path:
         "thresholds": thresholds,
         "trained_on": trained_on,
     }
-    path = export_model(model, recipe, labels, out / f"{recipe.name}.onnx", thresholds, trained_on)
-    if recipe.train.target_fa_per_hour:
-        report["picked"] = _pick_for_fa_rate(path, recipe, splits, background)
-        report["thresholds"] = report["picked"]["thresholds"]
-        checkpoint.update(thresholds=report["thresholds"])
-        torch.save(checkpoint, out / "best.pt")
-    held_out = [x.samples.numpy() for x in (splits.test or splits.validation)[:3]]
-    gaps = parity(model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
-    report["parity_max_abs"] = gaps
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"validation accuracy {checkpoint['best']:.4f}; test accuracy "
-        f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
-        f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
-    )
-    return path
+    return Trained(recipe, splits, background, model, best, report)

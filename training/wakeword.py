@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def model_name(phrases: list[str]) -> str:
     return "_".join(label(p).replace(" ", "_") for p in phrases)
 
 
-def recipe_text(phrases: list[str], name: str | None = None, recordings: list[str] = ()) -> str:
+def recipe_text(phrases: list[str], name: str | None = None, recordings: Sequence[str] = ()) -> str:
     """The wake-word recipe for `phrases` (each phrase's label as its text) as TOML text."""
     labels = list(dict.fromkeys(label(p) for p in phrases))
     if len(labels) != len(phrases):
@@ -55,7 +56,7 @@ def recipe_text(phrases: list[str], name: str | None = None, recordings: list[st
     )
 
 
-def write_recipe(phrases: list[str], out: str | Path, name: str | None = None, recordings: list[str] = ()) -> Path:
+def write_recipe(phrases: list[str], out: str | Path, name: str | None = None, recordings: Sequence[str] = ()) -> Path:
     """Write the recipe for `phrases` to `out` (a .toml file or a folder) and return its path."""
     for folder in recordings:
         if not Path(folder).expanduser().is_dir():

@@ -25,11 +25,13 @@ import zmq
 
 from streamrnn.audio import read_audio
 from streamrnn.catalog import BUNDLED, resolve_model
+from streamrnn.client import Subscription
 from streamrnn.decision import Decider
 from streamrnn.dev.harness import ServeProcess
+from streamrnn.pacing import Pacer
 from streamrnn.runtime import StreamingModel
 from streamrnn.send import messages
-from streamrnn.wire import decode
+from streamrnn.wire import DetectionEvent
 
 SAMPLE = Path(__file__).parents[1] / "samples" / "demo.flac"  # held-out speakers saying 9 keywords
 CHUNKS_MS = (10, 20, 80)
@@ -141,25 +143,21 @@ class _Collector:
     """A subscriber thread that keeps (arrival wall time, event) of each detection."""
 
     def __init__(self, address: str):
-        self.socket: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
-        self.socket.setsockopt(zmq.SUBSCRIBE, b"detection")
-        self.socket.connect(address)
-        self.received: list[tuple[float, dict]] = []
+        self.subscription = Subscription(address, topics=("detection",))
+        self.received: list[tuple[float, DetectionEvent]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self.socket.poll(50):
-                message = decode(self.socket.recv_multipart())
-                if message is not None:
-                    self.received.append((time.time(), message[1]))
+            if isinstance(event := self.subscription.receive(timeout=0.05), DetectionEvent):
+                self.received.append((time.time(), event))
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.socket.close(linger=0)
+        self.subscription.close()
 
 
 def service_latency(source: str, passes: int) -> dict:
@@ -185,9 +183,9 @@ def service_latency(source: str, passes: int) -> dict:
             pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
             pipe = service.process.stdin
             assert pipe is not None  # opened with stdin=PIPE
-            start = time.monotonic()
+            pacer = Pacer()
             for i in range(0, len(pcm), block):
-                time.sleep(max(0.0, start + (i + block) / rate - time.monotonic()))
+                pacer.wait(len(pcm[i : i + block]) / rate)
                 pipe.write(pcm[i : i + block].tobytes())
                 pipe.flush()
                 handed.append(time.time())
@@ -197,9 +195,9 @@ def service_latency(source: str, passes: int) -> dict:
             service, ready = _serve(folder, args + ["--source", f"pull:{ingest}"])
             push: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
             push.connect(ingest)
-            start = time.monotonic()
-            for i, (parts, _) in enumerate(messages("bench", audio, rate, "audio", BLOCK)):
-                time.sleep(max(0.0, start + (i + 1) * BLOCK - time.monotonic()))
+            pacer = Pacer()
+            for parts, seconds in messages("bench", audio, rate, "audio", BLOCK):
+                pacer.wait(seconds)
                 push.send_multipart(parts)
                 handed.append(time.time())
             push.close(linger=1000)
@@ -208,7 +206,7 @@ def service_latency(source: str, passes: int) -> dict:
         service.close()
         collector.close()
     latencies = [
-        arrived - handed[min(len(handed) - 1, max(0, round(e["end"] * rate) - 1) // block)]
+        arrived - handed[min(len(handed) - 1, max(0, round(e.end * rate) - 1) // block)]
         for arrived, e in collector.received
     ]
     return {
@@ -234,11 +232,11 @@ def service_memory(streams: int, seconds: float) -> float:
         push: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
         push.connect(ingest)
         senders = [messages(f"s{s}", audio, rate, "audio", step) for s in range(streams)]
-        start = time.monotonic()
-        for k in range(int(seconds / step)):
-            time.sleep(max(0.0, start + k * step - time.monotonic()))
+        pacer = Pacer()
+        for _ in range(int(seconds / step)):
             for sender in senders:
                 push.send_multipart(next(sender)[0])
+            pacer.wait(step)
         time.sleep(0.5)
         rss = service.rss_mb()
         push.close(linger=0)

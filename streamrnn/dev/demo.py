@@ -19,6 +19,7 @@ import soundfile
 from streamrnn.client import Subscription
 from streamrnn.dev.harness import ServeProcess
 from streamrnn.send import send
+from streamrnn.wire import DetectionEvent
 
 SAMPLES = Path(__file__).parents[1] / "samples"
 AUDIO = (SAMPLES / "demo.flac", SAMPLES / "wake.flac")
@@ -68,11 +69,11 @@ def demo() -> int:
                 event = subscription.receive(timeout=0.2)
                 if event is None:
                     continue
-                if event["kind"] == "detection":
+                if isinstance(event, DetectionEvent):
                     detections += 1
                     print(
-                        f"{event['time'][11:23]}  {event['stream']:<6} {event['model']:<9} {event['label']:<9} "
-                        f"score {event['score']:.2f}  stream time {event['start']:.2f}-{event['end']:.2f} s",
+                        f"{(event.time or '')[11:23]}  {event.stream:<6} {event.model:<9} {event.label:<9} "
+                        f"score {event.score:.2f}  stream time {event.start:.2f}-{event.end:.2f} s",
                         flush=True,
                     )
         finally:

@@ -26,7 +26,7 @@ from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, file_fingerprint, load_slot
 from streamrnn.service.publisher import Publisher
 from streamrnn.service.sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
-from streamrnn.wire import heartbeat_event, status_event
+from streamrnn.wire import Event, HeartbeatEvent, StatusEvent
 
 log = logging.getLogger("streamrnn")
 
@@ -156,7 +156,7 @@ class Service:
                 self.notifier.send("WATCHDOG=1")
                 next_watchdog = now + self.notifier.watchdog_interval
             if now >= next_heartbeat:
-                self.publisher.publish(heartbeat_event(self._stats()))
+                self.publisher.publish(HeartbeatEvent(**self._stats()))
                 self.notifier.send(f"STATUS={self._summary()}")
                 next_heartbeat = now + self.config.heartbeat
             if (self._status_due and now - last_status >= 1.0) or now - last_status >= self.config.status_interval:
@@ -242,7 +242,7 @@ class Service:
     def _on_reload(self, signum, frame) -> None:
         self._reload_requested = True
 
-    def _publish(self, event: dict) -> dict:
+    def _publish(self, event: Event) -> Event:
         return self.publisher.publish(event)
 
     def _problem(self, counter: str, message: str) -> None:
@@ -266,12 +266,10 @@ class Service:
 
     def _publish_status(self, state: str, message: str) -> None:
         self._status_due = False
-        stats = self._stats()
-        stats.update(
-            sources=dict(self.source_states),
-            models=[{"name": s.info.name, "version": s.info.version, "path": str(s.path)} for s in self.pipeline.slots],
+        models = [{"name": s.info.name, "version": s.info.version, "path": str(s.path)} for s in self.pipeline.slots]
+        self.publisher.publish(
+            StatusEvent(state=state, message=message, sources=dict(self.source_states), models=models, **self._stats())
         )
-        self.publisher.publish(status_event(state, message, stats))
 
     def _summary(self) -> str:
         problems = sum(self.problems.values())

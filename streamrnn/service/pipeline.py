@@ -21,7 +21,7 @@ from streamrnn.decision import Decider, DecisionSettings
 from streamrnn.runtime import StreamingModel
 from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig
 from streamrnn.service.sources import Samples
-from streamrnn.wire import detection_event, scores_event
+from streamrnn.wire import DetectionEvent, Event, ScoresEvent
 
 log = logging.getLogger("streamrnn")
 
@@ -109,7 +109,7 @@ class Pipeline:
     def __init__(
         self,
         slots: list[ModelSlot],
-        publish: Callable[[dict], dict],
+        publish: Callable[[Event], Event],
         problem: Callable[[str, str], None],
         scores_rate: float = 0.0,
     ):
@@ -170,7 +170,7 @@ class Pipeline:
                     stream = cast(str, key)  # the service's stream ids are their names
                     self.frames += len(scores)
                     for detection in slot.deciders[stream].update(scores):
-                        event = self.publish(detection_event(stream, slot.info, detection))
+                        event = self.publish(DetectionEvent.of(stream, slot.info, detection))
                         log.info(
                             "detection %s %s %.3f at %.2f-%.2f s (seq %d)",
                             stream,
@@ -178,12 +178,12 @@ class Pipeline:
                             detection.score,
                             detection.start,
                             detection.end,
-                            event["seq"],
+                            event.seq,
                         )
                     if self.scores_rate and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.scores_rate:
                         slot.scores_sent[stream] = now
                         end = slot.runtime.stream_frames(stream) * slot.info.frame_seconds
-                        self.publish(scores_event(stream, slot.info, end, scores[-1]))
+                        self.publish(ScoresEvent.of(stream, slot.info, end, scores[-1]))
 
     def drop_ended_streams(self) -> None:
         for stream in [s for s, r in self.streams.items() if r.ended]:

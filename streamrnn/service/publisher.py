@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-from streamrnn.wire import Stamper, encode
+from streamrnn.wire import Event, Stamper
 
 
 class BindError(ValueError):
@@ -48,10 +48,10 @@ class Publisher:
         self.drops = 0
         self.subscribers = 0
 
-    def publish(self, event: dict) -> dict:
+    def publish(self, event: Event) -> Event:
         """Stamp and send one event; count it as dropped if a subscriber's queue is full."""
         event = self._stamper.stamp(event)
-        parts = encode(event)
+        parts = event.encode()
         try:
             self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
         except zmq.Again:

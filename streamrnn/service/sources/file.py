@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import soundfile
 
 from streamrnn.audio import AudioError, to_mono
+from streamrnn.pacing import Pacer
 from streamrnn.service.sources import Emit, Samples, Source, StreamEnd
 
 REALTIME_BLOCK = 0.01  # seconds per piece when paced like a live input
@@ -27,16 +27,10 @@ class FileSource(Source):
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         block = int(self.rate * (REALTIME_BLOCK if self.realtime else FAST_BLOCK))
-        start = time.monotonic()
-        sent = 0
+        pacer = Pacer(stop)
         with soundfile.SoundFile(self.path) as f:
             for piece in f.blocks(blocksize=block, dtype="float32", always_2d=True):
-                if stop.is_set():
+                if stop.is_set() or (self.realtime and not pacer.wait(len(piece) / self.rate)):
                     return
-                if self.realtime:  # hand over each piece when its last sample would have been heard
-                    delay = start + (sent + len(piece)) / self.rate - time.monotonic()
-                    if delay > 0 and stop.wait(delay):
-                        return
                 emit(Samples(self.stream, to_mono(piece), self.rate))
-                sent += len(piece)
         emit(StreamEnd(self.stream))
