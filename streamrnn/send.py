@@ -14,7 +14,7 @@ import zmq
 from streamrnn.audio import read_native
 from streamrnn.pacing import Pacer
 from streamrnn.sensors import read_csv
-from streamrnn.wire import IngestHeader, ingest_message
+from streamrnn.wire import IngestHeader, ingest_message, stream_id_problem
 
 
 def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
@@ -42,6 +42,8 @@ def send(
     path: str, address: str, stream: str, realtime: bool = True, rate: float | None = None, block_seconds: float = 0.02
 ) -> int:
     """Send one file as one stream; returns the number of messages sent."""
+    if problem := stream_id_problem(stream):
+        raise ValueError(f"stream id {stream!r} {problem}")
     samples, rate, kind = read_frames(path, rate)
     socket: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 10000)

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 from functools import cache
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+import soundfile as sf
+import zmq
 
 from streamrnn.audio import read_audio
+from streamrnn.client import Subscription
+from streamrnn.dev.harness import ServeProcess
 from streamrnn.runtime import StreamingModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,3 +127,76 @@ def export_test_model(tmp_path: Path, cell: str = "gru", kind: str = "audio", **
         "test: untrained",
     )
     return model, recipe, path
+
+
+def demo_pcm() -> np.ndarray:
+    samples, _ = sf.read(DEMO, dtype="float32")
+    return samples
+
+
+class Service:
+    """A `streamrnn serve` subprocess (the project's one harness) publishing on ipc:// with a
+    subscriber already listening."""
+
+    def __init__(self, tmp_path, *args, env=None, stdin=None, topics=("",)):
+        self.address = f"ipc://{tmp_path}/events"
+        self.subscription = Subscription(self.address, topics)
+        args = ["--publish", self.address, "--wait-subscriber", "10", "--heartbeat", "0.5", *map(str, args)]
+        self.serve = ServeProcess(tmp_path, args, env=env, stdin=stdin, cwd=ROOT)
+        self.process = self.serve.process
+        self.events: list[dict] = []
+
+    def collect(self, until=lambda event: False, timeout: float = 60) -> dict | None:
+        """Gather events until one satisfies `until` (returned), the process ends, or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.subscription.receive(timeout=0.2)
+            if event is None:
+                if self.process.poll() is not None:
+                    return None
+                continue
+            EVENT_SCHEMA.validate(event.to_dict())
+            self.events.append(event)
+            if until(event):
+                return event
+        raise AssertionError(f"timed out; events so far: {self.events[-5:]}")
+
+    def stop(self, sig=signal.SIGTERM) -> tuple[int, float, str]:
+        code, took = self.serve.stop(sig)
+        self.collect(timeout=1)
+        return code, took, self.serve.log_text()
+
+    def finish(self) -> tuple[int, str]:
+        self.collect(lambda e: getattr(e, "state", None) == "stopping")
+        code = self.process.wait(timeout=20)
+        return code, self.serve.log_text()
+
+    def close(self):
+        self.serve.close()
+        self.subscription.close()
+
+    def final_status(self) -> dict:
+        return [e for e in self.events if e.kind == "status"][-1]
+
+
+@pytest.fixture
+def service(tmp_path):
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(Service(tmp_path, *args, **kwargs))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.close()
+
+
+def ingest_service(service, tmp_path, *args, topics=("",)):
+    """A running service with a ZeroMQ ingest source, and a PUSH socket connected to it."""
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}", *args, topics=topics)
+    s.collect(lambda e: e.kind == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    return s, push

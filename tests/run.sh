@@ -27,13 +27,5 @@ python3 -m venv .venv
 # lint, format and types (rules in pyproject.toml): CI fails on any of them
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# mypy reads the package as it is installed (training/ and deploy/ as streamrnn.training and
-# streamrnn.deploy) from a tree of links to this checkout
-tree=$(mktemp -d)
-mkdir "$tree/streamrnn"
-ln -s "$PWD"/streamrnn/* "$tree/streamrnn/"
-ln -s "$PWD/training" "$tree/streamrnn/training"
-ln -s "$PWD/deploy" "$tree/streamrnn/deploy"
-(cd "$tree" && "$OLDPWD/.venv/bin/mypy" --config-file "$OLDPWD/pyproject.toml" --cache-dir "$OLDPWD/.mypy_cache")
-rm -rf "$tree"
+bash tests/mypy.sh
 exec .venv/bin/python -m pytest "$@"

@@ -8,9 +8,8 @@ import subprocess
 
 import numpy as np
 import zmq
-from test_service import Service
 
-from conftest import EVENT_SCHEMA, ROOT, STREAMRNN, export_test_model
+from conftest import EVENT_SCHEMA, ROOT, STREAMRNN, Service, export_test_model
 from streamrnn.client import Subscription
 
 

@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 import soundfile as sf
-from test_service import Service
 
-from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words
+from conftest import DEMO, ROOT, STREAMRNN, Service, assert_demo_words
 
 try:
     import sounddevice  # noqa: F401

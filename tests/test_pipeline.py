@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 
 from conftest import DEMO, assert_demo_words
 from streamrnn.audio import read_native
 from streamrnn.service.config import load_config
+from streamrnn.service.loop import Service
 from streamrnn.service.pipeline import Pipeline, load_slot
-from streamrnn.service.sources import Samples
+from streamrnn.service.sources import Samples, Source, SourceState
 from streamrnn.wire import Event, Stamper
 
 
@@ -41,3 +45,36 @@ def test_the_pipeline_finds_the_demo_words_and_counts_what_it_drops():
     assert_demo_words(events, stream="demo")
     assert problems == ["format_changes", "streams_unserved"]
     assert list(pipeline.streams) == ["imu"] and pipeline.frames == -(-len(audio) // 1280)
+
+
+class FailsOnce(Source):
+    """A source that runs until stopped and whose first run dies, as a device that vanished."""
+
+    name, finite = "flaky", False
+
+    def __init__(self):
+        self.runs = 0
+
+    def run(self, emit, stop: threading.Event) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise OSError("device gone")
+        stop.wait()
+
+
+def test_a_source_that_dies_is_counted_and_started_again(tmp_path):
+    overrides = {"models": ["commands"], "sources": [f"pull:ipc://{tmp_path}/in"], "publish": f"ipc://{tmp_path}/ev"}
+    service = Service(load_config(None, overrides))
+    source = FailsOnce()
+    thread = threading.Thread(target=service._run_source, args=(source,))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while source.runs < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service._stop.set()
+    thread.join(timeout=5)
+    service.close()
+    handed = [service._queue.get_nowait() for _ in range(service._queue.qsize())]
+    states = [m.state for m in handed if isinstance(m, SourceState)]
+    assert source.runs == 2 and service.problems == {"source_failures": 1}
+    assert states == ["restarting: OSError: device gone", "running", "ended"]

@@ -19,6 +19,7 @@ from streamrnn.wire import (
     Event,
     HeartbeatEvent,
     IngestHeader,
+    IngestLimits,
     Reject,
     ScoresEvent,
     Stamper,
@@ -94,11 +95,11 @@ def test_an_ingest_message_reads_back_as_it_was_written():
     audio = rng.uniform(-1, 1, 321).astype(np.float32)
     frames = rng.normal(size=(7, 3)).astype(np.float32)
     header = IngestHeader("s16le", 16000, seq=4, end=True)
-    stream, back, samples = parse_ingest(ingest_message("mic1", header, audio), max_rate=192000)
+    stream, back, samples = parse_ingest(ingest_message("mic1", header, audio), IngestLimits(max_rate=192000))
     assert (stream, back) == ("mic1", header) and np.abs(samples - audio).max() < 1 / 16000
     header = IngestHeader("f32le", 50, seq=0, channels=3, kind="sensor")
-    stream, back, samples = parse_ingest(ingest_message("imu", header, frames), max_rate=192000)
+    stream, back, samples = parse_ingest(ingest_message("imu", header, frames), IngestLimits(max_rate=192000))
     assert back == header and np.array_equal(samples, frames)
     with pytest.raises(Reject, match="rate 50 is not within") as rejected:
-        parse_ingest(ingest_message("imu", header, frames), max_rate=10)
+        parse_ingest(ingest_message("imu", header, frames), IngestLimits(max_rate=10))
     assert rejected.value.counter == "ingest_bad_rate"

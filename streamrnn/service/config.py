@@ -12,6 +12,7 @@ from pathlib import Path
 from streamrnn.contract import is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.settings import SettingsError, build, read_toml
+from streamrnn.wire import IngestLimits
 
 DEFAULT_CONFIG = Path("/etc/streamrnn/streamrnn.toml")
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
@@ -41,9 +42,13 @@ class DecisionConfig:
 
 
 @dataclass
-class IngestConfig:
+class IngestConfig(IngestLimits):
+    """The [ingest] table: the message limits, and what each ingest source allows its senders."""
+
     idle_timeout: float = 30.0  # seconds without frames before a remote stream expires
-    max_rate: float = 384000.0  # sample rates above this (or below 1) are refused
+    max_streams: int = 1000  # live streams per ingest source; messages starting more are refused
+    max_speed: float = 20.0  # seconds of signal per second a stream may send, sustained
+    burst_seconds: float = 120.0  # seconds of signal a stream may send ahead of that
 
 
 @dataclass
@@ -106,7 +111,15 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(config.scores_rate >= 0, "scores_rate", f"= {config.scores_rate} must not be negative")
     need(config.send_hwm >= 1, "send_hwm", f"= {config.send_hwm} must be at least 1")
     need(1 <= config.stdin_rate <= config.ingest.max_rate, "stdin_rate", f"= {config.stdin_rate} is not a usable rate")
-    need(config.ingest.idle_timeout > 0, "ingest.idle_timeout", "must be positive")
+    g = config.ingest
+    need(g.idle_timeout > 0, "ingest.idle_timeout", "must be positive")
+    need(0 < g.min_sensor_rate <= g.max_rate, "ingest.min_sensor_rate", "must be positive and at most max_rate")
+    need(0 < g.min_audio_rate <= g.max_rate, "ingest.min_audio_rate", "must be positive and at most max_rate")
+    need(g.max_message_bytes >= 1024, "ingest.max_message_bytes", f"= {g.max_message_bytes} must be at least 1024")
+    need(g.max_message_seconds > 0, "ingest.max_message_seconds", "must be positive")
+    need(g.max_streams >= 1, "ingest.max_streams", f"= {g.max_streams} must be at least 1")
+    need(g.max_speed >= 1, "ingest.max_speed", f"= {g.max_speed} must be at least 1 (real time)")
+    need(g.burst_seconds >= 0, "ingest.burst_seconds", "must not be negative")
     need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
     need(sum(s == "-" for s in config.sources) <= 1, "sources", "names stdin (-) more than once")
     need(

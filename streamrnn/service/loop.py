@@ -15,6 +15,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -32,6 +33,7 @@ log = logging.getLogger("streamrnn")
 
 TICK = 0.05  # longest wait for input before timers and flags are looked at
 QUEUE_LIMIT = 10000  # messages from sources not yet handled
+SOURCE_RESTART = 1.0  # seconds before a failed source that runs until stopped starts again
 PROBLEM_LOG_EVERY = 10.0  # seconds between log lines about the same kind of problem
 
 
@@ -59,8 +61,7 @@ class Service:
         self._problem_logged: dict[str, float] = {}
         self.source_states: dict[str, str] = {}
         self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
-        self._overflow_lock = threading.Lock()
-        self._overflows = 0
+        self._problem_lock = threading.Lock()  # problems are counted from source threads too
         self._stop = threading.Event()
         self._stop_requested = self._reload_requested = False
         self._status_due = True
@@ -171,20 +172,49 @@ class Service:
         return self._shutdown(threads)
 
     def _run_source(self, source: Source) -> None:
-        emit = self._queue.put if source.finite else self._put_nowait
-        try:
-            source.run(emit, self._stop)
-        except Exception as exc:  # a broken source must not take the service down
-            emit(Problem("source_failures", f"{source.name}: {type(exc).__name__}: {exc}"))
-        finally:
-            emit(SourceState(source.name, "ended"))
+        """Run a source in its thread; one that runs until stopped (mic, ingest) and fails anyway
+        is counted, reported and started again."""
+        emit = self._emitter(source)
+        while True:
+            try:
+                source.run(emit, self._stop)
+                break
+            except Exception as exc:  # a broken source must not take the service down
+                self._problem("source_failures", f"{source.name}: {type(exc).__name__}: {exc}")
+                if source.finite or self._stop.is_set():
+                    break
+                emit(SourceState(source.name, f"restarting: {type(exc).__name__}: {exc}"))
+                if self._stop.wait(SOURCE_RESTART):
+                    break
+                emit(SourceState(source.name, "running"))
+        emit(SourceState(source.name, "ended"))
 
-    def _put_nowait(self, message) -> None:
-        try:
-            self._queue.put_nowait(message)
-        except queue.Full:
-            with self._overflow_lock:
-                self._overflows += 1
+    def _emitter(self, source: Source) -> Callable[[object], None]:
+        """The `emit` of one source: problems are counted at once; samples of a source that runs
+        until stopped are dropped (and counted) when the loop falls behind; stream ends, states,
+        and the samples of files and stdin wait for room, so none of them is ever lost."""
+
+        def emit(message: object) -> None:
+            if isinstance(message, Problem):
+                self._problem(message.counter, message.message)
+                return
+            if isinstance(message, (Samples, StreamEnd)):
+                message.source = source.name
+            if isinstance(message, Samples) and not source.finite:
+                try:
+                    self._queue.put_nowait(message)
+                except queue.Full:
+                    self._problem("queue_overflows", "input dropped: the service fell behind")
+                return
+            while True:  # offered even after stop, but never waited for once stopping
+                try:
+                    self._queue.put(message, timeout=TICK)
+                    return
+                except queue.Full:
+                    if self._stop.is_set():
+                        return
+
+        return emit
 
     def _take_input(self) -> None:
         try:
@@ -197,18 +227,15 @@ class Service:
                 message = self._queue.get_nowait()
             except queue.Empty:
                 break
-        with self._overflow_lock:
-            lost, self._overflows = self._overflows, 0
-        if lost:
-            self._problem("queue_overflows", f"{lost} input message(s) dropped: the service fell behind")
 
     def _handle(self, message) -> None:
         if isinstance(message, Samples):
-            self.pipeline.feed(message)
+            try:
+                self.pipeline.feed(message)
+            except Exception as exc:  # one piece of input never stops the service
+                self._problem("input_failures", f"stream {message.stream}: {type(exc).__name__}: {exc}; dropped")
         elif isinstance(message, StreamEnd):
-            self.pipeline.end_stream(message.stream)
-        elif isinstance(message, Problem):
-            self._problem(message.counter, message.message)
+            self.pipeline.end_stream(message.stream, message.source)
         elif isinstance(message, SourceState):
             self.source_states[message.source] = message.state
             self._status_due = True
@@ -246,12 +273,21 @@ class Service:
         return self.publisher.publish(event)
 
     def _problem(self, counter: str, message: str) -> None:
-        self.problems[counter] = self.problems.get(counter, 0) + 1
+        """Count one dropped or failed thing (from any thread); log the first of each kind and
+        then at most one every PROBLEM_LOG_EVERY seconds."""
+        with self._problem_lock:
+            count = self.problems[counter] = self.problems.get(counter, 0) + 1
+            now = time.monotonic()
+            loud = now - self._problem_logged.get(counter, -PROBLEM_LOG_EVERY) >= PROBLEM_LOG_EVERY
+            if loud:
+                self._problem_logged[counter] = now
         self._status_due = True
-        now = time.monotonic()
-        if now - self._problem_logged.get(counter, -PROBLEM_LOG_EVERY) >= PROBLEM_LOG_EVERY:
-            self._problem_logged[counter] = now
-            log.warning("%s (%s: %d so far)", message, counter, self.problems[counter])
+        if loud:
+            log.warning("%s (%s: %d so far)", message, counter, count)
+
+    def _problem_counts(self) -> dict[str, int]:
+        with self._problem_lock:
+            return dict(self.problems)
 
     def _stats(self) -> dict:
         return {
@@ -261,7 +297,7 @@ class Service:
             "events": self.publisher.published,
             "drops": self.publisher.drops,
             "subscribers": max(0, self.publisher.subscribers),
-            "problems": dict(self.problems),
+            "problems": self._problem_counts(),
         }
 
     def _publish_status(self, state: str, message: str) -> None:
@@ -272,7 +308,7 @@ class Service:
         )
 
     def _summary(self) -> str:
-        problems = sum(self.problems.values())
+        problems = sum(self._problem_counts().values())
         return (
             f"{len(self.pipeline.streams)} streams, {self.pipeline.frames} frames, {self.publisher.published} events, "
             f"{self.publisher.drops} drops, {problems} problems"

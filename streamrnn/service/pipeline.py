@@ -99,6 +99,7 @@ class StreamRecord:
     kind: str
     rate: float
     channels: int
+    source: str  # the one source whose samples and end this stream takes
     ended: bool = False
 
 
@@ -127,8 +128,14 @@ class Pipeline:
             self.run_models()
             self.drop_ended_streams()
             record = None
+        if record is not None and record.source != piece.source:
+            self.problem(
+                "streams_owned_elsewhere",
+                f"stream {piece.stream}: belongs to {record.source}, not {piece.source}; piece dropped",
+            )
+            return
         if record is None:
-            record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels)
+            record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels, piece.source)
             takers = [s for s in self.slots if s.takes(piece.kind, channels)]
             if not takers:
                 self.problem(
@@ -151,9 +158,15 @@ class Pipeline:
             if piece.stream in slot.deciders:
                 slot.feed(piece.stream, audio)
 
-    def end_stream(self, stream: str) -> None:
-        """The stream ends: its tail is scored at the next run, then it is dropped."""
+    def end_stream(self, stream: str, source: str = "") -> None:
+        """The stream ends: its tail is scored at the next run, then it is dropped (only its own
+        source can end it)."""
         record = self.streams.get(stream)
+        if record is not None and record.source != source:
+            self.problem(
+                "streams_owned_elsewhere", f"stream {stream}: belongs to {record.source}; end from {source} ignored"
+            )
+            return
         if record is None or record.ended:
             return
         record.ended = True

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.wire import MAX_STREAM_ID
+
 
 @dataclass
 class Samples:
@@ -25,11 +27,13 @@ class Samples:
     rate: float
     kind: str = "audio"  # audio | sensor
     received: float = field(default_factory=time.monotonic)  # when the service was handed them
+    source: str = ""  # the source that sent them (set by the loop): a stream belongs to one source
 
 
 @dataclass
 class StreamEnd:
     stream: str
+    source: str = ""
 
 
 @dataclass
@@ -62,11 +66,12 @@ class Source:
 
 
 def unique_stream_ids(paths: list[str]) -> list[str]:
-    """Stream ids for files: the file stem, numbered where stems repeat."""
+    """Stream ids for files: the file stem (spaces, dots and control characters as `_`, so it is
+    one topic part), numbered where stems repeat."""
     seen: dict[str, int] = {}
     ids = []
     for p in paths:
-        stem = Path(p).stem
+        stem = "".join(c if c.isprintable() and c not in " ." else "_" for c in Path(p).stem)[: MAX_STREAM_ID - 4]
         seen[stem] = seen.get(stem, 0) + 1
         ids.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return ids

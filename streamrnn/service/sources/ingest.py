@@ -1,14 +1,17 @@
 """ZeroMQ ingest: remote microphones and sensors push frames to a bound PULL (or SUB) socket.
 
 Each message has three parts: the stream id (UTF-8), a JSON header, the raw samples (the format
-is in streamrnn.wire, which reads it). New ids start streams; seq 0 on a known id starts it over; streams idle
-past `idle_timeout` end. Malformed messages are counted and dropped; sequence gaps are counted.
+is in streamrnn.wire, which reads it). New ids start streams; seq 0 on a known id starts it over;
+streams idle past `idle_timeout` end. Every message that cannot be used is counted and dropped:
+malformed ones, ones over the limits of `[ingest]` (message size, live streams, speed), and any
+that fails in a way nobody foresaw; sequence gaps are counted.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import zmq
 
@@ -17,6 +20,16 @@ from streamrnn.service.sources import Emit, Problem, Samples, Source, StreamEnd
 from streamrnn.wire import Reject, parse_ingest
 
 POLL_MS = 50
+
+
+@dataclass
+class _Remote:
+    """A live remote stream: its last seq, when it was last heard, and the seconds of signal it
+    may still send now (refilled at `max_speed` per second, up to `burst_seconds`)."""
+
+    seq: int
+    seen: float
+    credit: float
 
 
 class IngestSource(Source):
@@ -29,47 +42,71 @@ class IngestSource(Source):
         if kind == "sub":
             self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         bind(self.socket, address, "ingest")
+        self.streams: dict[str, _Remote] = {}
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        last_seq: dict[str, int] = {}
-        last_seen: dict[str, float] = {}
         while not stop.is_set():
             if self.socket.poll(POLL_MS):
                 parts = self.socket.recv_multipart()
                 try:
-                    stream, header, samples = parse_ingest(parts, self.config.max_rate)
-                    seq = header.seq
-                    if stream in last_seq and seq == 0:  # the sender started over: a new stream
-                        emit(Problem("streams_restarted", f"stream {stream}: seq 0 again, restarted", stream))
-                        emit(StreamEnd(stream))
-                        del last_seq[stream], last_seen[stream]
-                    elif stream in last_seq and seq <= last_seq[stream]:
-                        raise Reject("ingest_seq_backwards", f"stream {stream}: seq {seq} after {last_seq[stream]}")
+                    self._take(parts, emit)
                 except Reject as r:
                     emit(Problem(r.counter, str(r)))
-                    continue
-                if stream in last_seq and seq > last_seq[stream] + 1:
-                    emit(
-                        Problem(
-                            "ingest_seq_gaps",
-                            f"stream {stream}: {seq - last_seq[stream] - 1} message(s) missing before seq {seq}",
-                            stream,
-                        )
-                    )
-                last_seq[stream], last_seen[stream] = seq, time.monotonic()
-                emit(Samples(stream, samples, header.rate, header.kind))
-                if header.end:
-                    emit(StreamEnd(stream))
-                    del last_seq[stream], last_seen[stream]
+                except Exception as exc:  # one message never ends ingest for every sender
+                    emit(Problem("ingest_failures", f"{self.name}: a message failed: {type(exc).__name__}: {exc}"))
             now = time.monotonic()
-            for stream in [s for s, t in last_seen.items() if now - t > self.config.idle_timeout]:
+            for stream in [s for s, r in self.streams.items() if now - r.seen > self.config.idle_timeout]:
                 emit(
                     Problem(
                         "streams_expired", f"stream {stream}: idle for {self.config.idle_timeout:g} s, expired", stream
                     )
                 )
-                emit(StreamEnd(stream))
-                del last_seq[stream], last_seen[stream]
+                self._end(stream, emit)
+
+    def _take(self, parts: list[bytes], emit: Emit) -> None:
+        stream, header, samples = parse_ingest(parts, self.config)
+        now, remote = time.monotonic(), self.streams.get(stream)
+        if remote is not None and header.seq == 0:  # the sender started over: a new stream
+            emit(Problem("streams_restarted", f"stream {stream}: seq 0 again, restarted", stream))
+            self._end(stream, emit)
+            remote = None
+        if remote is None:
+            if len(self.streams) >= self.config.max_streams:
+                raise Reject(
+                    "ingest_too_many_streams",
+                    f"stream {stream}: {len(self.streams)} streams are live (ingest.max_streams); not started",
+                )
+            remote = self.streams[stream] = _Remote(header.seq - 1, now, self.config.burst_seconds)
+        elif header.seq <= remote.seq:
+            raise Reject("ingest_seq_backwards", f"stream {stream}: seq {header.seq} after {remote.seq}")
+        elif header.seq > remote.seq + 1:
+            emit(
+                Problem(
+                    "ingest_seq_gaps",
+                    f"stream {stream}: {header.seq - remote.seq - 1} message(s) missing before seq {header.seq}",
+                    stream,
+                )
+            )
+        seconds = len(samples) / header.rate
+        remote.credit = min(
+            self.config.burst_seconds + seconds, remote.credit + (now - remote.seen) * self.config.max_speed
+        )
+        remote.seq, remote.seen = header.seq, now
+        if seconds > remote.credit:
+            if header.end:  # the samples are dropped, the end is kept
+                self._end(stream, emit)
+            raise Reject(
+                "ingest_over_speed",
+                f"stream {stream}: faster than {self.config.max_speed:g}x real time (ingest.max_speed); dropped",
+            )
+        remote.credit -= seconds
+        emit(Samples(stream, samples, header.rate, header.kind))
+        if header.end:
+            self._end(stream, emit)
+
+    def _end(self, stream: str, emit: Emit) -> None:
+        del self.streams[stream]
+        emit(StreamEnd(stream))
 
     def close(self) -> None:
         self.socket.close(linger=0)
