@@ -183,20 +183,24 @@ def cmd_serve(args) -> None:
 
 def cmd_listen(args) -> None:
     from streamrnn.client import subscribe
+    from streamrnn.keys import client_keys
 
-    for n, event in enumerate(subscribe(args.connect, args.topic or [""], timeout=args.timeout), 1):
+    keys = client_keys(args.server_key, args.key)
+    for n, event in enumerate(subscribe(args.connect, args.topic or [""], timeout=args.timeout, keys=keys), 1):
         print(json.dumps(event.to_dict()), flush=True)
         if n == args.count:
             break
 
 
 def cmd_send(args) -> None:
+    from streamrnn.keys import client_keys
     from streamrnn.send import send
     from streamrnn.service.sources import unique_stream_ids
 
+    keys = client_keys(args.server_key, args.key)
     ids = [args.stream] if args.stream and len(args.files) == 1 else unique_stream_ids(args.files)
     for path, stream in zip(args.files, ids):
-        count = send(path, args.connect, stream, realtime=not args.fast, rate=args.rate)
+        count = send(path, args.connect, stream, realtime=not args.fast, rate=args.rate, keys=keys)
         print(f"{path}: {count} messages as stream {stream}", file=sys.stderr)
 
 
@@ -253,6 +257,18 @@ def _add_device_flag(p: argparse.ArgumentParser, more: str = "") -> None:
 
 def _add_json_flag(p: argparse.ArgumentParser, what: str = "one JSON object") -> None:
     p.add_argument("--json", action="store_true", help=f"print {what}")
+
+
+def _add_key_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server-key", help="CURVE: the service's public key file (NAME.key, from streamrnn keys)")
+    p.add_argument("--key", help="CURVE: this client's secret key file (NAME.key_secret)")
+
+
+def cmd_keys(args) -> None:
+    from streamrnn.keys import make_key_pair
+
+    public, secret = make_key_pair(args.dir, args.name)
+    print(f"public key {public} (give it to the other side); secret key {secret} (keep it)")
 
 
 def _add_data_root_flag(p: argparse.ArgumentParser, more: str = "") -> None:
@@ -324,6 +340,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", action="append", help="topic prefix, e.g. detection or detection.mic (repeatable)")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    _add_key_flags(p)
     p.set_defaults(run=cmd_listen)
 
     p = sub.add_parser("send", help="push audio or sensor CSV files to a service's ingest socket")
@@ -332,7 +349,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", help="stream id (one file only; default: the file name)")
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     p.add_argument("--rate", type=float, help="sample rate of CSV sensor frames")
+    _add_key_flags(p)
     p.set_defaults(run=cmd_send)
+
+    p = sub.add_parser("keys", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret)")
+    p.add_argument("name", help="whose keys: server, or a client's name")
+    p.add_argument("--dir", default=".", help="folder to write them to (default: here)")
+    p.set_defaults(run=cmd_keys)
 
     p = sub.add_parser("eval", help="accuracy, per-label precision/recall and confusion on labelled clips")
     _add_model_flag(p)

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import zmq
 
+from streamrnn.keys import ClientKeys
 from streamrnn.service.config import DEFAULT_PUBLISH
 from streamrnn.wire import BadEvent, Event, decode
 
@@ -23,8 +24,14 @@ log = logging.getLogger(__name__)
 class Subscription:
     """A SUB socket on the service's events, filtered by topic prefixes."""
 
-    def __init__(self, address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0):
-        self.address, self.silence = address, silence
+    def __init__(
+        self,
+        address: str = DEFAULT_PUBLISH,
+        topics: Sequence[str] = ("",),
+        silence: float = 30.0,
+        keys: ClientKeys | None = None,
+    ):
+        self.address, self.silence, self.keys = address, silence, keys
         self._wanted = tuple(t.encode() for t in topics)
         self._heard = time.monotonic()
         self.bad_messages = 0
@@ -34,6 +41,8 @@ class Subscription:
         socket: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
         socket.setsockopt(zmq.RECONNECT_IVL, 100)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.keys:
+            self.keys.apply(socket)
         for topic in set(self._wanted) | {b"heartbeat"}:
             socket.setsockopt(zmq.SUBSCRIBE, topic)
         socket.connect(self.address)
@@ -67,11 +76,15 @@ class Subscription:
 
 
 def subscribe(
-    address: str = DEFAULT_PUBLISH, topics: Sequence[str] = ("",), silence: float = 30.0, timeout: float | None = None
+    address: str = DEFAULT_PUBLISH,
+    topics: Sequence[str] = ("",),
+    silence: float = 30.0,
+    timeout: float | None = None,
+    keys: ClientKeys | None = None,
 ) -> Iterator[Event]:
     """Yield events whose topic starts with one of `topics`; stop after `timeout`
-    seconds without one (None: never)."""
-    subscription = Subscription(address, topics, silence)
+    seconds without one (None: never). `keys` (ClientKeys.load) for a service with CURVE."""
+    subscription = Subscription(address, topics, silence, keys)
     try:
         while (event := subscription.receive(timeout)) is not None:
             yield event

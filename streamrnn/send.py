@@ -12,6 +12,7 @@ import numpy as np
 import zmq
 
 from streamrnn.audio import read_native
+from streamrnn.keys import ClientKeys
 from streamrnn.pacing import Pacer
 from streamrnn.sensors import read_csv
 from streamrnn.wire import IngestHeader, ingest_message, stream_id_problem
@@ -39,14 +40,22 @@ def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_sec
 
 
 def send(
-    path: str, address: str, stream: str, realtime: bool = True, rate: float | None = None, block_seconds: float = 0.02
+    path: str,
+    address: str,
+    stream: str,
+    realtime: bool = True,
+    rate: float | None = None,
+    block_seconds: float = 0.02,
+    keys: ClientKeys | None = None,
 ) -> int:
-    """Send one file as one stream; returns the number of messages sent."""
+    """Send one file as one stream (as a CURVE client with `keys`); returns the number of messages sent."""
     if problem := stream_id_problem(stream):
         raise ValueError(f"stream id {stream!r} {problem}")
     samples, rate, kind = read_frames(path, rate)
     socket: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
     socket.setsockopt(zmq.LINGER, 10000)
+    if keys:
+        keys.apply(socket)
     socket.connect(address)
     pacer, count = Pacer(), 0
     try:

@@ -234,6 +234,19 @@ def test_port_in_use_is_a_clear_error(tmp_path):
             'sources = ["x.wav"]\n[decision]\npatience = -1\n[[models]]\nmodel = "commands"\n',
             "decision.patience = -1 must not be negative",
         ),
+        (
+            'sources = ["pull:tcp://0.0.0.0:5557"]\n[[models]]\nmodel = "commands"\n',
+            "sources tcp://0.0.0.0:5557 is reachable from other machines: set [security] server_key and clients",
+        ),
+        (
+            'sources = ["x.wav"]\npublish = "tcp://*:5556"\n[[models]]\nmodel = "commands"\n',
+            "publish tcp://*:5556 is reachable from other machines",
+        ),
+        (
+            'sources = ["x.wav"]\n[security]\nserver_key = "none.key_secret"\nclients = "."\n'
+            '[[models]]\nmodel = "commands"\n',
+            "security none.key_secret: not a ZeroMQ key file",
+        ),
     ],
 )
 def test_bad_config_stops_start_up_in_one_line(tmp_path, config, message):

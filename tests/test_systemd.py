@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,21 @@ def test_units_use_notify_watchdog_and_hardening(unit):
     assert service["ProtectSystem"] == "strict" and service["SupplementaryGroups"] == "audio"
     config = "%i.toml" if "@" in unit else "streamrnn.toml"
     assert service["ExecStart"].endswith(f"serve --config /etc/streamrnn/{config}")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("unit", ["streamrnn.service", "streamrnn@.service"])
+def test_units_expose_little_to_systemd_analyze_security(tmp_path, unit):
+    path = installed_copy(tmp_path, unit)
+    if "@" in unit:
+        path = path.rename(tmp_path / "streamrnn@kitchen.service")
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(path)], capture_output=True, text=True, timeout=60
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    print(unit, "exposure", found.group(1))
+    assert float(found.group(1)) <= 2.0
 
 
 def test_example_config_is_valid():

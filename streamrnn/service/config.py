@@ -11,6 +11,7 @@ from pathlib import Path
 
 from streamrnn.contract import is_threshold
 from streamrnn.decision import DecisionSettings
+from streamrnn.keys import KeyFileError, count_client_keys, is_loopback, read_key
 from streamrnn.settings import SettingsError, build, read_toml
 from streamrnn.wire import IngestLimits
 
@@ -52,6 +53,15 @@ class IngestConfig(IngestLimits):
 
 
 @dataclass
+class SecurityConfig:
+    """The [security] table: CURVE for the event socket and ingest (`streamrnn keys`)."""
+
+    server_key: str = ""  # the service's secret key file (NAME.key_secret)
+    clients: str = ""  # folder of the public keys (*.key) of clients let in
+    insecure: bool = False  # bind addresses other machines reach without CURVE
+
+
+@dataclass
 class MicConfig:
     rate: float = 0.0  # capture rate; 0: the device's default
     block_ms: float = 20.0  # samples per callback
@@ -76,6 +86,7 @@ class ServiceConfig:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     mic: MicConfig = field(default_factory=MicConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = field(default="defaults", metadata={"internal": True})
 
     def decision_for(self, model: ModelConfig) -> DecisionSettings:
@@ -127,7 +138,33 @@ def check(config: ServiceConfig) -> ServiceConfig:
         "publish",
         f"= {config.publish!r} is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)",
     )
+    _check_security(config, need)
     return config
+
+
+def bound_addresses(config: ServiceConfig) -> list[tuple[str, str]]:
+    """(key, address) of every socket the service binds: publish and each ingest source."""
+    ingest = [s for s in config.sources if s.startswith(("pull:", "sub:"))]
+    return [("publish", config.publish)] + [("sources", s.partition(":")[2]) for s in ingest]
+
+
+def _check_security(config: ServiceConfig, need) -> None:
+    sec = config.security
+    need(bool(sec.server_key) == bool(sec.clients), "security", "server_key and clients go together (CURVE)")
+    if sec.server_key:
+        try:
+            read_key(sec.server_key, secret=True)
+            count_client_keys(Path(sec.clients))
+        except KeyFileError as exc:
+            need(False, "security", str(exc))
+        return
+    for key, address in bound_addresses(config):
+        need(
+            sec.insecure or is_loopback(address),
+            key,
+            f"{address} is reachable from other machines: set [security] server_key and clients "
+            "(streamrnn keys) or insecure = true",
+        )
 
 
 def config_path(path: str | Path | None) -> Path | None:

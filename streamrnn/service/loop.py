@@ -22,6 +22,7 @@ import zmq
 
 from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider
+from streamrnn.keys import ServerKeys
 from streamrnn.service.config import ModelConfig, ServiceConfig, config_path, load_config
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, file_fingerprint, load_slot
@@ -68,14 +69,16 @@ class Service:
         slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
         self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate)
         self._context = zmq.Context()
+        sec = config.security
+        self.keys = ServerKeys(self._context, sec.server_key, sec.clients) if sec.server_key else None
         try:
-            self.publisher = Publisher(self._context, config.publish, config.send_hwm)
+            self.publisher = Publisher(self._context, config.publish, config.send_hwm, self.keys)
         except Exception:
-            self._context.term()
+            self._close_keys_and_context()
             raise
         self.sources: list[Source] = []
         try:
-            self.sources = open_sources(config.sources, config, self._context)
+            self.sources = open_sources(config.sources, config, self._context, self.keys)
         except Exception:
             self.close()
             raise
@@ -90,6 +93,8 @@ class Service:
         except ValueError as exc:
             self._problem("reload_failures", f"reload: {exc}; keeping the running configuration")
             return
+        if self.keys:
+            log.info("reload: %d client key(s) allowed from %s", self.keys.reload_clients(), self.keys.clients)
         self.config, old, slots = config, {s.spec.model: s for s in self.pipeline.slots}, []
         for i, spec in enumerate(config.models):
             current = old.get(spec.model)
@@ -259,6 +264,11 @@ class Service:
         for source in self.sources:
             source.close()
         self.publisher.close()
+        self._close_keys_and_context()
+
+    def _close_keys_and_context(self) -> None:
+        if self.keys:
+            self.keys.close()
         self._context.term()
 
     # ----- reporting --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import time
 
 import zmq
 
+from streamrnn.keys import ServerKeys
 from streamrnn.wire import Event, Stamper
 
 
@@ -31,9 +32,11 @@ def bind(socket: zmq.Socket, address: str, what: str) -> None:
 
 
 class Publisher:
-    def __init__(self, context: zmq.Context, address: str, send_hwm: int):
+    def __init__(self, context: zmq.Context, address: str, send_hwm: int, keys: ServerKeys | None = None):
         self.address = address
         self._socket = context.socket(zmq.XPUB)
+        if keys:
+            keys.apply(self._socket)
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
         self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         self._socket.setsockopt(zmq.LINGER, 500)

@@ -87,7 +87,7 @@ def spec_kind(spec: str) -> str:
     return "ingest" if spec.startswith(("pull:", "sub:")) else "file"
 
 
-def open_sources(specs: list[str], config, context) -> list[Source]:
+def open_sources(specs: list[str], config, context, keys=None) -> list[Source]:
     """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`."""
     from streamrnn.service.sources.ingest import IngestSource
     from streamrnn.service.sources.stdin import StdinSource
@@ -108,7 +108,7 @@ def open_sources(specs: list[str], config, context) -> list[Source]:
                 sources.append(MicSource(spec.partition(":")[2], config.mic))
             elif kind == "ingest":
                 socket_type, _, address = spec.partition(":")
-                sources.append(IngestSource(context, socket_type, address, config.ingest))
+                sources.append(IngestSource(context, socket_type, address, config.ingest, keys))
             else:
                 from streamrnn.service.sources.file import FileSource  # libsndfile only when a file is read
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from streamrnn.keys import ServerKeys
 from streamrnn.service.publisher import bind
 from streamrnn.service.sources import Emit, Problem, Samples, Source, StreamEnd
 from streamrnn.wire import Reject, parse_ingest
@@ -35,10 +36,12 @@ class _Remote:
 class IngestSource(Source):
     finite = False
 
-    def __init__(self, context: zmq.Context, kind: str, address: str, config):
+    def __init__(self, context: zmq.Context, kind: str, address: str, config, keys: ServerKeys | None = None):
         self.name = f"{kind}:{address}"
         self.config = config
         self.socket = context.socket(zmq.PULL if kind == "pull" else zmq.SUB)
+        if keys:
+            keys.apply(self.socket)
         if kind == "sub":
             self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         bind(self.socket, address, "ingest")

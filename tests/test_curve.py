@@ -1,0 +1,82 @@
+"""CURVE end to end: key pairs from `streamrnn keys`, a service that lets in only the clients
+whose public keys are in its folder, `send` and `listen` with keys; a client without an allowed
+key gets nothing in and nothing out."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import zmq
+
+from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, demo_pcm
+from streamrnn.client import Subscription
+from streamrnn.keys import ClientKeys
+from streamrnn.send import messages
+
+
+def make_keys(folder, name):
+    done = subprocess.run(STREAMRNN + ["keys", name, "--dir", folder], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "secret key" in done.stdout, done.stderr
+
+
+def push_demo(address: str, stream: str, keys: ClientKeys | None) -> None:
+    """The demo recording pushed as `stream` from this process, given up on after a second."""
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDTIMEO, 1000)
+    if keys:
+        keys.apply(push)
+    push.connect(address)
+    try:
+        for parts, _ in messages(stream, demo_pcm()[:48000], 16000.0, "audio", 0.02):
+            push.send_multipart(parts)
+    except zmq.Again:
+        pass  # never let in: nothing takes the messages
+    push.close(linger=0)
+
+
+def test_only_allowed_keys_get_in_or_out(service, tmp_path):
+    keys = tmp_path / "keys"
+    make_keys(keys, "server")
+    make_keys(keys / "clients", "alice")
+    make_keys(tmp_path / "other", "mallory")
+    ingest = f"ipc://{tmp_path}/in"
+    config = tmp_path / "curve.toml"
+    config.write_text(
+        f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "commands"\n'
+        f'[security]\nserver_key = "{keys}/server.key_secret"\nclients = "{keys}/clients"\n'
+    )
+    alice = ClientKeys.load(keys / "server.key", keys / "clients" / "alice.key_secret")
+    mallory = ClientKeys.load(keys / "server.key", tmp_path / "other" / "mallory.key_secret")
+    s = service("--config", config, keys=alice)
+    s.collect(lambda e: e.kind == "status")
+    outsiders = [Subscription(s.address, keys=mallory), Subscription(s.address)]
+    push_demo(ingest, "mallory", mallory)
+    push_demo(ingest, "anyone", None)
+    curve = ["--server-key", keys / "server.key", "--key", keys / "clients" / "alice.key_secret"]
+    sent = subprocess.run(
+        STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "alice", "--fast", *curve],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    s.collect(lambda e: e.kind == "detection" and e.stream == "alice" and e.label == "go", timeout=30)
+    listened = subprocess.run(
+        STREAMRNN + ["listen", "--connect", s.address, "--topic", "heartbeat", "--count", "1", *curve],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    heard_by_outsiders = [sub.receive(timeout=1.0) for sub in outsiders]
+    time.sleep(0.1)
+    code, _, log = s.stop()
+    for sub in outsiders:
+        sub.close()
+    assert code == 0, log
+    assert listened.returncode == 0 and '"kind":"heartbeat"' in listened.stdout.replace(" ", ""), listened.stderr
+    assert_demo_words(s.events, stream="alice")
+    assert {e.stream for e in s.events if e.stream} == {"alice"}  # nothing from mallory or anyone got in
+    assert heard_by_outsiders == [None, None]  # heartbeats every 0.5 s, and not one reached them
+    assert s.final_status().frames == -(-len(demo_pcm()) // 1280)  # alice's frames alone were scored
