@@ -6,12 +6,32 @@ file), `subscribe` (a service's events), `__version__`. The layout of the packag
 README; a device that only recognizes uses this and `streamrnn.service`.
 """
 
-from importlib.metadata import version
+from __future__ import annotations
 
-from streamrnn.catalog import resolve_model
-from streamrnn.client import subscribe
-from streamrnn.decision import Decider
-from streamrnn.runtime import StreamingModel
+import importlib
+from typing import TYPE_CHECKING
 
-__version__ = version("streamrnn")
+if TYPE_CHECKING:
+    from streamrnn.catalog import resolve_model
+    from streamrnn.client import subscribe
+    from streamrnn.decision import Decider
+    from streamrnn.runtime import StreamingModel
+
 __all__ = ["Decider", "StreamingModel", "__version__", "resolve_model", "subscribe"]
+_HOMES = {
+    "Decider": "streamrnn.decision",
+    "StreamingModel": "streamrnn.runtime",
+    "resolve_model": "streamrnn.catalog",
+    "subscribe": "streamrnn.client",
+}
+
+
+def __getattr__(name: str):
+    """The public names, imported when first used: `import streamrnn.cli` stays light (numpy,
+    onnxruntime and pyzmq load only when a command needs them, after `serve` has taken over its
+    signals)."""
+    if name == "__version__":
+        return importlib.import_module("importlib.metadata").version("streamrnn")
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'streamrnn' has no attribute {name!r}")

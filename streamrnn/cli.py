@@ -7,12 +7,7 @@ import importlib
 import json
 import sys
 
-import numpy as np
-
-from streamrnn import __version__
-from streamrnn.contract import is_threshold
-from streamrnn.decision import DecisionSettings
-from streamrnn.runtime import DEVICES
+from streamrnn.contract import DEVICES, is_threshold
 
 TRAIN_EXTRA = "needs the training extra: pip install 'streamrnn[train]' (torch, torchaudio, onnx)"
 
@@ -125,7 +120,7 @@ def cmd_detect(args) -> None:
                             "stream": stream,
                             "frame": i,
                             "end": round((i + 1) * hop, 4),
-                            "scores": dict(zip(model.info.labels, np.round(row, 5).tolist())),
+                            "scores": {label: round(x, 5) for label, x in zip(model.info.labels, row.tolist())},
                         }
                     )
                 )
@@ -174,7 +169,7 @@ def cmd_serve(args) -> None:
 
     overrides = _serve_overrides(args)
     if not args.check:
-        raise SystemExit(serve(args.config, overrides))
+        raise SystemExit(serve(args.config, overrides, args.early_signals))
     path = config_path(args.config)
     config = load_config(path, overrides)
     check_service(config)
@@ -241,6 +236,8 @@ def cmd_demo(args) -> None:
 
 def _add_decision_flags(p: argparse.ArgumentParser) -> None:
     """The decision layer's settings as the offline commands take them (defaults DecisionSettings')."""
+    from streamrnn.decision import DecisionSettings
+
     d = DecisionSettings()
     for name, kind in (("smoothing", int), ("patience", int), ("refractory", float)):
         default = getattr(d, name)
@@ -252,7 +249,7 @@ def _add_model_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _add_device_flag(p: argparse.ArgumentParser, more: str = "") -> None:
-    p.add_argument("--device", choices=sorted(DEVICES), default="cpu", help=f"where onnxruntime runs{more}")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help=f"where onnxruntime runs{more}")
 
 
 def _add_json_flag(p: argparse.ArgumentParser, what: str = "one JSON object") -> None:
@@ -276,12 +273,20 @@ def _add_data_root_flag(p: argparse.ArgumentParser, more: str = "") -> None:
 
 
 def _decision_settings(args):
+    from streamrnn.decision import DecisionSettings
+
     return DecisionSettings(args.smoothing, args.patience, args.refractory)
 
 
 def parser() -> argparse.ArgumentParser:
+    from importlib import metadata
+
     top = argparse.ArgumentParser(prog="streamrnn", description=__doc__)
-    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    top.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {metadata.version('streamrnn')}",
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a recipe and export it")
@@ -427,14 +432,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    early = None
+    if argv[:1] == ["serve"] and "--check" not in argv:  # the service takes its signals from the start
+        from streamrnn.service.signals import EarlySignals
+
+        early = EarlySignals()
     args = parser().parse_args(argv)
+    args.early_signals = early
     try:
         args.run(args)
     except (
         CommandError,
         ValueError,
     ) as exc:  # ours (ContractError, AudioError, RecipeError, ...) derive from ValueError
-        print(f"streamrnn: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a config may have several problems, one line each
+            print(f"streamrnn: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -20,6 +20,7 @@ SCORES_OUTPUT = "scores"
 KINDS = ("audio", "sensor")
 CELLS = ("rnn", "lstm", "gru")
 READOUTS = ("peak", "mean")
+DEVICES = ("cpu", "cuda")  # where onnxruntime may run a contract file
 
 
 def is_threshold(value: object) -> bool:

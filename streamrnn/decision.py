@@ -34,6 +34,8 @@ class Decider:
 
     Only labels with a threshold are reported; the background label never is. Smoothing and
     patience left at 0 are the model's own (its contract file's, chosen for its frame length).
+    `start` is the stream time (seconds) where its first frame begins: a decider that joins a
+    running stream (a model added or changed on reload) keeps the stream's clock.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class Decider:
         info: ModelInfo,
         settings: DecisionSettings = DecisionSettings(),
         thresholds: dict[str, float] | None = None,
+        start: float = 0.0,
     ):
         thresholds = {**info.thresholds, **(thresholds or {})}
         thresholds.pop(info.background_label, None)
@@ -64,7 +67,13 @@ class Decider:
         self._run = [0] * n  # consecutive smoothed frames at or above threshold
         self._rise = [-1] * n  # frame where the score rose above half (-1: not risen)
         self._quiet_until = [0] * n  # refractory end, in frames
-        self._frame = 0  # stream frame index of the next score
+        self._frame = 0  # frame index of the next score
+        self._start = start
+
+    @property
+    def position(self) -> float:
+        """Stream seconds at the end of the frames decided so far."""
+        return self._start + self._frame * self._frame_seconds
 
     def update(self, scores: np.ndarray) -> list[Detection]:
         """Consume scores[frames, labels] that follow the previous call's in stream time.
@@ -100,8 +109,8 @@ class Decider:
                             Detection(
                                 self._labels[j],
                                 smoothed,
-                                start * self._frame_seconds,
-                                (frame + 1) * self._frame_seconds,
+                                self._start + start * self._frame_seconds,
+                                self._start + (frame + 1) * self._frame_seconds,
                             ),
                         )
                     )

@@ -16,17 +16,25 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from streamrnn.contract import AUDIO_INPUT, ContractError, ModelInfo, check_signature, parse_metadata, state_input
+from streamrnn.contract import (
+    AUDIO_INPUT,
+    DEVICES,
+    ContractError,
+    ModelInfo,
+    check_signature,
+    parse_metadata,
+    state_input,
+)
 
-DEVICES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+PROVIDERS = dict(zip(DEVICES, ("CPUExecutionProvider", "CUDAExecutionProvider")))  # onnxruntime names
 
 
 def open_contract(path: str | Path, device: str = "cpu", threads: int = 1) -> tuple[ort.InferenceSession, ModelInfo]:
     """Load a contract file with onnxruntime and validate metadata and signature."""
     path = Path(path)
-    if device not in DEVICES:
-        raise ValueError(f"device {device!r} is not one of {sorted(DEVICES)}")
-    provider = DEVICES[device]
+    if device not in PROVIDERS:
+        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    provider = PROVIDERS[device]
     if provider not in ort.get_available_providers():
         raise ValueError(
             f"device {device!r} requested but onnxruntime has no {provider} (install onnxruntime-gpu for CUDA)"

@@ -200,3 +200,11 @@ def ingest_service(service, tmp_path, *args, topics=("",)):
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.connect(ingest)
     return s, push
+
+
+def free_tcp_address() -> str:
+    """A loopback TCP address with a port nobody holds right now."""
+    probe = zmq.Context.instance().socket(zmq.PUB)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)
+    return f"tcp://127.0.0.1:{port}"

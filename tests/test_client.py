@@ -7,17 +7,9 @@ import signal
 import subprocess
 
 import numpy as np
-import zmq
 
-from conftest import EVENT_SCHEMA, ROOT, STREAMRNN, Service, export_test_model
+from conftest import EVENT_SCHEMA, ROOT, STREAMRNN, Service, export_test_model, free_tcp_address
 from streamrnn.client import Subscription
-
-
-def free_tcp_address() -> str:
-    probe = zmq.Context.instance().socket(zmq.PUB)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    return f"tcp://127.0.0.1:{port}"
 
 
 def serve(address: str, tmp_path, name: str) -> subprocess.Popen:

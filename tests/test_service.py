@@ -7,6 +7,9 @@ import os
 import shutil
 import signal
 import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +35,16 @@ def test_file_source_detections_reach_a_subscriber(service):
     final = s.final_status()
     assert final.state == "stopping" and final.frames >= demo_frames() and final.drops == 0
     assert "detection demo yes" in log
+
+
+def test_a_file_that_fails_mid_read_is_scored_as_far_as_it_goes_and_the_exit_status_says_so(service, tmp_path):
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(DEMO.read_bytes()[: DEMO.stat().st_size // 2])  # cut off: the decoder loses sync
+    s = service("--model", "commands", "--source", broken, "--fast")
+    code, log = s.finish()
+    assert code == 1 and "file:" in log and "broken.flac failed before their end (exit status 1)" in log, log
+    assert s.final_status().problems == {"source_failures": 1}
+    assert {"yes", "no", "up"} <= {e.label for e in s.events if e.kind == "detection"}  # the first half, scored
 
 
 def test_stdin_source(service):
@@ -120,6 +133,33 @@ def test_stream_that_stops_mid_chunk_expires_and_is_scored(service, tmp_path):
     assert s.stop()[0] == 0
 
 
+def signal_caught(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` (the SigCgt mask of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_sighup_while_starting_is_kept_and_acted_on_once_running(tmp_path):
+    serve = ServeProcess(tmp_path, ["--model", "commands", "--source", f"pull:ipc://{tmp_path}/in"], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not signal_caught(serve.process.pid, signal.SIGHUP) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        loaded = Path(f"/proc/{serve.process.pid}/maps").read_text()
+        serve.process.send_signal(signal.SIGHUP)  # before numpy, onnxruntime or the model are loaded
+        assert "onnxruntime" not in loaded and "numpy" not in loaded
+        serve.wait_notice("READY=1")
+        time.sleep(0.5)
+        code, _ = serve.stop()
+        log = serve.log_text()
+    finally:
+        serve.close()
+    assert code == 0, log
+    assert "reload: " in log or "reloaded" in log, log
+
+
 def test_sd_notify_ready_watchdog_stopping_on_a_real_socket(tmp_path):
     env = dict(os.environ, WATCHDOG_USEC="200000")
     args = ["--model", "commands", "--source", f"pull:ipc://{tmp_path}/in", "--publish", f"ipc://{tmp_path}/events"]
@@ -136,34 +176,45 @@ def test_sd_notify_ready_watchdog_stopping_on_a_real_socket(tmp_path):
         service.close()
 
 
-def test_sighup_reloads_and_keeps_the_old_model_when_the_new_file_is_garbage(service, tmp_path):
-    model = tmp_path / "mine.onnx"
-    shutil.copy(COMMANDS, model)
+def test_sighup_reload_is_whole_or_nothing_keeps_stream_time_and_says_what_it_kept(service, tmp_path):
+    digits = tmp_path / "mine.onnx"
+    shutil.copy(ROOT / "streamrnn" / "models" / "digits.onnx", digits)
     config = tmp_path / "streamrnn.toml"
     ingest = f"ipc://{tmp_path}/ingest"
-    config.write_text(f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "{model}"\n')
+    models = f'[[models]]\nmodel = "{COMMANDS}"\n[[models]]\nmodel = "{digits}"\n'
+    config.write_text(f'sources = ["pull:{ingest}"]\n{models}')
     s = service("--config", config)
     s.collect(lambda e: e.kind == "status")
-    model.write_bytes(b"garbage")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    pieces = [parts for parts, _ in messages("s", np.tile(demo_pcm(), 2), 16000.0, "audio", 0.02)]
+    half = len(pieces) // 2
+    for parts in pieces[:half]:  # one pass of the demo, the stream left open
+        push.send_multipart(parts)
+    s.collect(lambda e: e.kind == "detection" and e.label == "seven", timeout=30)
+    # a config with a model that does not load and a new send_hwm: nothing at all changes
+    config.write_text(f'sources = ["pull:{ingest}"]\nsend_hwm = 77\n{models}[[models]]\nmodel = "nosuch"\n')
     s.process.send_signal(signal.SIGHUP)
-    s.collect(lambda e: e.kind == "status" and e.problems.get("reload_failures"), timeout=10)
-    subprocess.run(
-        STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "after", "--fast"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    s.collect(lambda e: e.kind == "detection" and e.label == "go", timeout=30)
-    assert_demo_words(s.events, stream="after")
-    shutil.copy(COMMANDS, model)
-    config.write_text(config.read_text() + "thresholds = { yes = 0.99 }\n")
+    failed = s.collect(lambda e: e.kind == "status" and e.problems.get("reload_failures"), timeout=10)
+    assert failed.state == "running" and "reload failed, nothing changed" in failed.message
+    assert [m["name"] for m in failed.models] == ["commands", "digits"]
+    # the digits file changes (loaded anew) and send_hwm changes (kept until a restart)
+    shutil.copy(ROOT / "streamrnn" / "models" / "digits.onnx", digits)
+    config.write_text(f'sources = ["pull:{ingest}"]\nsend_hwm = 77\n{models}')
     s.process.send_signal(signal.SIGHUP)
     reloaded = s.collect(lambda e: e.kind == "status" and e.state == "reloaded", timeout=10)
-    assert reloaded.models[0]["name"] == "commands"
+    assert "send_hwm changed: read at start only, kept until a restart" in reloaded.message
+    for parts in pieces[half:]:  # the second pass, on the same stream
+        push.send_multipart(parts)
+    s.collect(lambda e: e.kind == "detection" and e.stream == "s" and e.end > 20 and e.label == "go", timeout=30)
+    s.collect(lambda e: e.kind == "detection" and e.model == "digits" and e.end > 20, timeout=30)
     code, _, log = s.stop()
-    assert code == 0
-    assert "keeping the loaded model" in log and "not a loadable ONNX model" in log
+    push.close(linger=0)
+    assert code == 0, log
+    assert not [e for e in s.events if e.kind == "status" and e.state == "reloaded" and e is not reloaded]
+    second = [e for e in s.events if e.kind == "detection" and e.end > 12.8]
+    assert {e.model for e in second} == {"commands", "digits"}  # both on the stream's clock after reload
+    assert_demo_words([replace(e, start=e.start - 12.8, end=e.end - 12.8) for e in second if e.model == "commands"])
 
 
 def test_slow_subscriber_does_not_stall_others_and_drops_are_counted(service, tmp_path):
@@ -259,6 +310,52 @@ def test_bad_config_stops_start_up_in_one_line(tmp_path, config, message):
         )
         assert done.returncode == 1
         assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_check_finds_every_problem_that_would_stop_start_up(tmp_path):
+    held = zmq.Context.instance().socket(zmq.PULL)
+    port = held.bind_to_random_port("tcp://127.0.0.1")  # a port already in use
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'sources = ["pull:notanaddr", "pull:127.0.0.1:5557", "pull:ipc://{tmp_path}/same", '
+        f'"pull:tcp://127.0.0.1:{port}"]\npublish = "ipc://{tmp_path}/same"\n[[models]]\nmodel = "commands"\n'
+    )
+    done = subprocess.run(
+        STREAMRNN + ["serve", "--config", path, "--check", "--log-level", "loud"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and all(line.startswith("streamrnn: error: ") for line in lines), done.stderr
+    for expected in (
+        "log_level = 'loud' is not one of debug, info, warning, error",
+        "sources 'notanaddr' is not a ZeroMQ address to bind",
+        "sources '127.0.0.1:5557' is not a ZeroMQ address to bind",
+        f"bind ipc://{tmp_path}/same more than once",
+    ):
+        assert sum(expected in line for line in lines) == 1, (expected, lines)
+    path.write_text(f'sources = ["pull:tcp://127.0.0.1:{port}"]\n[[models]]\nmodel = "nosuch"\n')
+    done = subprocess.run(
+        STREAMRNN + ["serve", "--config", path, "--check"], capture_output=True, text=True, timeout=60
+    )
+    held.close(linger=0)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 2, done.stderr
+    assert "model 'nosuch' not found" in done.stderr and "Address already in use" in done.stderr
+
+
+def test_a_second_service_on_a_live_ipc_path_is_refused(service, tmp_path):
+    s = service("--model", "commands", "--source", f"pull:ipc://{tmp_path}/in")
+    s.collect(lambda e: e.kind == "status")
+    second = subprocess.run(
+        STREAMRNN + ["serve", "--model", "commands", "--source", DEMO, "--publish", s.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert f"publish {s.address}: cannot bind (another process is listening there)" in second.stderr
+    assert s.stop()[0] == 0
 
 
 def test_check_accepts_a_good_config(tmp_path):

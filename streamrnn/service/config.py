@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrnn.contract import is_threshold
+from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.keys import KeyFileError, count_client_keys, is_loopback, read_key
 from streamrnn.settings import SettingsError, build, read_toml
@@ -75,7 +75,7 @@ class ServiceConfig:
     publish: str = DEFAULT_PUBLISH
     fast: bool = False  # file sources as fast as possible instead of real time
     stdin_rate: int = 16000  # sample rate of raw 16-bit PCM on stdin
-    device: str = field(default="cpu", metadata={"choices": ("cpu", "cuda")})
+    device: str = field(default="cpu", metadata={"choices": DEVICES})
     threads: int = 1  # onnxruntime threads per model
     log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
     heartbeat: float = 5.0  # seconds between heartbeats
@@ -100,11 +100,12 @@ class ServiceConfig:
 
 
 def check(config: ServiceConfig) -> ServiceConfig:
-    """Refuse impossible values; the message names the key."""
+    """Refuse impossible values: every problem found, one line each naming its key."""
+    problems: list[str] = []
 
     def need(ok: bool, key: str, problem: str):
         if not ok:
-            raise ConfigError(f"{config.source}: {key} {problem}")
+            problems.append(f"{config.source}: {key} {problem}")
 
     need(bool(config.models), "models", "is empty: give at least one model (--model NAME|PATH)")
     need(bool(config.sources), "sources", "is empty: give at least one source (--source FILE|-|mic|pull:ADDR)")
@@ -133,13 +134,31 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(g.burst_seconds >= 0, "ingest.burst_seconds", "must not be negative")
     need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
     need(sum(s == "-" for s in config.sources) <= 1, "sources", "names stdin (-) more than once")
-    need(
-        "://" in config.publish,
-        "publish",
-        f"= {config.publish!r} is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)",
-    )
+    levels = ("debug", "info", "warning", "error")
+    need(config.log_level in levels, "log_level", f"= {config.log_level!r} is not one of {', '.join(levels)}")
+    need(config.device in DEVICES, "device", f"= {config.device!r} is not one of {', '.join(DEVICES)}")
+    bound = bound_addresses(config)
+    for key, address in bound:
+        need((problem := address_problem(address)) is None, key, f"{address!r} {problem}")
+    for address in {a for _, a in bound if [x for _, x in bound].count(a) > 1}:
+        need(False, "publish/sources", f"bind {address} more than once")
     _check_security(config, need)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return config
+
+
+def address_problem(address: str) -> str | None:
+    """Why a ZeroMQ address cannot be bound, or None: tcp://HOST:PORT (HOST may be *) or ipc://PATH."""
+    scheme, sep, rest = address.partition("://")
+    if not sep or scheme not in ("tcp", "ipc"):
+        return "is not a ZeroMQ address to bind (tcp://HOST:PORT or ipc://PATH)"
+    if scheme == "ipc":
+        return None if rest else "names no path"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "needs a host and a port from 1 to 65535 (tcp://HOST:PORT)"
+    return None
 
 
 def bound_addresses(config: ServiceConfig) -> list[tuple[str, str]]:
@@ -160,7 +179,7 @@ def _check_security(config: ServiceConfig, need) -> None:
         return
     for key, address in bound_addresses(config):
         need(
-            sec.insecure or is_loopback(address),
+            sec.insecure or is_loopback(address) or address_problem(address) is not None,
             key,
             f"{address} is reachable from other machines: set [security] server_key and clients "
             "(streamrnn keys) or insecure = true",

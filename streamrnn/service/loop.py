@@ -10,6 +10,7 @@ tick, HUP reloads the config and models.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import signal
@@ -23,10 +24,11 @@ import zmq
 from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
-from streamrnn.service.config import ModelConfig, ServiceConfig, config_path, load_config
+from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, file_fingerprint, load_slot
-from streamrnn.service.publisher import Publisher
+from streamrnn.service.publisher import BindError, Publisher, bind
+from streamrnn.service.signals import EarlySignals
 from streamrnn.service.sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
 from streamrnn.wire import Event, HeartbeatEvent, StatusEvent
 
@@ -34,23 +36,54 @@ log = logging.getLogger("streamrnn")
 
 TICK = 0.05  # longest wait for input before timers and flags are looked at
 QUEUE_LIMIT = 10000  # messages from sources not yet handled
+AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, devices, limits)
+    "sources",
+    "publish",
+    "fast",
+    "stdin_rate",
+    "device",
+    "threads",
+    "send_hwm",
+    "wait_subscriber",
+    "log_level",
+    "ingest",
+    "mic",
+    "security",
+)
 SOURCE_RESTART = 1.0  # seconds before a failed source that runs until stopped starts again
 PROBLEM_LOG_EVERY = 10.0  # seconds between log lines about the same kind of problem
 
 
 def check_service(config: ServiceConfig) -> None:
-    """`serve --check`: load every model and look at every file and device source, bind nothing."""
+    """`serve --check`: load every model, look at every file and device source and bind every
+    address once (then let go); raises ConfigError with every problem, one line each."""
+    problems: list[str] = []
     for i, spec in enumerate(config.models):
-        load_slot(config, spec, i)
+        try:
+            load_slot(config, spec, i)
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc))
     for source in config.sources:
-        if spec_kind(source) == "mic":
-            from streamrnn.service.sources.mic import MicSource
+        try:
+            if spec_kind(source) == "mic":
+                from streamrnn.service.sources.mic import MicSource
 
-            MicSource(source.partition(":")[2], config.mic)
-        elif spec_kind(source) == "file":
-            from streamrnn.service.sources.file import FileSource
+                MicSource(source.partition(":")[2], config.mic)
+            elif spec_kind(source) == "file":
+                from streamrnn.service.sources.file import FileSource
 
-            FileSource(source, source, realtime=False)
+                FileSource(source, source, realtime=False)
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc))
+    context = zmq.Context()
+    for key, address in bound_addresses(config):
+        try:
+            bind(context.socket(zmq.XPUB if key == "publish" else zmq.PULL), address, key, close=True)
+        except BindError as exc:
+            problems.append(str(exc))
+    context.term()
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 class Service:
@@ -61,6 +94,7 @@ class Service:
         self.problems: dict[str, int] = {}
         self._problem_logged: dict[str, float] = {}
         self.source_states: dict[str, str] = {}
+        self.failed_sources: list[str] = []  # files or stdin that failed before their end: exit status 1
         self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
         self._problem_lock = threading.Lock()  # problems are counted from source threads too
         self._stop = threading.Event()
@@ -87,56 +121,75 @@ class Service:
     # ----- reload -----------------------------------------------------------------------
 
     def _reload(self) -> None:
-        """SIGHUP: read the config again and load changed models; keep what fails, say why."""
+        """SIGHUP: read the config again and apply it whole or not at all: every model loads (or
+        is kept, where its file is unchanged) before anything changes. Streams keep their state
+        and their clock; settings read only at start are kept, and status says which changed."""
         try:
             config = load_config(self._config_path, self._overrides)
+            plans = self._load_models(config)
         except ValueError as exc:
-            self._problem("reload_failures", f"reload: {exc}; keeping the running configuration")
+            self._problem("reload_failures", f"reload: {exc}; nothing changed")
+            self._publish_status("running", f"reload failed, nothing changed: {exc}")
             return
-        if self.keys:
-            log.info("reload: %d client key(s) allowed from %s", self.keys.reload_clients(), self.keys.clients)
-        self.config, old, slots = config, {s.spec.model: s for s in self.pipeline.slots}, []
-        for i, spec in enumerate(config.models):
-            current = old.get(spec.model)
-            try:
-                path = resolve_model(spec.model)
-                if current and current.path == path and current.fingerprint == file_fingerprint(path):
-                    slots.append(self._reuse(current, spec))
-                    continue
-                slot = load_slot(config, spec, i)
-            except (ValueError, OSError) as exc:
-                self._problem(
-                    "reload_failures",
-                    f"reload: {exc}; " + ("keeping the loaded model" if current else "model not added"),
-                )
-                if current:
-                    slots.append(current)
+        kept = [key for key in AT_START_ONLY if getattr(config, key) != getattr(self.config, key)]
+        self.config = dataclasses.replace(config, **{key: getattr(self.config, key) for key in AT_START_ONLY})
+        slots = []
+        for spec, slot in plans:
+            if slot in self.pipeline.slots:
+                slots.append(self._reuse(slot, spec))
                 continue
             for stream, record in self.pipeline.streams.items():
                 if slot.takes(record.kind, record.channels) and not record.ended:
-                    slot.add_stream(stream, record.rate, record.channels)
+                    slot.add_stream(stream, record.rate, record.channels, record.seconds)
             log.info("reload: loaded %s %s from %s", slot.info.name, slot.info.version, slot.path)
             slots.append(slot)
-        self.pipeline.slots, self.pipeline.scores_rate = slots, config.scores_rate
-        self._publish_status("reloaded", f"models: {', '.join(s.info.name for s in slots)}")
+        for slot in self.pipeline.slots:
+            if slot not in slots:
+                log.info("reload: removed %s", slot.info.name)
+        self.pipeline.slots, self.pipeline.scores_rate = slots, self.config.scores_rate
+        if self.keys:
+            log.info("reload: %d client key(s) allowed from %s", self.keys.reload_clients(), self.keys.clients)
+        message = f"models: {', '.join(s.info.name for s in slots)}"
+        if kept:
+            message += f"; {', '.join(kept)} changed: read at start only, kept until a restart"
+        log.info("reload: %s", message)
+        self._publish_status("reloaded", message)
+
+    def _load_models(self, config: ServiceConfig) -> list[tuple[ModelConfig, ModelSlot]]:
+        """Each configured model's slot: the running one where its file is unchanged, else newly
+        loaded; raises ValueError on the first that fails (then nothing is changed)."""
+        running = {s.spec.model: s for s in self.pipeline.slots}
+        plans = []
+        for i, spec in enumerate(config.models):
+            current = running.get(spec.model)
+            try:
+                path = resolve_model(spec.model)
+                unchanged = current and current.path == path and current.fingerprint == file_fingerprint(path)
+                plans.append((spec, current if current and unchanged else load_slot(config, spec, i)))
+            except OSError as exc:
+                raise ValueError(f"models[{i}] {spec.model}: {exc}") from None
+        return plans
 
     def _reuse(self, slot: ModelSlot, spec: ModelConfig) -> ModelSlot:
-        """Same model file: streams keep their state; new decision settings start new deciders."""
+        """Same model file: streams keep their state; new decision settings start new deciders
+        where the old ones were in stream time."""
         settings = self.config.decision_for(spec)
         if settings != slot.settings or spec.thresholds != slot.spec.thresholds:
             slot.settings, slot.spec = settings, spec
-            slot.deciders = {s: Decider(slot.info, settings, spec.thresholds) for s in slot.deciders}
+            slot.deciders = {
+                s: Decider(slot.info, settings, spec.thresholds, d.position) for s, d in slot.deciders.items()
+            }
         return slot
 
     # ----- the loop ---------------------------------------------------------------------
 
-    def run(self) -> int:
-        for sig, handler in (
-            (signal.SIGTERM, self._on_stop),
-            (signal.SIGINT, self._on_stop),
-            (signal.SIGHUP, self._on_reload),
-        ):
+    def run(self, early: EarlySignals | None = None) -> int:
+        """Serve until stopped; `early` holds signals that came while starting (acted on now)."""
+        handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop, signal.SIGHUP: self._on_reload}
+        for sig, handler in handlers.items():
             signal.signal(sig, handler)
+        for signum in early.received if early else []:
+            handlers[signal.Signals(signum)](signum, None)
         log.info(
             "serving %s on %s; publishing on %s",
             ", ".join(f"{s.info.name} {s.info.version}" for s in self.pipeline.slots),
@@ -186,6 +239,8 @@ class Service:
                 break
             except Exception as exc:  # a broken source must not take the service down
                 self._problem("source_failures", f"{source.name}: {type(exc).__name__}: {exc}")
+                if source.finite:
+                    self.failed_sources.append(source.name)
                 if source.finite or self._stop.is_set():
                     break
                 emit(SourceState(source.name, f"restarting: {type(exc).__name__}: {exc}"))
@@ -257,6 +312,9 @@ class Service:
         for t in threads:
             t.join(timeout=0.3)
         self.close()
+        if self.failed_sources:
+            log.error("stopped; %s failed before their end (exit status 1)", ", ".join(self.failed_sources))
+            return 1
         log.info("stopped")
         return 0
 
@@ -325,9 +383,9 @@ class Service:
         )
 
 
-def serve(path: str | None, overrides: dict) -> int:
+def serve(path: str | None, overrides: dict, early: EarlySignals | None = None) -> int:
     """Load the config, start the service, run until stopped; returns the exit status."""
     in_force = config_path(path)
     config = load_config(in_force, overrides)
     logging.basicConfig(level=config.log_level.upper(), format="streamrnn: %(levelname)s %(message)s")
-    return Service(config, in_force, overrides).run()
+    return Service(config, in_force, overrides).run(early)

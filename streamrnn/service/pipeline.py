@@ -52,9 +52,10 @@ class ModelSlot:
     def takes(self, kind: str, channels: int) -> bool:
         return self.info.kind == kind and (kind == "audio" or self.info.channels == channels)
 
-    def add_stream(self, stream: str, rate: float, channels: int) -> None:
+    def add_stream(self, stream: str, rate: float, channels: int, start: float = 0.0) -> None:
+        """Serve a stream from its `start` (stream seconds: later than 0 for a model added on reload)."""
         self.runtime.add_stream(stream)
-        self.deciders[stream] = Decider(self.info, self.settings, self.spec.thresholds)
+        self.deciders[stream] = Decider(self.info, self.settings, self.spec.thresholds, start)
         self.resamplers[stream] = (
             None
             if rate == self.info.sample_rate
@@ -100,6 +101,7 @@ class StreamRecord:
     rate: float
     channels: int
     source: str  # the one source whose samples and end this stream takes
+    seconds: float = 0.0  # of samples taken so far: the stream's clock
     ended: bool = False
 
 
@@ -153,6 +155,7 @@ class Pipeline:
                 f"{piece.kind}/{piece.rate:g} Hz/{channels} ch); piece dropped",
             )
             return
+        record.seconds += len(piece.samples) / piece.rate
         audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
         for slot in self.slots:
             if piece.stream in slot.deciders:
@@ -195,7 +198,7 @@ class Pipeline:
                         )
                     if self.scores_rate and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.scores_rate:
                         slot.scores_sent[stream] = now
-                        end = slot.runtime.stream_frames(stream) * slot.info.frame_seconds
+                        end = slot.deciders[stream].position
                         self.publish(ScoresEvent.of(stream, slot.info, end, scores[-1]))
 
     def drop_ended_streams(self) -> None:

@@ -9,6 +9,7 @@ subscriber neither stalls recognition nor starves the others.
 
 from __future__ import annotations
 
+import socket as pysocket
 import struct
 import time
 
@@ -22,13 +23,34 @@ class BindError(ValueError):
     """An address the service cannot bind; the message names it."""
 
 
-def bind(socket: zmq.Socket, address: str, what: str) -> None:
+def bind(socket: zmq.Socket, address: str, what: str, close: bool = False) -> None:
+    """Bind `socket` (closed again if `close`, as `serve --check` does); an ipc:// path where a
+    running service listens is refused, where libzmq would take it over silently."""
     try:
-        socket.bind(address)
-    except zmq.ZMQError as exc:
+        if address.startswith("ipc://") and _listening(address[len("ipc://") :]):
+            raise BindError(f"{what} {address}: cannot bind (another process is listening there)")
+        try:
+            socket.bind(address)
+        except zmq.ZMQError as exc:
+            reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+            raise BindError(f"{what} {address}: cannot bind ({reason})") from None
+    except BindError:
         socket.close(linger=0)
-        reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
-        raise BindError(f"{what} {address}: cannot bind ({reason})") from None
+        raise
+    if close:
+        socket.close(linger=0)
+
+
+def _listening(path: str) -> bool:
+    """Whether a process accepts connections on the unix socket at `path`."""
+    probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:  # no such file, or a stale socket nobody listens on
+        return False
+    finally:
+        probe.close()
 
 
 class Publisher:

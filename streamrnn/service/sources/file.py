@@ -28,9 +28,11 @@ class FileSource(Source):
     def run(self, emit: Emit, stop: threading.Event) -> None:
         block = int(self.rate * (REALTIME_BLOCK if self.realtime else FAST_BLOCK))
         pacer = Pacer(stop)
-        with soundfile.SoundFile(self.path) as f:
-            for piece in f.blocks(blocksize=block, dtype="float32", always_2d=True):
-                if stop.is_set() or (self.realtime and not pacer.wait(len(piece) / self.rate)):
-                    return
-                emit(Samples(self.stream, to_mono(piece), self.rate))
-        emit(StreamEnd(self.stream))
+        try:
+            with soundfile.SoundFile(self.path) as f:
+                for piece in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                    if stop.is_set() or (self.realtime and not pacer.wait(len(piece) / self.rate)):
+                        return
+                    emit(Samples(self.stream, to_mono(piece), self.rate))
+        finally:
+            emit(StreamEnd(self.stream))  # what was read gets scored, also when reading failed
