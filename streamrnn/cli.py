@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from streamrnn.contract import DEVICES, is_threshold
@@ -88,12 +89,24 @@ def cmd_models(args) -> None:
     if args.json:
         print(json.dumps([{"origin": origin, **info.as_dict()} for origin, info in models], indent=2))
         return
-    for origin, info in models:
-        print(
-            f"{info.name:<12} {info.version:<8} {info.kind:<6} {info.cell:<4} "
-            f"{len(info.labels):>3} labels  {int(info.sample_rate)} Hz  chunk {info.chunk}  "
-            f"[{origin}] {info.path}"
+    rows = [
+        (
+            info.name,
+            info.version,
+            info.kind,
+            info.cell,
+            f"{len(info.labels)} labels",
+            f"{info.sample_rate:g} Hz",
+            f"chunk {info.chunk}",
+            f"[{origin}]",
+            str(info.path),
         )
+        for origin, info in models
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    for row in rows:  # columns as wide as their widest cell; numbers to the right
+        cells = [c.rjust(w) if c[0].isdigit() else c.ljust(w) for c, w in zip(row, widths)]
+        print("  ".join(cells + [row[-1]]))
     if not models:
         print("no models found", file=sys.stderr)
 
@@ -104,31 +117,27 @@ def cmd_detect(args) -> None:
     from streamrnn.runtime import StreamingModel
     from streamrnn.wire import Stamper
 
-    model = StreamingModel(resolve_model(args.model), device=args.device)
-    unknown = [label for label, _ in args.threshold if label not in model.info.labels]
+    models = [StreamingModel(resolve_model(name), device=args.device) for name in args.model]
+    known = {label for model in models for label in model.info.labels}
+    unknown = [label for label, _ in args.threshold if label not in known]
     if unknown:
-        raise CommandError(
-            f"--threshold: {', '.join(unknown)} not a label of model {model.info.name} ({', '.join(model.info.labels)})"
-        )
-    if args.scores:
-        hop = model.info.frame_seconds
-        for stream, scores in score_files(model, args.files).items():
-            for i, row in enumerate(scores):
-                print(
-                    json.dumps(
-                        {
-                            "stream": stream,
-                            "frame": i,
-                            "end": round((i + 1) * hop, 4),
-                            "scores": {label: round(x, 5) for label, x in zip(model.info.labels, row.tolist())},
-                        }
-                    )
-                )
-        return
-    settings = _decision_settings(args)
+        raise CommandError(f"--threshold: {', '.join(unknown)} not a label of {', '.join(args.model)}")
     stamper = Stamper()
-    for event in detect_files(model, args.files, settings, dict(args.threshold)):
-        print(json.dumps(stamper.stamp(event).to_dict()), flush=True)
+    for model in models:
+        if args.scores:
+            hop, labels = model.info.frame_seconds, model.info.labels
+            for stream, scores in score_files(model, args.files, args.rate).items():
+                for i, row in enumerate(scores.tolist()):
+                    end, values = round((i + 1) * hop, 4), {x: round(v, 5) for x, v in zip(labels, row)}
+                    print(
+                        json.dumps(
+                            {"stream": stream, "model": model.info.name, "frame": i, "end": end, "scores": values}
+                        )
+                    )
+            continue
+        thresholds = {label: v for label, v in args.threshold if label in model.info.labels}
+        for event in detect_files(model, args.files, _decision_settings(args), thresholds, args.rate):
+            print(json.dumps(stamper.stamp(event).to_dict()), flush=True)
 
 
 DECISION_HELP = {  # the decision layer's settings, for the offline commands and serve alike
@@ -160,6 +169,7 @@ SERVE_FLAGS = {  # flag -> (setting, type, help)
 def _serve_overrides(args) -> dict:
     overrides = {setting: getattr(args, setting.replace(".", "_")) for setting, _, _ in SERVE_FLAGS.values()}
     overrides.update(models=args.model, sources=args.source, fast=True if args.fast else None)
+    overrides.update(thresholds=dict(args.threshold) if args.threshold else None)
     return overrides
 
 
@@ -176,10 +186,19 @@ def cmd_serve(args) -> None:
     print(f"{path or 'flags'}: OK ({len(config.models)} model(s), {len(config.sources)} source(s))")
 
 
+def _connect_address(address: str) -> str:
+    from streamrnn.addresses import address_problem
+
+    if problem := address_problem(address):
+        raise CommandError(f"--connect {address} {problem}")
+    return address
+
+
 def cmd_listen(args) -> None:
     from streamrnn.client import subscribe
     from streamrnn.keys import client_keys
 
+    _connect_address(args.connect)
     keys = client_keys(args.server_key, args.key)
     for n, event in enumerate(subscribe(args.connect, args.topic or [""], timeout=args.timeout, keys=keys), 1):
         print(json.dumps(event.to_dict()), flush=True)
@@ -192,10 +211,11 @@ def cmd_send(args) -> None:
     from streamrnn.send import send
     from streamrnn.service.sources import unique_stream_ids
 
+    _connect_address(args.connect)
     keys = client_keys(args.server_key, args.key)
     ids = [args.stream] if args.stream and len(args.files) == 1 else unique_stream_ids(args.files)
     for path, stream in zip(args.files, ids):
-        count = send(path, args.connect, stream, realtime=not args.fast, rate=args.rate, keys=keys)
+        count = send(path, args.connect, stream, not args.fast, args.rate, keys=keys, timeout=args.timeout)
         print(f"{path}: {count} messages as stream {stream}", file=sys.stderr)
 
 
@@ -242,6 +262,17 @@ def _add_decision_flags(p: argparse.ArgumentParser) -> None:
     for name, kind in (("smoothing", int), ("patience", int), ("refractory", float)):
         default = getattr(d, name)
         p.add_argument(f"--{name}", type=kind, default=default, help=f"{DECISION_HELP[name]} (default {default:g})")
+
+
+def _add_threshold_flag(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help=f"a label's threshold, {where} (repeatable)",
+    )
 
 
 def _add_model_flag(p: argparse.ArgumentParser) -> None:
@@ -310,18 +341,12 @@ def parser() -> argparse.ArgumentParser:
     _add_json_flag(p, "one JSON array")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("detect", help="run a model over audio files, print detections as JSON lines")
-    _add_model_flag(p)
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg)")
+    p = sub.add_parser("detect", help="run models over audio files or sensor CSVs, print detections as JSON lines")
+    p.add_argument("--model", required=True, action="append", help="bundled model name or .onnx path (repeatable)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg) or sensor CSVs")
+    p.add_argument("--rate", type=float, help="rows per second of sensor CSVs (default: the model's rate)")
     p.add_argument("--scores", action="store_true", help="print per-frame scores instead")
-    p.add_argument(
-        "--threshold",
-        type=_threshold,
-        action="append",
-        default=[],
-        metavar="LABEL=VALUE",
-        help="override a label's threshold (repeatable)",
-    )
+    _add_threshold_flag(p, "in every model that has the label")
     _add_decision_flags(p)
     _add_device_flag(p)
     p.set_defaults(run=cmd_detect)
@@ -336,6 +361,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fast", action="store_true", help="read file sources as fast as possible")
     p.add_argument("--check", action="store_true", help="validate the configuration and models, then exit")
+    _add_threshold_flag(p, "for every model that has the label")
     for flag, (setting, kind, text) in SERVE_FLAGS.items():
         p.add_argument(flag, dest=setting.replace(".", "_"), type=kind, help=text)
     p.set_defaults(run=cmd_serve)
@@ -354,6 +380,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", help="stream id (one file only; default: the file name)")
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     p.add_argument("--rate", type=float, help="sample rate of CSV sensor frames")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service to take a message")
     _add_key_flags(p)
     p.set_defaults(run=cmd_send)
 
@@ -451,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

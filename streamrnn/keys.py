@@ -4,10 +4,8 @@ socket and a ZAP authenticator that lets in only the public keys found in a fold
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
@@ -104,17 +102,3 @@ def count_client_keys(folder: Path) -> int:
     if not folder.is_dir():
         raise KeyFileError(f"{folder}: no such folder of client public keys")
     return len(list(folder.glob("*.key")))
-
-
-def is_loopback(address: str) -> bool:
-    """Whether a ZeroMQ address reaches only this machine (ipc://, inproc://, tcp to loopback)."""
-    scheme, _, rest = address.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = urlsplit(f"//{rest}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a wildcard (*), an interface name or a host name

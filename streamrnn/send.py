@@ -18,6 +18,10 @@ from streamrnn.sensors import read_csv
 from streamrnn.wire import IngestHeader, ingest_message, stream_id_problem
 
 
+class SendError(ValueError):
+    """The messages could not be handed to a service; the message says where and why."""
+
+
 def read_frames(path: str, rate: float | None) -> tuple[np.ndarray, float, str]:
     """(samples, rate, kind) of an audio file or a sensor CSV."""
     if path.endswith(".csv"):
@@ -47,13 +51,18 @@ def send(
     rate: float | None = None,
     block_seconds: float = 0.02,
     keys: ClientKeys | None = None,
+    timeout: float = 5.0,
 ) -> int:
-    """Send one file as one stream (as a CURVE client with `keys`); returns the number of messages sent."""
+    """Send one file as one stream (as a CURVE client with `keys`); returns the number of messages
+    sent. Messages go only to a connected service; raises SendError when none takes one within
+    `timeout` seconds (nothing listening, a wrong address, keys it refuses)."""
     if problem := stream_id_problem(stream):
         raise ValueError(f"stream id {stream!r} {problem}")
     samples, rate, kind = read_frames(path, rate)
     socket: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
-    socket.setsockopt(zmq.LINGER, 10000)
+    socket.setsockopt(zmq.LINGER, int(timeout * 1000))
+    socket.setsockopt(zmq.IMMEDIATE, 1)  # queue for connected peers only: an absent service is noticed
+    socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
     if keys:
         keys.apply(socket)
     socket.connect(address)
@@ -62,7 +71,13 @@ def send(
         for parts, seconds in messages(stream, samples, rate, kind, block_seconds):
             if realtime:
                 pacer.wait(seconds)
-            socket.send_multipart(parts)
+            try:
+                socket.send_multipart(parts)
+            except zmq.Again:
+                raise SendError(
+                    f"{address}: nothing took the messages within {timeout:g} s (is a service bound there, "
+                    "with a matching key?)"
+                ) from None
             count += 1
     finally:
         socket.close()

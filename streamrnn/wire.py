@@ -269,8 +269,8 @@ class Reject(Exception):
 
 def ingest_message(stream: str, header: IngestHeader, samples: np.ndarray) -> list[bytes]:
     """One ingest message: samples (float32 in [-1, 1]; [n] or [n, channels]) in the header's format."""
-    if header.format == "s16le":
-        payload = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    if header.format == "s16le":  # the inverse of parse_ingest's / 32768: 16-bit audio arrives bit-exact
+        payload = np.clip(np.round(samples * 32768), -32768, 32767).astype("<i2").tobytes()
     else:
         payload = samples.astype("<f4").tobytes()
     return [stream.encode(), header.encode(), payload]

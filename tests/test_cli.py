@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -53,6 +55,30 @@ def test_detect_scores_prints_every_frame():
     assert abs(sum(last["scores"].values()) - 1) < 1e-3
 
 
+def test_detect_runs_every_model_given_on_audio_and_sensor_files():
+    lines = run("detect", "--model", "commands", "--model", "digits", DEMO).stdout.splitlines()
+    events = [parse_event(json.loads(line)) for line in lines]
+    assert {e.model for e in events} == {"commands", "digits"}
+    assert {"three", "seven"} <= {e.label for e in events if e.model == "digits"}
+    wrist = ROOT / "streamrnn" / "samples" / "wrist.csv"
+    sensor = [json.loads(line) for line in run("detect", "--model", "motions", wrist).stdout.splitlines()]
+    assert sensor and {e["model"] for e in sensor} == {"motions"}
+    scores = run("detect", "--model", "motions", "--scores", wrist).stdout.splitlines()
+    assert len(scores) == len(wrist.read_text().splitlines()) - 1  # a frame per row (a header row)
+    assert all(len(str(v)) <= 7 for v in json.loads(scores[0])["scores"].values())  # 5 decimals, not float32 noise
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    done = subprocess.run(
+        " ".join(map(str, STREAMRNN + ["detect", "--model", "commands", "--scores", DEMO])) + " | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.count("\n") == 1 and done.stderr == "", done.stderr
+
+
 def test_models_lists_bundled_and_installed(tmp_path):
     export_test_model(tmp_path)
     (tmp_path / "junk.onnx").write_bytes(b"nope")
@@ -63,7 +89,9 @@ def test_models_lists_bundled_and_installed(tmp_path):
     assert "yes" in listed["commands"]["labels"] and listed["commands"]["thresholds"]
     assert listed["test_gru_audio"]["origin"] == "path"
     assert "junk.onnx: not a loadable ONNX model" in done.stderr
-    assert "test_gru_audio" in run("models", env=env).stdout
+    table = run("models", env=env).stdout.splitlines()
+    assert any(line.startswith("test_gru_audio ") for line in table)
+    assert len({line.index("[") for line in table}) == 1  # the columns line up
 
 
 @pytest.mark.parametrize(
@@ -74,14 +102,27 @@ def test_models_lists_bundled_and_installed(tmp_path):
             "/no/such.onnx: no such model file",
         ),
         (["detect", "--model", "nosuchmodel", CLIPS / "yes_422d3197_nohash_0.flac"], "model 'nosuchmodel' not found"),
-        (["detect", "--model", "commands", "/no/such.wav"], "/no/such.wav: cannot read audio"),
+        (["detect", "--model", "commands", "/no/such.wav"], "/no/such.wav: no such file"),
+        (["detect", "--model", "commands", ROOT / "streamrnn" / "samples" / "wrist.csv"], "a sensor CSV, but model"),
+        (["detect", "--model", "motions", DEMO], "model motions takes sensor frames as CSV"),
+        (["detect", "--model", "wand", ROOT / "streamrnn" / "samples" / "wrist.csv"], "6 columns, but model wand"),
         (["detect", "--model", "commands", "--threshold", "maybe=0.5", DEMO], "--threshold: maybe not a label"),
         (["export", "/no/such.pt"], "/no/such.pt: not a streamrnn checkpoint"),
+        (
+            ["eval", "--model", "commands", "CLIPS", "--detect", "--negatives", "SHORT"],
+            "--negatives: a stream of 0.2 s of negative audio is too short for its",
+        ),
         (["export", CLIPS / "README.md"], "README.md: not a streamrnn checkpoint"),
         (["train", "/no/such.toml"], "/no/such.toml: cannot read"),
     ],
 )
-def test_bad_input_gets_one_line(args, message):
+def test_bad_input_gets_one_line(args, message, tmp_path):
+    short = tmp_path / "short"
+    short.mkdir()
+    sf.write(short / "hush.wav", np.zeros(4000, np.float32), 16000)  # 0.25 s of negatives
+    (tmp_path / "clips" / "yes").mkdir(parents=True)
+    shutil.copy(CLIPS / "yes_422d3197_nohash_0.flac", tmp_path / "clips" / "yes")
+    args = [{"SHORT": short, "CLIPS": tmp_path / "clips"}.get(a, a) if isinstance(a, str) else a for a in args]
     done = run(*args, check=False)
     assert done.returncode == 1
     assert message in done.stderr and done.stderr.count("\n") == 1, done.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 
 import numpy as np
+import pytest
 
-from conftest import EVENT_SCHEMA, ROOT, STREAMRNN, Service, export_test_model, free_tcp_address
+from conftest import DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, Service, export_test_model, free_tcp_address
 from streamrnn.client import Subscription
 
 
@@ -106,3 +108,52 @@ def test_sensor_frames_through_ingest_reach_a_sensor_model(tmp_path):
     assert {e.model for e in scores} == {"test_gru_sensor"}  # the audio model never sees it
     assert set(scores[0].scores) == {"a", "b", "c", "nothing"}
     assert "streams_unserved" not in s.final_status().problems
+
+
+def test_the_readme_file_and_listen_example_works_as_written(tmp_path):
+    """`serve --source FILE --fast --wait-subscriber 30` in one shell, `listen` started later in another."""
+    address = free_tcp_address()
+    serving = subprocess.Popen(
+        STREAMRNN
+        + ["serve", "--model", "commands", "--source", DEMO, "--fast", "--wait-subscriber", "30", "--publish", address],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # the second shell comes a moment later
+        done = subprocess.run(
+            STREAMRNN + ["listen", "--connect", address, "--topic", "detection", "--count", "6"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert serving.wait(timeout=30) == 0
+    finally:
+        serving.kill()
+    assert done.returncode == 0, done.stderr
+    labels = [json.loads(line)["label"] for line in done.stdout.splitlines()]
+    assert labels[:3] == ["yes", "no", "up"], labels
+
+
+@pytest.mark.parametrize("command", ["send", "listen"])
+def test_an_address_without_a_scheme_is_a_one_line_error(command):
+    args = ["send", str(DEMO)] if command == "send" else ["listen", "--count", "1"]
+    done = subprocess.run(
+        STREAMRNN + [*args, "--connect", "localhost:5556"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "streamrnn: error: --connect localhost:5556 is not a ZeroMQ address (tcp://HOST:PORT or ipc://PATH)\n"
+    )
+
+
+def test_send_fails_when_nothing_listens():
+    started = time.monotonic()
+    done = subprocess.run(
+        STREAMRNN + ["send", str(DEMO), "--connect", free_tcp_address(), "--fast", "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1 and time.monotonic() - started < 15
+    assert "nothing took the messages within 1 s" in done.stderr, done.stderr

@@ -137,7 +137,8 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     positives = [(clip(w), w) for w in ("yes", "no", "up", "down")] * 2
     picked = pick_thresholds(model, negatives, positives, 2.0)
     hours = picked["negative_hours"]
-    assert set(picked["thresholds"]) == set(model.info.thresholds)
+    assert set(picked["thresholds"]) == {"yes", "no", "up", "down"}  # the labels with positives
+    assert set(picked["skipped"]) == set(model.info.thresholds) - {"yes", "no", "up", "down"}
     scores, placed = scored_streams(model, negatives, positives, None, 0)  # as the picker scored them
     for label, threshold in picked["thresholds"].items():
         others_off = dict.fromkeys(model.info.thresholds, 1.0)
@@ -178,4 +179,5 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     )
     assert done.returncode == 0, done.stderr
     written = json.loads(done.stdout)["thresholds"]
+    assert set(written) == {"yes", "no"}  # the others had no positives: kept as they were
     assert StreamingModel(copy).info.thresholds == {**model.info.thresholds, **written}

@@ -79,7 +79,10 @@ def compose(
     level = NEGATIVE_RMS
     need = sum(len(p) for p, _ in positives) + gap * rate * (len(positives) + 1)
     if need > len(audio):
-        raise ValueError(f"negative audio ({len(audio) / rate:.0f} s) too short for {len(positives)} positives")
+        raise ValueError(
+            f"--negatives: a stream of {len(audio) / rate:.1f} s of negative audio is too short for its "
+            f"{len(positives)} keyword(s) with {gap:g} s around each (give at least {need / rate:.0f} s)"
+        )
     slack = len(audio) - int(need)
     cuts = np.sort(rng.integers(0, slack + 1, len(positives)))
     placements, cursor = [], int(gap * rate)
@@ -182,10 +185,14 @@ def pick_thresholds(
 ) -> dict:
     """Per reported label, the lowest threshold at which its false accepts per hour on the negative
     streams (with the positives placed in them, clean) stay at or under `fa_per_hour`; the top of
-    the grid where none does. Returns {"thresholds", "per_label": {label: frr, fa_per_hour}, ...}."""
+    the grid where none does. Labels with no positives keep their thresholds (with nothing to miss,
+    the lowest threshold would be picked) and are listed in `skipped`. Returns {"thresholds",
+    "per_label": {label: frr, fa_per_hour}, "skipped", ...}."""
     scores, placed = scored_streams(model, negatives, positives, None, seed)
     hours = hours_of(negatives, model.info.sample_rate)
-    labels = [x for x in model.info.thresholds if x != model.info.background_label]
+    spoken = {label for _, label in positives}
+    reported = [x for x in model.info.thresholds if x != model.info.background_label]
+    labels = [x for x in reported if x in spoken]
     chosen: dict[str, tuple[float, dict]] = {}
     for t in PICK_GRID:  # ascending: the first threshold within the target is the lowest
         tally, _ = _tally(model, scores, placed, settings, dict.fromkeys(labels, float(t)))
@@ -199,6 +206,7 @@ def pick_thresholds(
         "negative_hours": round(hours, 3),
         "positives": len(positives),
         "thresholds": {label: t for label, (t, _) in chosen.items()},
+        "skipped": {label: "no positives: threshold kept" for label in reported if label not in spoken},
         "per_label": {
             label: {
                 "threshold": t,
@@ -245,7 +253,8 @@ def read_negatives(folders: list[str], rate: float, stream_minutes: float = 10.0
         raise DataError(f"--negatives {', '.join(folders)}: no audio files")
     audio = np.concatenate(list(read_many(files, rate).values()))
     size = int(stream_minutes * 60 * rate)
-    return [audio[i : i + size] for i in range(0, len(audio), size) if len(audio[i : i + size]) > size // 4]
+    streams = [audio[i : i + size] for i in range(0, len(audio), size)]
+    return [s for k, s in enumerate(streams) if k == 0 or len(s) > size // 4]  # a short tail is left out
 
 
 def markdown(report: dict) -> str:

@@ -114,4 +114,4 @@ def _pick_thresholds(request: EvalRequest, fa_per_hour: float, model: StreamingM
         f"{label}: threshold {v['threshold']}, false rejects {v['frr']}, false accepts/h {v['fa_per_hour']}"
         f" ({picked['negative_hours']:.2f} h of negatives)\n"
         for label, v in picked["per_label"].items()
-    )
+    ) + "".join(f"{label}: {why}\n" for label, why in picked["skipped"].items())

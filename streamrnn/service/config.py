@@ -9,9 +9,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrnn.addresses import address_problem, is_loopback
 from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
-from streamrnn.keys import KeyFileError, count_client_keys, is_loopback, read_key
+from streamrnn.keys import KeyFileError, count_client_keys, read_key
 from streamrnn.settings import SettingsError, build, read_toml
 from streamrnn.wire import IngestLimits
 
@@ -73,6 +74,7 @@ class ServiceConfig:
     models: list[ModelConfig] = field(default_factory=list, metadata={"table": ModelConfig})
     sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR
     publish: str = DEFAULT_PUBLISH
+    thresholds: dict[str, float] = field(default_factory=dict)  # per label, for every model that has it
     fast: bool = False  # file sources as fast as possible instead of real time
     stdin_rate: int = 16000  # sample rate of raw 16-bit PCM on stdin
     device: str = field(default="cpu", metadata={"choices": DEVICES})
@@ -88,6 +90,10 @@ class ServiceConfig:
     mic: MicConfig = field(default_factory=MicConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = field(default="defaults", metadata={"internal": True})
+
+    def thresholds_for(self, model: ModelConfig, labels: tuple[str, ...]) -> dict[str, float]:
+        """The thresholds a model is served with: the top-level ones of its labels, then its own."""
+        return {label: v for label, v in self.thresholds.items() if label in labels} | model.thresholds
 
     def decision_for(self, model: ModelConfig) -> DecisionSettings:
         """The [decision] table with a model's own overrides on top."""
@@ -109,6 +115,8 @@ def check(config: ServiceConfig) -> ServiceConfig:
 
     need(bool(config.models), "models", "is empty: give at least one model (--model NAME|PATH)")
     need(bool(config.sources), "sources", "is empty: give at least one source (--source FILE|-|mic|pull:ADDR)")
+    for label, value in config.thresholds.items():
+        need(is_threshold(value), f"thresholds.{label}", f"= {value} is outside [0, 1]")
     for i, m in enumerate(config.models):
         for label, value in m.thresholds.items():
             need(is_threshold(value), f"models[{i}].thresholds.{label}", f"= {value} is outside [0, 1]")
@@ -146,19 +154,6 @@ def check(config: ServiceConfig) -> ServiceConfig:
     if problems:
         raise ConfigError("\n".join(problems))
     return config
-
-
-def address_problem(address: str) -> str | None:
-    """Why a ZeroMQ address cannot be bound, or None: tcp://HOST:PORT (HOST may be *) or ipc://PATH."""
-    scheme, sep, rest = address.partition("://")
-    if not sep or scheme not in ("tcp", "ipc"):
-        return "is not a ZeroMQ address to bind (tcp://HOST:PORT or ipc://PATH)"
-    if scheme == "ipc":
-        return None if rest else "names no path"
-    host, colon, port = rest.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return "needs a host and a port from 1 to 65535 (tcp://HOST:PORT)"
-    return None
 
 
 def bound_addresses(config: ServiceConfig) -> list[tuple[str, str]]:

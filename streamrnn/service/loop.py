@@ -26,7 +26,7 @@ from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
 from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.notify import Notifier
-from streamrnn.service.pipeline import ModelSlot, Pipeline, file_fingerprint, load_slot
+from streamrnn.service.pipeline import ModelSlot, Pipeline, check_thresholds, file_fingerprint, load_slot
 from streamrnn.service.publisher import BindError, Publisher, bind
 from streamrnn.service.signals import EarlySignals
 from streamrnn.service.sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
@@ -58,10 +58,16 @@ def check_service(config: ServiceConfig) -> None:
     """`serve --check`: load every model, look at every file and device source and bind every
     address once (then let go); raises ConfigError with every problem, one line each."""
     problems: list[str] = []
+    slots = []
     for i, spec in enumerate(config.models):
         try:
-            load_slot(config, spec, i)
+            slots.append(load_slot(config, spec, i))
         except (ValueError, OSError) as exc:
+            problems.append(str(exc))
+    if len(slots) == len(config.models):
+        try:
+            check_thresholds(config, slots)
+        except ConfigError as exc:
             problems.append(str(exc))
     for source in config.sources:
         try:
@@ -101,6 +107,7 @@ class Service:
         self._stop_requested = self._reload_requested = False
         self._status_due = True
         slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
+        check_thresholds(config, slots)
         self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate)
         self._context = zmq.Context()
         sec = config.security
@@ -174,11 +181,10 @@ class Service:
         """Same model file: streams keep their state; new decision settings start new deciders
         where the old ones were in stream time."""
         settings = self.config.decision_for(spec)
-        if settings != slot.settings or spec.thresholds != slot.spec.thresholds:
-            slot.settings, slot.spec = settings, spec
-            slot.deciders = {
-                s: Decider(slot.info, settings, spec.thresholds, d.position) for s, d in slot.deciders.items()
-            }
+        thresholds = self.config.thresholds_for(spec, slot.info.labels)
+        if settings != slot.settings or thresholds != slot.thresholds:
+            slot.settings, slot.spec, slot.thresholds = settings, spec, thresholds
+            slot.deciders = {s: Decider(slot.info, settings, thresholds, d.position) for s, d in slot.deciders.items()}
         return slot
 
     # ----- the loop ---------------------------------------------------------------------

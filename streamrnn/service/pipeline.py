@@ -41,6 +41,7 @@ class ModelSlot:
     fingerprint: tuple
     runtime: StreamingModel
     settings: DecisionSettings
+    thresholds: dict[str, float]  # over the model's own (config.thresholds_for)
     deciders: dict[str, Decider] = field(default_factory=dict)
     resamplers: dict[str, soxr.ResampleStream | None] = field(default_factory=dict)
     scores_sent: dict[str, float] = field(default_factory=dict)
@@ -55,7 +56,7 @@ class ModelSlot:
     def add_stream(self, stream: str, rate: float, channels: int, start: float = 0.0) -> None:
         """Serve a stream from its `start` (stream seconds: later than 0 for a model added on reload)."""
         self.runtime.add_stream(stream)
-        self.deciders[stream] = Decider(self.info, self.settings, self.spec.thresholds, start)
+        self.deciders[stream] = Decider(self.info, self.settings, self.thresholds, start)
         self.resamplers[stream] = (
             None
             if rate == self.info.sample_rate
@@ -92,7 +93,16 @@ def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot
             f"{config.source}: models[{index}].thresholds: {', '.join(unknown)} "
             f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})"
         )
-    return ModelSlot(spec, path, file_fingerprint(path), runtime, config.decision_for(spec))
+    thresholds = config.thresholds_for(spec, runtime.info.labels)
+    return ModelSlot(spec, path, file_fingerprint(path), runtime, config.decision_for(spec), thresholds)
+
+
+def check_thresholds(config: ServiceConfig, slots: list[ModelSlot]) -> None:
+    """Every top-level threshold names a label of some served model."""
+    served = {label for slot in slots for label in slot.info.labels}
+    if unknown := sorted(set(config.thresholds) - served):
+        models = "; ".join(f"{s.info.name}: {', '.join(s.info.labels)}" for s in slots)
+        raise ConfigError(f"{config.source}: thresholds: {', '.join(unknown)} not a label of any model ({models})")
 
 
 @dataclass
