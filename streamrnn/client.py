@@ -3,7 +3,8 @@
 ZeroMQ redials a lost connection by itself; if nothing at all arrives for `silence` seconds
 (heartbeats included, which are always listened for) the socket is made anew. Events come as
 typed records (`streamrnn.wire`); a message that is not one is counted in `bad_messages`, logged
-and skipped.
+and skipped. A subscription to every topic also counts in `missed` the events it lost (the gaps
+in the publisher's `seq`: a subscriber that fell behind its queue of `send_hwm` events).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Subscription:
         self._wanted = tuple(t.encode() for t in topics)
         self._heard = time.monotonic()
         self.bad_messages = 0
+        self.missed = 0
+        self._last_seq: int | None = None
         self._socket = self._open()
 
     def _open(self) -> zmq.Socket:
@@ -68,8 +71,23 @@ class Subscription:
                 self.bad_messages += 1
                 log.warning("%s: %s (%d bad so far)", self.address, exc, self.bad_messages)
                 continue
+            self._count_missed(event.seq)
             if topic.encode().startswith(self._wanted):
                 return event
+
+    def _count_missed(self, seq: int | None) -> None:
+        if self._wanted != (b"",) or seq is None:
+            return  # a filtered subscription cannot tell a lost event from one it did not ask for
+        if self._last_seq is not None and seq > self._last_seq + 1:
+            self.missed += seq - self._last_seq - 1
+            log.warning(
+                "%s: %d event(s) lost before seq %d (%d so far)",
+                self.address,
+                seq - self._last_seq - 1,
+                seq,
+                self.missed,
+            )
+        self._last_seq = seq  # a lower seq is a publisher that started again
 
     def close(self) -> None:
         self._socket.close(linger=0)

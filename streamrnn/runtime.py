@@ -81,6 +81,16 @@ class _Stream:
         return head[:n]
 
 
+@dataclass(frozen=True, eq=False)
+class _Whole:
+    """The stream id of a whole signal in `score`: equal only to itself, named by its position."""
+
+    index: int
+
+    def __repr__(self) -> str:
+        return f"signal {self.index}"
+
+
 class StreamingModel:
     """A contract file served to any number of independent streams in batched calls."""
 
@@ -202,7 +212,7 @@ class StreamingModel:
     def score(self, signals: list[np.ndarray]) -> list[np.ndarray]:
         """Per-frame scores [frames, labels] of whole signals: each a new stream from zero state,
         all run batched, each tail padded to a whole chunk."""
-        ids = [object() for _ in signals]  # private ids: never clash with the caller's streams
+        ids = [_Whole(i) for i in range(len(signals))]  # private ids: never clash with the caller's streams
         for sid, signal in zip(ids, signals):
             self.add_stream(sid)
             self.feed(sid, signal)

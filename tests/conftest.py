@@ -161,6 +161,12 @@ class Service:
                 return event
         raise AssertionError(f"timed out; events so far: {self.events[-5:]}")
 
+    def drain(self) -> None:
+        """Take the events already waiting, without waiting for more."""
+        while (event := self.subscription.receive(timeout=0.001)) is not None:
+            EVENT_SCHEMA.validate(event.to_dict())
+            self.events.append(event)
+
     def stop(self, sig=signal.SIGTERM) -> tuple[int, float, str]:
         code, took = self.serve.stop(sig)
         self.collect(timeout=1)

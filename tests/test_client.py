@@ -9,9 +9,11 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 from conftest import DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, Service, export_test_model, free_tcp_address
 from streamrnn.client import Subscription
+from streamrnn.wire import HeartbeatEvent
 
 
 def serve(address: str, tmp_path, name: str) -> subprocess.Popen:
@@ -157,3 +159,20 @@ def test_send_fails_when_nothing_listens():
     )
     assert done.returncode == 1 and time.monotonic() - started < 15
     assert "nothing took the messages within 1 s" in done.stderr, done.stderr
+
+
+def test_a_subscriber_of_every_topic_counts_the_events_it_lost(tmp_path):
+    """A publisher of the wire format (as a service whose queue for this subscriber overflowed)
+    skips seq 3 and 4, then starts again from 0 (a restart, not a loss)."""
+    address = f"ipc://{tmp_path}/events"
+    publisher = zmq.Context.instance().socket(zmq.PUB)
+    publisher.bind(address)
+    subscription = Subscription(address)
+    time.sleep(0.3)
+    stats = dict(uptime=1.0, streams=0, frames=0, events=0, drops=0, subscribers=1, problems={})
+    for seq in (0, 1, 2, 5, 6, 0, 1):
+        publisher.send_multipart(HeartbeatEvent(**stats, seq=seq, time="2026-12-02T00:00:00.000+00:00").encode())
+    got = [subscription.receive(timeout=5) for _ in range(7)]
+    subscription.close()
+    publisher.close(linger=0)
+    assert [e.seq for e in got] == [0, 1, 2, 5, 6, 0, 1] and subscription.missed == 2

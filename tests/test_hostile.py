@@ -5,11 +5,15 @@ stream and a local file stream keep every detection, and idle streams are given 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
 import zmq
 
 from conftest import DEMO, assert_demo_words, demo_pcm
+from streamrnn.client import Subscription
+from streamrnn.pacing import Pacer
 from streamrnn.send import messages
 from streamrnn.wire import IngestHeader, ingest_message
 
@@ -110,3 +114,113 @@ def test_hostile_ingest_is_counted_and_dropped_while_good_streams_keep_every_det
     assert problems["streams_owned_elsewhere"] == len(squatter) + 1  # its pieces and its end
     assert not {"queue_overflows", "input_failures", "ingest_failures"} & set(problems)  # each refusal named
     assert idle is not None and rss < 400
+
+
+def test_a_flood_of_subscriptions_is_bounded_counted_and_given_back(service, tmp_path):
+    config = tmp_path / "subs.toml"
+    config.write_text(
+        f'sources = ["pull:ipc://{tmp_path}/in", "{DEMO}"]\nmax_subscriptions = 100\n[[models]]\nmodel = "commands"\n'
+    )
+    s = service("--config", config)  # its own subscriber holds 2: "" and "heartbeat"
+    s.collect(lambda e: e.kind == "status")
+    flood = zmq.Context.instance().socket(zmq.SUB)
+    flood.setsockopt(zmq.SNDHWM, 0)  # no limit of its own on what it sends
+    for i in range(20000):
+        flood.setsockopt(zmq.SUBSCRIBE, f"detection.s{i}.".encode())
+    flood.setsockopt(zmq.SUBSCRIBE, b"x" * 300)
+    flood.connect(s.address)
+    heard = [s.collect(lambda e: e.kind == "heartbeat", timeout=10) for _ in range(12)]
+    refused = heard[-1].problems.get("subscriptions_refused", 0)
+    flood.close(linger=0)  # its 98 subscriptions are given back
+    s.collect(lambda e: e.kind == "detection" and e.stream == "demo" and e.label == "go", timeout=30)
+    late = Subscription(s.address, topics=("heartbeat",))
+    got = late.receive(timeout=5)
+    late.close()
+    code, _, log = s.stop()
+    assert code == 0, log
+    assert refused == 20001 - 98, heard[-1].problems  # the long one and all past the limit
+    gaps = [b.uptime - a.uptime for a, b in zip(heard, heard[1:])]
+    assert max(gaps) < 1.5, gaps  # heartbeats every 0.5 s through the flood: the loop never stalled
+    assert got is not None  # room again for a new subscriber
+    assert_demo_words(s.events, stream="demo")
+
+
+@pytest.mark.slow
+def test_a_long_random_fuzz_is_counted_message_by_message(service, tmp_path):
+    """200,000 messages of random parts and random headers (each field drawn from good and bad
+    values), with a good stream through them; every message the service refuses is counted."""
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}")
+    s.collect(lambda e: e.kind == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    rng = np.random.default_rng(11)
+    values = {
+        "format": ["s16le", "f32le", "mp3", 7, None, ["s16le"]],
+        "rate": [16000, 8000, 1, 0, -5, 1e12, "16000", None, 2**80],
+        "channels": [1, 2, 0, 65, True, "1"],
+        "seq": [0, 1, -1, 2**70, "0", None],
+        "kind": ["audio", "sensor", "video", 3],
+    }
+    good = [parts for parts, _ in messages("good", demo_pcm(), 16000.0, "audio", 0.02)]
+    for i in range(200_000):
+        if i % 300 == 0 and good:
+            push.send_multipart(good.pop(0))
+        if rng.random() < 0.5:
+            parts = [rng.bytes(int(rng.integers(0, 40))) for _ in range(int(rng.integers(1, 5)))]
+        else:
+            fields = {k: v[int(rng.integers(len(v)))] for k, v in values.items() if rng.random() < 0.9}
+            parts = [
+                f"f{int(rng.integers(100))}".encode(),
+                json.dumps(fields).encode(),
+                rng.bytes(int(rng.integers(0, 64))),
+            ]
+        push.send_multipart(parts)
+    for parts in good:
+        push.send_multipart(parts)
+    s.collect(lambda e: e.kind == "detection" and e.stream == "good" and e.label == "go", timeout=120)
+    rss = s.serve.rss_mb()
+    code, _, log = s.stop()
+    push.close(linger=0)
+    assert code == 0, log
+    assert_demo_words(s.events, stream="good")
+    problems = s.final_status().problems
+    print("fuzz: problems", problems, "RSS MB", rss)
+    assert "ingest_failures" not in problems and "input_failures" not in problems
+    assert rss < 400
+
+
+@pytest.mark.slow
+def test_a_soak_of_64_real_time_streams_keeps_every_detection_and_flat_memory(service, tmp_path):
+    """64 streams of the demo recording at real time for STREAMRNN_SOAK_SECONDS (default 300)."""
+    seconds = float(os.environ.get("STREAMRNN_SOAK_SECONDS", "300"))
+    ingest = f"ipc://{tmp_path}/ingest"
+    s = service("--model", "commands", "--source", f"pull:{ingest}", topics=("detection", "heartbeat", "status"))
+    s.collect(lambda e: e.kind == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    audio = demo_pcm()
+    passes = max(1, int(seconds // (len(audio) / 16000)))
+    senders = [messages(f"s{k}", np.tile(audio, passes), 16000.0, "audio", 0.02) for k in range(64)]
+    pacer, rss = Pacer(), []
+    for step in range(int(passes * len(audio) / 16000 / 0.02)):
+        for sender in senders:
+            parts, _ = next(sender)
+            push.send_multipart(parts)
+        s.drain()  # read as a live subscriber does: one that falls behind loses events
+        pacer.wait(0.02)
+        if step % 500 == 0:
+            rss.append(s.serve.rss_mb())
+    for sender in senders:
+        for parts, _ in sender:
+            push.send_multipart(parts)
+    s.collect(lambda e: e.kind == "heartbeat" and e.streams == 0, timeout=60)
+    code, _, log = s.stop()
+    push.close(linger=0)
+    assert code == 0, log
+    print(f"soak: {seconds:g} s, 64 streams, RSS MB first {rss[0]:.1f} after warm-up {rss[1]:.1f} last {rss[-1]:.1f}")
+    for k in range(64):
+        found = [e for e in s.events if e.kind == "detection" and e.stream == f"s{k}"]
+        assert len(found) >= 6 * passes, (k, len(found))
+    assert rss[-1] - rss[1] < 10  # flat after the first seconds
+    assert not s.final_status().problems and s.final_status().drops == 0

@@ -250,3 +250,9 @@ def test_decisions_do_not_depend_on_how_scores_are_cut(contract):
             pieces += decider.update(scores[at : at + size])
             at += size
         assert pieces == whole
+
+
+def test_a_whole_signal_that_does_not_fit_is_named_by_its_position(contract):
+    model = StreamingModel(contract)
+    with pytest.raises(ValueError, match=r"^stream signal 1: samples of shape \(100, 3\) do not fit model"):
+        model.score([np.zeros(1280, np.float32), np.zeros((100, 3), np.float32)])

@@ -84,6 +84,7 @@ class ServiceConfig:
     status_interval: float = 30.0  # seconds between status events (also on every change of note)
     scores_rate: float = 0.0  # scores.<stream> events per second per stream; 0: off
     send_hwm: int = 1000  # events queued per subscriber before drops
+    max_subscriptions: int = 10000  # live topic subscriptions on the event socket; more are refused
     wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -130,6 +131,7 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(config.status_interval > 0, "status_interval", f"= {config.status_interval} must be positive")
     need(config.scores_rate >= 0, "scores_rate", f"= {config.scores_rate} must not be negative")
     need(config.send_hwm >= 1, "send_hwm", f"= {config.send_hwm} must be at least 1")
+    need(config.max_subscriptions >= 1, "max_subscriptions", f"= {config.max_subscriptions} must be at least 1")
     need(1 <= config.stdin_rate <= config.ingest.max_rate, "stdin_rate", f"= {config.stdin_rate} is not a usable rate")
     g = config.ingest
     need(g.idle_timeout > 0, "ingest.idle_timeout", "must be positive")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import resource
 import signal
 import threading
 import time
@@ -44,6 +45,7 @@ AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, de
     "device",
     "threads",
     "send_hwm",
+    "max_subscriptions",
     "wait_subscriber",
     "log_level",
     "ingest",
@@ -113,7 +115,9 @@ class Service:
         sec = config.security
         self.keys = ServerKeys(self._context, sec.server_key, sec.clients) if sec.server_key else None
         try:
-            self.publisher = Publisher(self._context, config.publish, config.send_hwm, self.keys)
+            self.publisher = Publisher(
+                self._context, config.publish, config.send_hwm, self.keys, config.max_subscriptions, self._problem
+            )
         except Exception:
             self._close_keys_and_context()
             raise
@@ -394,4 +398,7 @@ def serve(path: str | None, overrides: dict, early: EarlySignals | None = None) 
     in_force = config_path(path)
     config = load_config(in_force, overrides)
     logging.basicConfig(level=config.log_level.upper(), format="streamrnn: %(levelname)s %(message)s")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # every connection is a file: take all the system allows this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return Service(config, in_force, overrides).run(early)
