@@ -149,6 +149,7 @@ DECISION_HELP = {  # the decision layer's settings, for the offline commands and
 
 SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--publish": ("publish", str, "event address to bind (default tcp://127.0.0.1:5556)"),
+    "--metrics": ("metrics", str, "HOST:PORT to serve Prometheus metrics on (needs streamrnn[metrics])"),
     "--device": ("device", str, "cpu or cuda"),
     "--threads": ("threads", int, "onnxruntime threads per model"),
     "--log-level": ("log_level", str, "debug, info, warning or error"),

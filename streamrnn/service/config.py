@@ -13,6 +13,7 @@ from streamrnn.addresses import address_problem, is_loopback
 from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.keys import KeyFileError, count_client_keys, read_key
+from streamrnn.service.metrics import MetricsError, parse_address
 from streamrnn.settings import SettingsError, build, read_toml
 from streamrnn.wire import IngestLimits
 
@@ -85,6 +86,7 @@ class ServiceConfig:
     scores_rate: float = 0.0  # scores.<stream> events per second per stream; 0: off
     send_hwm: int = 1000  # events queued per subscriber before drops
     max_subscriptions: int = 10000  # live topic subscriptions on the event socket; more are refused
+    metrics: str = ""  # HOST:PORT to serve Prometheus metrics on; empty: none
     wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -152,6 +154,11 @@ def check(config: ServiceConfig) -> ServiceConfig:
         need((problem := address_problem(address)) is None, key, f"{address!r} {problem}")
     for address in {a for _, a in bound if [x for _, x in bound].count(a) > 1}:
         need(False, "publish/sources", f"bind {address} more than once")
+    if config.metrics:
+        try:
+            parse_address(config.metrics)
+        except MetricsError as exc:
+            need(False, "metrics", str(exc).removeprefix("metrics "))
     _check_security(config, need)
     if problems:
         raise ConfigError("\n".join(problems))

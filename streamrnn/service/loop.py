@@ -15,6 +15,7 @@ import logging
 import queue
 import resource
 import signal
+import socket as pysocket
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
 from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, bound_addresses, config_path, load_config
+from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, check_thresholds, file_fingerprint, load_slot
 from streamrnn.service.publisher import BindError, Publisher, bind
@@ -46,6 +48,7 @@ AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, de
     "threads",
     "send_hwm",
     "max_subscriptions",
+    "metrics",
     "wait_subscriber",
     "log_level",
     "ingest",
@@ -90,6 +93,14 @@ def check_service(config: ServiceConfig) -> None:
         except BindError as exc:
             problems.append(str(exc))
     context.term()
+    if config.metrics:
+        probe = pysocket.socket(pysocket.AF_INET6 if ":" in parse_address(config.metrics)[0] else pysocket.AF_INET)
+        try:
+            probe.bind(parse_address(config.metrics))
+        except OSError as exc:
+            problems.append(f"metrics {config.metrics}: cannot serve ({exc.strerror})")
+        finally:
+            probe.close()
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -108,6 +119,7 @@ class Service:
         self._stop = threading.Event()
         self._stop_requested = self._reload_requested = False
         self._status_due = True
+        self._input_seconds = 0.0
         slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
         check_thresholds(config, slots)
         self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate)
@@ -122,8 +134,10 @@ class Service:
             self._close_keys_and_context()
             raise
         self.sources: list[Source] = []
+        self.metrics: Metrics | None = None
         try:
             self.sources = open_sources(config.sources, config, self._context, self.keys)
+            self.metrics = Metrics(config.metrics, self._snapshot) if config.metrics else None
         except Exception:
             self.close()
             raise
@@ -215,8 +229,11 @@ class Service:
         next_heartbeat = next_watchdog = last_status = time.monotonic()
         while not self._stop_requested:
             self._take_input()
+            work = time.monotonic()
             self.pipeline.run_models()
             self.pipeline.drop_ended_streams()
+            if self.metrics:
+                self.metrics.tick.observe(time.monotonic() - work + self._input_seconds)
             if self.pipeline.changed:
                 self.pipeline.changed, self._status_due = False, True
             now = time.monotonic()
@@ -287,16 +304,21 @@ class Service:
         return emit
 
     def _take_input(self) -> None:
+        self._input_seconds = 0.0
         try:
             message = self._queue.get(timeout=TICK)
         except queue.Empty:
             return
+        started = time.monotonic()
         for _ in range(QUEUE_LIMIT):
+            if self.metrics and isinstance(message, Samples):
+                self.metrics.lag.observe(time.monotonic() - message.received)
             self._handle(message)
             try:
                 message = self._queue.get_nowait()
             except queue.Empty:
                 break
+        self._input_seconds = time.monotonic() - started
 
     def _handle(self, message) -> None:
         if isinstance(message, Samples):
@@ -329,6 +351,8 @@ class Service:
         return 0
 
     def close(self) -> None:
+        if self.metrics:
+            self.metrics.close()
         for source in self.sources:
             source.close()
         self.publisher.close()
@@ -362,6 +386,19 @@ class Service:
         self._status_due = True
         if loud:
             log.warning("%s (%s: %d so far)", message, counter, count)
+
+    def _snapshot(self) -> Snapshot:
+        """The counts a metrics scrape reads (from the metrics server's thread)."""
+        return Snapshot(
+            frames=self.pipeline.frames,
+            events=self.publisher.published,
+            drops=self.publisher.drops,
+            streams=len(self.pipeline.streams),
+            subscribers=max(0, self.publisher.subscribers),
+            problems=self._problem_counts(),
+            detections=dict(self.pipeline.detections),
+            load_seconds={s.info.name: s.load_seconds for s in self.pipeline.slots},
+        )
 
     def _problem_counts(self) -> dict[str, int]:
         with self._problem_lock:

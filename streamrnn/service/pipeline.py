@@ -42,6 +42,7 @@ class ModelSlot:
     runtime: StreamingModel
     settings: DecisionSettings
     thresholds: dict[str, float]  # over the model's own (config.thresholds_for)
+    load_seconds: float  # how long its file took to load
     deciders: dict[str, Decider] = field(default_factory=dict)
     resamplers: dict[str, soxr.ResampleStream | None] = field(default_factory=dict)
     scores_sent: dict[str, float] = field(default_factory=dict)
@@ -86,7 +87,9 @@ class ModelSlot:
 def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot:
     """Load one configured model; thresholds must name its labels."""
     path = resolve_model(spec.model)
+    started = time.perf_counter()
     runtime = StreamingModel(path, config.device, config.threads)
+    load_seconds = time.perf_counter() - started
     unknown = sorted(set(spec.thresholds) - set(runtime.info.labels))
     if unknown:
         raise ConfigError(
@@ -94,7 +97,7 @@ def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot
             f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})"
         )
     thresholds = config.thresholds_for(spec, runtime.info.labels)
-    return ModelSlot(spec, path, file_fingerprint(path), runtime, config.decision_for(spec), thresholds)
+    return ModelSlot(spec, path, file_fingerprint(path), runtime, config.decision_for(spec), thresholds, load_seconds)
 
 
 def check_thresholds(config: ServiceConfig, slots: list[ModelSlot]) -> None:
@@ -130,6 +133,7 @@ class Pipeline:
         self.publish, self.problem, self.scores_rate = publish, problem, scores_rate
         self.streams: dict[str, StreamRecord] = {}
         self.frames = 0
+        self.detections: dict[tuple[str, str], int] = {}  # (model, label) -> detections
         self.changed = False  # a stream started or ended since the owner last looked
 
     def feed(self, piece: Samples) -> None:
@@ -197,6 +201,8 @@ class Pipeline:
                     self.frames += len(scores)
                     for detection in slot.deciders[stream].update(scores):
                         event = self.publish(DetectionEvent.of(stream, slot.info, detection))
+                        key = (slot.info.name, detection.label)
+                        self.detections[key] = self.detections.get(key, 0) + 1
                         log.info(
                             "detection %s %s %.3f at %.2f-%.2f s (seq %d)",
                             stream,

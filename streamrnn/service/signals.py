@@ -11,7 +11,7 @@ HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 class EarlySignals:
     """Installed first thing by `streamrnn serve`: SIGTERM/SIGINT/SIGHUP are remembered, in order."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: list[int] = []
         for sig in HANDLED:
             signal.signal(sig, self._keep)
