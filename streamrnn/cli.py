@@ -149,6 +149,7 @@ DECISION_HELP = {  # the decision layer's settings, for the offline commands and
 
 SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--publish": ("publish", str, "event address to bind (default tcp://127.0.0.1:5556)"),
+    "--instance": ("instance", str, "the name events carry as `instance` (default HOST:PID)"),
     "--metrics": ("metrics", str, "HOST:PORT to serve Prometheus metrics on (needs streamrnn[metrics])"),
     "--device": ("device", str, "cpu or cuda"),
     "--threads": ("threads", int, "onnxruntime threads per model"),
@@ -293,6 +294,12 @@ def _add_key_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", help="CURVE: this client's secret key file (NAME.key_secret)")
 
 
+def cmd_proxy(args) -> None:
+    from streamrnn.proxy import proxy
+
+    proxy(args.connect, args.publish, args.insecure)
+
+
 def cmd_keys(args) -> None:
     from streamrnn.keys import make_key_pair
 
@@ -384,6 +391,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service to take a message")
     _add_key_flags(p)
     p.set_defaults(run=cmd_send)
+
+    p = sub.add_parser("proxy", help="one event address for several services (ZeroMQ's XSUB/XPUB proxy)")
+    p.add_argument("--connect", action="append", required=True, help="a service's event address (repeatable)")
+    p.add_argument("--publish", default="tcp://127.0.0.1:5555", help="address subscribers connect to")
+    p.add_argument("--insecure", action="store_true", help="allow a --publish address other machines can reach")
+    p.set_defaults(run=cmd_proxy)
 
     p = sub.add_parser("keys", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret)")
     p.add_argument("name", help="whose keys: server, or a client's name")

@@ -37,7 +37,7 @@ class Subscription:
         self._heard = time.monotonic()
         self.bad_messages = 0
         self.missed = 0
-        self._last_seq: int | None = None
+        self._last_seq: dict[str | None, int] = {}  # per publishing instance
         self._socket = self._open()
 
     def _open(self) -> zmq.Socket:
@@ -71,23 +71,25 @@ class Subscription:
                 self.bad_messages += 1
                 log.warning("%s: %s (%d bad so far)", self.address, exc, self.bad_messages)
                 continue
-            self._count_missed(event.seq)
+            self._count_missed(event.instance, event.seq)
             if topic.encode().startswith(self._wanted):
                 return event
 
-    def _count_missed(self, seq: int | None) -> None:
+    def _count_missed(self, instance: str | None, seq: int | None) -> None:
         if self._wanted != (b"",) or seq is None:
             return  # a filtered subscription cannot tell a lost event from one it did not ask for
-        if self._last_seq is not None and seq > self._last_seq + 1:
-            self.missed += seq - self._last_seq - 1
+        last = self._last_seq.get(instance)
+        if last is not None and seq > last + 1:
+            self.missed += seq - last - 1
             log.warning(
-                "%s: %d event(s) lost before seq %d (%d so far)",
+                "%s: %d event(s) of %s lost before seq %d (%d so far)",
                 self.address,
-                seq - self._last_seq - 1,
+                seq - last - 1,
+                instance,
                 seq,
                 self.missed,
             )
-        self._last_seq = seq  # a lower seq is a publisher that started again
+        self._last_seq[instance] = seq  # a lower seq is a publisher that started again
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -49,6 +49,7 @@ class Event:
     end: float | None = None
     time: str | None = None
     seq: int | None = None
+    instance: str | None = None  # which service published it (`seq` counts per instance)
 
     def topic(self) -> str:
         """`detection.<stream>.<label>`, `scores.<stream>`, `status`, `heartbeat`."""
@@ -196,13 +197,15 @@ def decode(parts: list[bytes]) -> tuple[str, Event]:
 
 
 class Stamper:
-    """Gives each event the wall-clock `time` and this publisher's next `seq` number."""
+    """Gives each event the wall-clock `time`, this publisher's next `seq` number and its `instance`."""
 
-    def __init__(self):
+    def __init__(self, instance: str | None = None):
         self._seq = itertools.count()
+        self._instance = instance
 
     def stamp(self, event: Event) -> Event:
-        return replace(event, time=datetime.now(UTC).isoformat(timespec="milliseconds"), seq=next(self._seq))
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        return replace(event, time=now, seq=next(self._seq), instance=self._instance)
 
 
 # ----- ingest -----------------------------------------------------------------------------

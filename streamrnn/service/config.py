@@ -87,6 +87,7 @@ class ServiceConfig:
     send_hwm: int = 1000  # events queued per subscriber before drops
     max_subscriptions: int = 10000  # live topic subscriptions on the event socket; more are refused
     metrics: str = ""  # HOST:PORT to serve Prometheus metrics on; empty: none
+    instance: str = ""  # the name events carry as `instance`; empty: HOST:PID
     wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)

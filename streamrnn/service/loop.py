@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import resource
 import signal
@@ -49,6 +50,7 @@ AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, de
     "send_hwm",
     "max_subscriptions",
     "metrics",
+    "instance",
     "wait_subscriber",
     "log_level",
     "ingest",
@@ -128,7 +130,13 @@ class Service:
         self.keys = ServerKeys(self._context, sec.server_key, sec.clients) if sec.server_key else None
         try:
             self.publisher = Publisher(
-                self._context, config.publish, config.send_hwm, self.keys, config.max_subscriptions, self._problem
+                self._context,
+                config.publish,
+                config.send_hwm,
+                self.keys,
+                config.max_subscriptions,
+                self._problem,
+                config.instance or f"{pysocket.gethostname()}:{os.getpid()}",
             )
         except Exception:
             self._close_keys_and_context()

@@ -72,6 +72,7 @@ class Publisher:
         keys: ServerKeys | None = None,
         max_subscriptions: int = 10000,
         problem: Callable[[str, str], None] = lambda counter, message: None,
+        instance: str | None = None,
     ):
         self.address = address
         self._socket = context.socket(zmq.XPUB)
@@ -91,7 +92,7 @@ class Publisher:
         except BindError:
             self._monitor.close(linger=0)
             raise
-        self._stamper = Stamper()
+        self._stamper = Stamper(instance)
         self.published = 0
         self.drops = 0
         self.subscribers = 0
