@@ -164,6 +164,7 @@ SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--patience": ("decision.patience", int, DECISION_HELP["patience"]),
     "--refractory": ("decision.refractory", float, DECISION_HELP["refractory"]),
     "--idle-timeout": ("ingest.idle_timeout", float, "seconds before an idle ingest stream expires"),
+    "--capture-dir": ("capture.dir", str, "keep the audio around each detection there (FLAC + JSON)"),
     "--mic-rate": ("mic.rate", float, "microphone capture rate (0: the device's default)"),
 }
 

@@ -13,6 +13,7 @@ from streamrnn.addresses import address_problem, is_loopback
 from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.keys import KeyFileError, count_client_keys, read_key
+from streamrnn.service.capture import CaptureConfig
 from streamrnn.service.metrics import MetricsError, parse_address
 from streamrnn.settings import SettingsError, build, read_toml
 from streamrnn.wire import IngestLimits
@@ -92,6 +93,7 @@ class ServiceConfig:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     mic: MicConfig = field(default_factory=MicConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = field(default="defaults", metadata={"internal": True})
 
@@ -146,6 +148,11 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(g.max_speed >= 1, "ingest.max_speed", f"= {g.max_speed} must be at least 1 (real time)")
     need(g.burst_seconds >= 0, "ingest.burst_seconds", "must not be negative")
     need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
+    cap = config.capture
+    need(cap.before >= 0 and cap.after >= 0, "capture", "before and after must not be negative")
+    need(cap.max_mb > 0 and cap.queue >= 1, "capture", "max_mb must be positive and queue at least 1")
+    if cap.dir and (Path(cap.dir).exists() and not Path(cap.dir).is_dir()):
+        need(False, "capture.dir", f"{cap.dir} is not a folder")
     need(sum(s == "-" for s in config.sources) <= 1, "sources", "names stdin (-) more than once")
     levels = ("debug", "info", "warning", "error")
     need(config.log_level in levels, "log_level", f"= {config.log_level!r} is not one of {', '.join(levels)}")

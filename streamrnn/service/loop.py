@@ -27,6 +27,7 @@ import zmq
 from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
+from streamrnn.service.capture import Capturer
 from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
@@ -55,6 +56,7 @@ AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, de
     "log_level",
     "ingest",
     "mic",
+    "capture",
     "security",
 )
 SOURCE_RESTART = 1.0  # seconds before a failed source that runs until stopped starts again
@@ -124,7 +126,8 @@ class Service:
         self._input_seconds = 0.0
         slots = [load_slot(config, m, i) for i, m in enumerate(config.models)]
         check_thresholds(config, slots)
-        self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate)
+        self.capture = Capturer(config.capture, self._problem) if config.capture.dir else None
+        self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate, self.capture)
         self._context = zmq.Context()
         sec = config.security
         self.keys = ServerKeys(self._context, sec.server_key, sec.clients) if sec.server_key else None
@@ -359,6 +362,8 @@ class Service:
         return 0
 
     def close(self) -> None:
+        if self.capture:
+            self.capture.close()  # what is pending is written first
         if self.metrics:
             self.metrics.close()
         for source in self.sources:

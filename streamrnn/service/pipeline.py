@@ -19,6 +19,7 @@ from streamrnn.audio import to_mono
 from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider, DecisionSettings
 from streamrnn.runtime import StreamingModel
+from streamrnn.service.capture import Capturer
 from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig
 from streamrnn.service.sources import Samples
 from streamrnn.wire import DetectionEvent, Event, ScoresEvent
@@ -128,9 +129,11 @@ class Pipeline:
         publish: Callable[[Event], Event],
         problem: Callable[[str, str], None],
         scores_rate: float = 0.0,
+        capture: Capturer | None = None,
     ):
         self.slots = slots
         self.publish, self.problem, self.scores_rate = publish, problem, scores_rate
+        self.capture = capture  # keeps the audio around detections
         self.streams: dict[str, StreamRecord] = {}
         self.frames = 0
         self.detections: dict[tuple[str, str], int] = {}  # (model, label) -> detections
@@ -171,6 +174,8 @@ class Pipeline:
             return
         record.seconds += len(piece.samples) / piece.rate
         audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
+        if self.capture and piece.kind == "audio":
+            self.capture.feed(piece.stream, piece.rate, audio)
         for slot in self.slots:
             if piece.stream in slot.deciders:
                 slot.feed(piece.stream, audio)
@@ -200,7 +205,9 @@ class Pipeline:
                     stream = cast(str, key)  # the service's stream ids are their names
                     self.frames += len(scores)
                     for detection in slot.deciders[stream].update(scores):
-                        event = self.publish(DetectionEvent.of(stream, slot.info, detection))
+                        event = cast(DetectionEvent, self.publish(DetectionEvent.of(stream, slot.info, detection)))
+                        if self.capture:
+                            self.capture.detected(event)
                         key = (slot.info.name, detection.label)
                         self.detections[key] = self.detections.get(key, 0) + 1
                         log.info(
@@ -216,12 +223,18 @@ class Pipeline:
                         slot.scores_sent[stream] = now
                         end = slot.deciders[stream].position
                         self.publish(ScoresEvent.of(stream, slot.info, end, scores[-1]))
+        if self.capture:
+            for stream in self.streams:
+                scored = [s.deciders[stream].position for s in self.slots if stream in s.deciders]
+                self.capture.scored(stream, min(scored, default=0.0))
 
     def drop_ended_streams(self) -> None:
         for stream in [s for s, r in self.streams.items() if r.ended]:
             for slot in self.slots:
                 if stream in slot.deciders:
                     slot.remove_stream(stream)
+            if self.capture:
+                self.capture.end(stream)
             del self.streams[stream]
             log.info("stream %s: ended", stream)
             self.changed = True
