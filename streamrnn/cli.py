@@ -166,6 +166,11 @@ SERVE_FLAGS = {  # flag -> (setting, type, help)
     "--idle-timeout": ("ingest.idle_timeout", float, "seconds before an idle ingest stream expires"),
     "--capture-dir": ("capture.dir", str, "keep the audio around each detection there (FLAC + JSON)"),
     "--mic-rate": ("mic.rate", float, "microphone capture rate (0: the device's default)"),
+    "--zeroconf": (
+        "wyoming.zeroconf",
+        str,
+        "announce Wyoming sources over mDNS as this name (Home Assistant finds them)",
+    ),
 }
 
 
@@ -267,6 +272,16 @@ def _add_decision_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", type=kind, default=default, help=f"{DECISION_HELP[name]} (default {default:g})")
 
 
+def _add_service_flags(p: argparse.ArgumentParser) -> None:
+    """What `serve` and `wyoming` share: config, models, --check, thresholds and SERVE_FLAGS."""
+    p.add_argument("--config", help="TOML config (default /etc/streamrnn/streamrnn.toml when present)")
+    p.add_argument("--model", action="append", help="model name or .onnx path (repeatable; replaces the config's)")
+    p.add_argument("--check", action="store_true", help="validate the configuration and models, then exit")
+    _add_threshold_flag(p, "for every model that has the label")
+    for flag, (setting, kind, text) in SERVE_FLAGS.items():
+        p.add_argument(flag, dest=setting.replace(".", "_"), type=kind, help=text)
+
+
 def _add_threshold_flag(p: argparse.ArgumentParser, where: str) -> None:
     p.add_argument(
         "--threshold",
@@ -293,6 +308,11 @@ def _add_json_flag(p: argparse.ArgumentParser, what: str = "one JSON object") ->
 def _add_key_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-key", help="CURVE: the service's public key file (NAME.key, from streamrnn keys)")
     p.add_argument("--key", help="CURVE: this client's secret key file (NAME.key_secret)")
+
+
+def cmd_wyoming(args) -> None:
+    args.source = [f"wyoming:{args.uri}"]
+    cmd_serve(args)
 
 
 def cmd_proxy(args) -> None:
@@ -361,18 +381,13 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_detect)
 
     p = sub.add_parser("serve", help="run the recognizer service")
-    p.add_argument("--config", help="TOML config (default /etc/streamrnn/streamrnn.toml when present)")
-    p.add_argument("--model", action="append", help="model name or .onnx path (repeatable; replaces the config's)")
     p.add_argument(
         "--source",
         action="append",
-        help="FILE, - (raw s16le PCM on stdin), mic[:DEVICE], pull:ADDR or sub:ADDR (repeatable)",
+        help="FILE, - (s16le PCM on stdin), mic[:DEVICE], pull:ADDR, sub:ADDR, wyoming:tcp://HOST:PORT (repeatable)",
     )
     p.add_argument("--fast", action="store_true", help="read file sources as fast as possible")
-    p.add_argument("--check", action="store_true", help="validate the configuration and models, then exit")
-    _add_threshold_flag(p, "for every model that has the label")
-    for flag, (setting, kind, text) in SERVE_FLAGS.items():
-        p.add_argument(flag, dest=setting.replace(".", "_"), type=kind, help=text)
+    _add_service_flags(p)
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("listen", help="print the service's events as JSON lines")
@@ -392,6 +407,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service to take a message")
     _add_key_flags(p)
     p.set_defaults(run=cmd_send)
+
+    p = sub.add_parser("wyoming", help="serve wake words to Home Assistant over Wyoming (serve with a wyoming source)")
+    p.add_argument("--uri", default="tcp://127.0.0.1:10400", help="where Wyoming clients connect (tcp://HOST:PORT)")
+    _add_service_flags(p)
+    p.set_defaults(run=cmd_wyoming, fast=False)
 
     p = sub.add_parser("proxy", help="one event address for several services (ZeroMQ's XSUB/XPUB proxy)")
     p.add_argument("--connect", action="append", required=True, help="a service's event address (repeatable)")
@@ -476,7 +496,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     early = None
-    if argv[:1] == ["serve"] and "--check" not in argv:  # the service takes its signals from the start
+    if argv[:1] in (["serve"], ["wyoming"]) and "--check" not in argv:  # the service takes its signals from the start
         from streamrnn.service.signals import EarlySignals
 
         early = EarlySignals()

@@ -49,9 +49,7 @@ def test_a_file_that_fails_mid_read_is_scored_as_far_as_it_goes_and_the_exit_sta
 
 def test_a_file_sent_remotely_scores_exactly_as_the_file_source_reads_it(service, tmp_path):
     ingest = f"ipc://{tmp_path}/in"
-    s = service(
-        "--model", "commands", "--source", DEMO, "--source", f"pull:{ingest}", "--fast", "--scores-rate", "1000"
-    )
+    s = service("--model", "commands", "--source", DEMO, "--source", f"pull:{ingest}", "--fast", "--scores-rate", "1e6")
     sent = subprocess.run(
         STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "remote", "--fast"], capture_output=True, timeout=60
     )

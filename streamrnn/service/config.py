@@ -65,6 +65,13 @@ class SecurityConfig:
 
 
 @dataclass
+class WyomingConfig:
+    """The [wyoming] table: what the Wyoming sources (wyoming:tcp://HOST:PORT) do besides serving."""
+
+    zeroconf: str = ""  # a name to announce over mDNS, so Home Assistant discovers it; empty: none
+
+
+@dataclass
 class MicConfig:
     rate: float = 0.0  # capture rate; 0: the device's default
     block_ms: float = 20.0  # samples per callback
@@ -74,7 +81,7 @@ class MicConfig:
 @dataclass
 class ServiceConfig:
     models: list[ModelConfig] = field(default_factory=list, metadata={"table": ModelConfig})
-    sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR
+    sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR, wyoming:URI
     publish: str = DEFAULT_PUBLISH
     thresholds: dict[str, float] = field(default_factory=dict)  # per label, for every model that has it
     fast: bool = False  # file sources as fast as possible instead of real time
@@ -93,6 +100,7 @@ class ServiceConfig:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     mic: MicConfig = field(default_factory=MicConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = field(default="defaults", metadata={"internal": True})
@@ -162,6 +170,10 @@ def check(config: ServiceConfig) -> ServiceConfig:
         need((problem := address_problem(address)) is None, key, f"{address!r} {problem}")
     for address in {a for _, a in bound if [x for _, x in bound].count(a) > 1}:
         need(False, "publish/sources", f"bind {address} more than once")
+    for wyoming in [s.partition(":")[2] for s in config.sources if s.startswith("wyoming:")]:
+        problem = address_problem(wyoming)
+        need(wyoming.startswith("tcp://") and problem is None, "sources", f"wyoming:{wyoming} is not tcp://HOST:PORT")
+        need(wyoming not in [a for _, a in bound], "publish/sources", f"bind {wyoming} more than once")
     if config.metrics:
         try:
             parse_address(config.metrics)

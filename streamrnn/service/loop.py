@@ -56,6 +56,7 @@ AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, de
     "log_level",
     "ingest",
     "mic",
+    "wyoming",
     "capture",
     "security",
 )
@@ -88,6 +89,12 @@ def check_service(config: ServiceConfig) -> None:
                 from streamrnn.service.sources.file import FileSource
 
                 FileSource(source, source, realtime=False)
+            elif spec_kind(source) == "wyoming":
+                from streamrnn.service.sources.wyoming import WyomingSource
+
+                WyomingSource(source.partition(":")[2], lambda: [s.info for s in slots], config.ingest)
+        except ImportError:
+            problems.append(f"source {source}: needs the wyoming package: pip install 'streamrnn[wyoming]'")
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
     context = zmq.Context()
@@ -147,7 +154,9 @@ class Service:
         self.sources: list[Source] = []
         self.metrics: Metrics | None = None
         try:
-            self.sources = open_sources(config.sources, config, self._context, self.keys)
+            self.sources = open_sources(
+                config.sources, config, self._context, self.keys, lambda: [s.info for s in self.pipeline.slots]
+            )
             self.metrics = Metrics(config.metrics, self._snapshot) if config.metrics else None
         except Exception:
             self.close()
@@ -242,7 +251,9 @@ class Service:
             self._take_input()
             work = time.monotonic()
             self.pipeline.run_models()
-            self.pipeline.drop_ended_streams()
+            for stream in self.pipeline.drop_ended_streams():
+                for source in self.sources:
+                    source.on_stream_done(stream)
             if self.metrics:
                 self.metrics.tick.observe(time.monotonic() - work + self._input_seconds)
             if self.pipeline.changed:
@@ -385,7 +396,10 @@ class Service:
         self._reload_requested = True
 
     def _publish(self, event: Event) -> Event:
-        return self.publisher.publish(event)
+        event = self.publisher.publish(event)
+        for source in self.sources:
+            source.on_event(event)
+        return event
 
     def _problem(self, counter: str, message: str) -> None:
         """Count one dropped or failed thing (from any thread); log the first of each kind and

@@ -228,8 +228,10 @@ class Pipeline:
                 scored = [s.deciders[stream].position for s in self.slots if stream in s.deciders]
                 self.capture.scored(stream, min(scored, default=0.0))
 
-    def drop_ended_streams(self) -> None:
-        for stream in [s for s, r in self.streams.items() if r.ended]:
+    def drop_ended_streams(self) -> list[str]:
+        """Forget the streams that ended (all scored by now); returns them."""
+        ended = [s for s, r in self.streams.items() if r.ended]
+        for stream in ended:
             for slot in self.slots:
                 if stream in slot.deciders:
                     slot.remove_stream(stream)
@@ -238,3 +240,4 @@ class Pipeline:
             del self.streams[stream]
             log.info("stream %s: ended", stream)
             self.changed = True
+        return ended

@@ -52,6 +52,30 @@ class Problem:
 Emit = Callable[[object], None]
 
 
+@dataclass
+class SpeedCredit:
+    """The seconds of signal a remote stream may still send now: refilled at `speed` seconds per
+    second, up to `burst` seconds ahead (the `[ingest]` table's max_speed and burst_seconds)."""
+
+    speed: float
+    burst: float
+    credit: float = field(init=False)
+    seen: float = field(init=False, default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.credit = self.burst
+
+    def take(self, seconds: float) -> bool:
+        """Spend `seconds` of signal if the stream has them; False (nothing spent) if not."""
+        now = time.monotonic()
+        self.credit = min(self.burst + seconds, self.credit + (now - self.seen) * self.speed)
+        self.seen = now
+        if seconds > self.credit:
+            return False
+        self.credit -= seconds
+        return True
+
+
 class Source:
     """One input. `run` blocks until the source ends or `stop` is set."""
 
@@ -63,6 +87,13 @@ class Source:
 
     def close(self) -> None:
         """Release sockets or devices (called after `run` has returned)."""
+
+    def on_event(self, event) -> None:
+        """Every event the service publishes, from the loop's thread (a source that answers its
+        senders, as Wyoming does, takes its streams' detections here)."""
+
+    def on_stream_done(self, stream: str) -> None:
+        """A stream has ended and all its audio is scored (from the loop's thread)."""
 
 
 def unique_stream_ids(paths: list[str]) -> list[str]:
@@ -79,16 +110,19 @@ def unique_stream_ids(paths: list[str]) -> list[str]:
 
 def spec_kind(spec: str) -> str:
     """What a `--source` spec names: `stdin` (-), `mic` (mic[:DEVICE]), `ingest` (pull:ADDR,
-    sub:ADDR) or `file` (anything else)."""
+    sub:ADDR), `wyoming` (wyoming:tcp://HOST:PORT) or `file` (anything else)."""
     if spec == "-":
         return "stdin"
     if spec == "mic" or spec.startswith("mic:"):
         return "mic"
+    if spec.startswith("wyoming:"):
+        return "wyoming"
     return "ingest" if spec.startswith(("pull:", "sub:")) else "file"
 
 
-def open_sources(specs: list[str], config, context, keys=None) -> list[Source]:
-    """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`."""
+def open_sources(specs: list[str], config, context, keys=None, models=list) -> list[Source]:
+    """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`,
+    `wyoming:tcp://HOST:PORT` (which describes `models()`, the infos of the models served now)."""
     from streamrnn.service.sources.ingest import IngestSource
     from streamrnn.service.sources.stdin import StdinSource
 
@@ -106,6 +140,14 @@ def open_sources(specs: list[str], config, context, keys=None) -> list[Source]:
                 )
 
                 sources.append(MicSource(spec.partition(":")[2], config.mic))
+            elif kind == "wyoming":
+                try:
+                    from streamrnn.service.sources.wyoming import WyomingSource
+                except ImportError:
+                    raise ValueError(
+                        f"source {spec}: needs the wyoming package: pip install 'streamrnn[wyoming]'"
+                    ) from None
+                sources.append(WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming.zeroconf))
             elif kind == "ingest":
                 socket_type, _, address = spec.partition(":")
                 sources.append(IngestSource(context, socket_type, address, config.ingest, keys))

@@ -17,7 +17,7 @@ import zmq
 
 from streamrnn.keys import ServerKeys
 from streamrnn.service.publisher import bind
-from streamrnn.service.sources import Emit, Problem, Samples, Source, StreamEnd
+from streamrnn.service.sources import Emit, Problem, Samples, Source, SpeedCredit, StreamEnd
 from streamrnn.wire import Reject, parse_ingest
 
 POLL_MS = 50
@@ -25,12 +25,11 @@ POLL_MS = 50
 
 @dataclass
 class _Remote:
-    """A live remote stream: its last seq, when it was last heard, and the seconds of signal it
-    may still send now (refilled at `max_speed` per second, up to `burst_seconds`)."""
+    """A live remote stream: its last seq, when it was last heard, what it may still send."""
 
     seq: int
     seen: float
-    credit: float
+    credit: SpeedCredit
 
 
 class IngestSource(Source):
@@ -79,7 +78,8 @@ class IngestSource(Source):
                     "ingest_too_many_streams",
                     f"stream {stream}: {len(self.streams)} streams are live (ingest.max_streams); not started",
                 )
-            remote = self.streams[stream] = _Remote(header.seq - 1, now, self.config.burst_seconds)
+            credit = SpeedCredit(self.config.max_speed, self.config.burst_seconds)
+            remote = self.streams[stream] = _Remote(header.seq - 1, now, credit)
         elif header.seq <= remote.seq:
             raise Reject("ingest_seq_backwards", f"stream {stream}: seq {header.seq} after {remote.seq}")
         elif header.seq > remote.seq + 1:
@@ -90,19 +90,14 @@ class IngestSource(Source):
                     stream,
                 )
             )
-        seconds = len(samples) / header.rate
-        remote.credit = min(
-            self.config.burst_seconds + seconds, remote.credit + (now - remote.seen) * self.config.max_speed
-        )
         remote.seq, remote.seen = header.seq, now
-        if seconds > remote.credit:
+        if not remote.credit.take(len(samples) / header.rate):
             if header.end:  # the samples are dropped, the end is kept
                 self._end(stream, emit)
             raise Reject(
                 "ingest_over_speed",
                 f"stream {stream}: faster than {self.config.max_speed:g}x real time (ingest.max_speed); dropped",
             )
-        remote.credit -= seconds
         emit(Samples(stream, samples, header.rate, header.kind))
         if header.end:
             self._end(stream, emit)
