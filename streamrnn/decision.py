@@ -36,6 +36,8 @@ class Decider:
     patience left at 0 are the model's own (its contract file's, chosen for its frame length).
     `start` is the stream time (seconds) where its first frame begins: a decider that joins a
     running stream (a model added or changed on reload) keeps the stream's clock.
+    With `near_misses`, a label's score that rose to half its threshold and fell back without
+    firing is kept in `self.near_misses` (its peak as the score) for the caller to take.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Decider:
         settings: DecisionSettings = DecisionSettings(),
         thresholds: dict[str, float] | None = None,
         start: float = 0.0,
+        near_misses: bool = False,
     ):
         thresholds = {**info.thresholds, **(thresholds or {})}
         thresholds.pop(info.background_label, None)
@@ -69,6 +72,10 @@ class Decider:
         self._quiet_until = [0] * n  # refractory end, in frames
         self._frame = 0  # frame index of the next score
         self._start = start
+        self._keep_near_misses = near_misses
+        self._peak = [0.0] * n  # highest score since the rise
+        self._fired = [False] * n  # whether the label fired since the rise
+        self.near_misses: list[Detection] = []
 
     @property
     def position(self) -> float:
@@ -99,6 +106,8 @@ class Decider:
                 # numbers however the stream is cut into chunks
                 smoothed = sum(values[t : t + k]) / k if k > 1 else value
                 run = run + 1 if smoothed >= threshold else 0
+                if self._keep_near_misses:
+                    self._near_miss(j, rise, frame, value >= half, value)
                 rise = (rise if rise >= 0 else frame) if value >= half else -1
                 if run == self._patience and frame >= self._quiet_until[j]:
                     start = rise if rise >= 0 else frame
@@ -115,6 +124,7 @@ class Decider:
                         )
                     )
                     self._quiet_until[j] = frame + 1 + self._refractory_frames
+                    self._fired[j] = True
             self._run[j], self._rise[j] = run, rise
         self._at_rest = (
             not any(self._run)
@@ -123,3 +133,12 @@ class Decider:
         )
         self._frame += len(rows)
         return [detection for _, _, detection in sorted(fired, key=lambda f: f[:2])]  # time order
+
+    def _near_miss(self, j: int, rise: int, frame: int, above_half: bool, value: float) -> None:
+        """Follow label j's rise: a rise that ends without firing is a near miss."""
+        if above_half:
+            self._peak[j] = value if rise < 0 else max(self._peak[j], value)
+            self._fired[j] = self._fired[j] and rise >= 0
+        elif rise >= 0 and not self._fired[j]:
+            start, end = self._start + rise * self._frame_seconds, self._start + frame * self._frame_seconds
+            self.near_misses.append(Detection(self._labels[j], self._peak[j], start, end))

@@ -73,3 +73,18 @@ def test_a_capture_dir_that_is_a_file_stops_start_up_in_one_line(tmp_path):
         timeout=60,
     )
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "capture.dir" in done.stderr, done.stderr
+
+
+def test_near_misses_are_kept_apart_and_never_published(service, tmp_path):
+    folder = tmp_path / "captures"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[capture]\ndir = "{folder}"\nnear_misses = true\n')
+    s = service("--config", config, "--model", "commands", "--source", DEMO, "--fast", "--threshold", "yes=1.0")
+    code, log = s.finish()
+    assert code == 0, log
+    fired = [e for e in s.events if e.kind == "detection"]
+    near = captures(folder / "near-misses")
+    assert "yes" not in {e.label for e in fired} and len(captures(folder)) == len(fired) >= 5
+    yes = [event for event, _ in near if event["label"] == "yes"]
+    assert len(yes) == 1 and yes[0]["seq"] is None and 0.5 <= yes[0]["score"] < 1.0, near
+    assert 0.8 < yes[0]["start"] < 1.3  # "yes" is said at about 1 s of the recording

@@ -240,16 +240,21 @@ def test_decisions_do_not_depend_on_how_scores_are_cut(contract):
     quiet = (np.arange(len(scores)) // 97) % 3 == 0  # stretches where nothing nears a threshold
     scores[quiet] = np.float32(0.001)
     settings = DecisionSettings(smoothing=3, patience=2, refractory=0.05)
-    whole = Decider(info, settings).update(scores)  # one call: never takes the quiet-chunk path
+    one = Decider(info, settings, near_misses=True)
+    whole = one.update(scores)  # one call: never takes the quiet-chunk path
     assert len(whole) > 30 and all(d.start <= d.end for d in whole)
     assert any(quiet[round(d.start / info.frame_seconds) - 1] for d in whole)  # some rise right after quiet
+    near = sorted(one.near_misses, key=lambda d: d.end)
+    assert len(near) > 10 and all(d.score < 1 and d.start < d.end for d in near)
+    assert not {(d.label, d.start) for d in near} & {(d.label, d.start) for d in whole}  # a miss never fired
     for cuts in ([1] * 50 + [7, 13], [8], [3, 999], [2, 1]):
-        decider, pieces, at = Decider(info, settings), [], 0
+        decider, pieces, at, calls = Decider(info, settings, near_misses=True), [], 0, 0
         while at < len(scores):
-            size = cuts[len(pieces) % len(cuts)]
+            size = cuts[calls % len(cuts)]
             pieces += decider.update(scores[at : at + size])
-            at += size
+            at, calls = at + size, calls + 1
         assert pieces == whole
+        assert sorted(decider.near_misses, key=lambda d: d.end) == near
 
 
 def test_a_whole_signal_that_does_not_fit_is_named_by_its_position(contract):

@@ -12,7 +12,8 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ class CaptureConfig:
     after: float = 0.5  # seconds after its end
     max_mb: float = 500.0  # the folder's captures at most; the oldest go first
     queue: int = 64  # captures waiting for the writer at most; more are counted and dropped
+    near_misses: bool = False  # also keep near misses (a score that rose to half its threshold
+    # and fell back without firing) in DIR/near-misses
 
 
 class _Recent:
@@ -86,6 +89,10 @@ class Capturer:
         self._pending.setdefault(event.stream, []).append(event)
         self._complete(event.stream)
 
+    def near_miss(self, event: DetectionEvent) -> None:
+        """A near miss (never published): kept like a detection, stamped here, in near-misses/."""
+        self.detected(replace(event, time=datetime.now(UTC).isoformat(timespec="milliseconds"), seq=None))
+
     def scored(self, stream: str, position: float) -> None:
         """The models have scored `stream` up to `position` (stream seconds): older audio can go."""
         recent = self._recent.get(stream)
@@ -136,8 +143,9 @@ class Capturer:
     def _write(self, event: DetectionEvent, audio: np.ndarray, rate: float) -> None:
         import soundfile  # the writer's own: a service without captures never loads libsndfile
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        base = self.folder / _name(event)
+        folder = self.folder if event.seq is not None else self.folder / "near-misses"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = folder / _name(event)
         soundfile.write(str(base.with_suffix(".flac")), audio, int(rate), subtype="PCM_16")
         base.with_suffix(".json").write_text(json.dumps(event.to_dict()) + "\n")
         self._written.append((base, _size(base)))
@@ -156,5 +164,5 @@ def _size(base: Path) -> int:
 
 def _name(event: DetectionEvent) -> str:
     """A file name of the event: its time, stream, label and seq, in safe characters."""
-    text = f"{event.time}_{event.stream}_{event.label}_{event.seq}"
+    text = f"{event.time}_{event.stream}_{event.label}_{'near' if event.seq is None else event.seq}"
     return re.sub(r"[^A-Za-z0-9_+-]", "-", text)

@@ -222,7 +222,10 @@ class Service:
         thresholds = self.config.thresholds_for(spec, slot.info.labels)
         if settings != slot.settings or thresholds != slot.thresholds:
             slot.settings, slot.spec, slot.thresholds = settings, spec, thresholds
-            slot.deciders = {s: Decider(slot.info, settings, thresholds, d.position) for s, d in slot.deciders.items()}
+            slot.deciders = {
+                s: Decider(slot.info, settings, thresholds, d.position, slot.near_misses)
+                for s, d in slot.deciders.items()
+            }
         return slot
 
     # ----- the loop ---------------------------------------------------------------------

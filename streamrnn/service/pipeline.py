@@ -44,6 +44,7 @@ class ModelSlot:
     settings: DecisionSettings
     thresholds: dict[str, float]  # over the model's own (config.thresholds_for)
     load_seconds: float  # how long its file took to load
+    near_misses: bool = False  # whether its deciders keep near misses (for captures)
     deciders: dict[str, Decider] = field(default_factory=dict)
     resamplers: dict[str, soxr.ResampleStream | None] = field(default_factory=dict)
     scores_sent: dict[str, float] = field(default_factory=dict)
@@ -58,7 +59,7 @@ class ModelSlot:
     def add_stream(self, stream: str, rate: float, channels: int, start: float = 0.0) -> None:
         """Serve a stream from its `start` (stream seconds: later than 0 for a model added on reload)."""
         self.runtime.add_stream(stream)
-        self.deciders[stream] = Decider(self.info, self.settings, self.thresholds, start)
+        self.deciders[stream] = Decider(self.info, self.settings, self.thresholds, start, self.near_misses)
         self.resamplers[stream] = (
             None
             if rate == self.info.sample_rate
@@ -98,7 +99,9 @@ def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot
             f"not a label of model {runtime.info.name} ({', '.join(runtime.info.labels)})"
         )
     thresholds = config.thresholds_for(spec, runtime.info.labels)
-    return ModelSlot(spec, path, file_fingerprint(path), runtime, config.decision_for(spec), thresholds, load_seconds)
+    near_misses = bool(config.capture.dir) and config.capture.near_misses
+    settings = config.decision_for(spec)
+    return ModelSlot(spec, path, file_fingerprint(path), runtime, settings, thresholds, load_seconds, near_misses)
 
 
 def check_thresholds(config: ServiceConfig, slots: list[ModelSlot]) -> None:
@@ -219,6 +222,10 @@ class Pipeline:
                             detection.end,
                             event.seq,
                         )
+                    if self.capture and slot.near_misses:
+                        for near in slot.deciders[stream].near_misses:
+                            self.capture.near_miss(DetectionEvent.of(stream, slot.info, near))
+                        slot.deciders[stream].near_misses.clear()
                     if self.scores_rate and now - slot.scores_sent.get(stream, 0.0) >= 1 / self.scores_rate:
                         slot.scores_sent[stream] = now
                         end = slot.deciders[stream].position
