@@ -136,9 +136,10 @@ class Decider:
 
     def _near_miss(self, j: int, rise: int, frame: int, above_half: bool, value: float) -> None:
         """Follow label j's rise: a rise that ends without firing is a near miss."""
-        if above_half:
-            self._peak[j] = value if rise < 0 else max(self._peak[j], value)
-            self._fired[j] = self._fired[j] and rise >= 0
-        elif rise >= 0 and not self._fired[j]:
+        if above_half and rise < 0:  # a new rise
+            self._peak[j], self._fired[j] = value, False
+        elif above_half:
+            self._peak[j] = max(self._peak[j], value)
+        elif rise >= 0 and not self._fired[j]:  # the rise ended without firing
             start, end = self._start + rise * self._frame_seconds, self._start + frame * self._frame_seconds
             self.near_misses.append(Detection(self._labels[j], self._peak[j], start, end))

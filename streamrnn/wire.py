@@ -196,6 +196,11 @@ def decode(parts: list[bytes]) -> tuple[str, Event]:
         raise BadEvent(f"message is not a UTF-8 topic and a JSON event ({exc})") from None
 
 
+def wall_time() -> str:
+    """Now as events say it: wall-clock UTC, ISO 8601 to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 class Stamper:
     """Gives each event the wall-clock `time`, this publisher's next `seq` number and its `instance`."""
 
@@ -204,8 +209,7 @@ class Stamper:
         self._instance = instance
 
     def stamp(self, event: Event) -> Event:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        return replace(event, time=now, seq=next(self._seq), instance=self._instance)
+        return replace(event, time=wall_time(), seq=next(self._seq), instance=self._instance)
 
 
 # ----- ingest -----------------------------------------------------------------------------

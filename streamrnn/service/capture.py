@@ -13,12 +13,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from streamrnn.wire import DetectionEvent
+from streamrnn.wire import DetectionEvent, wall_time
 
 log = logging.getLogger("streamrnn")
 MARGIN = 3.0  # seconds kept before what is scored, beyond `before`: a detection's rise can precede its end
@@ -91,7 +90,7 @@ class Capturer:
 
     def near_miss(self, event: DetectionEvent) -> None:
         """A near miss (never published): kept like a detection, stamped here, in near-misses/."""
-        self.detected(replace(event, time=datetime.now(UTC).isoformat(timespec="milliseconds"), seq=None))
+        self.detected(replace(event, time=wall_time(), seq=None))
 
     def scored(self, stream: str, position: float) -> None:
         """The models have scored `stream` up to `position` (stream seconds): older audio can go."""

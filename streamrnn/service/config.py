@@ -168,12 +168,13 @@ def check(config: ServiceConfig) -> ServiceConfig:
     bound = bound_addresses(config)
     for key, address in bound:
         need((problem := address_problem(address)) is None, key, f"{address!r} {problem}")
-    for address in {a for _, a in bound if [x for _, x in bound].count(a) > 1}:
+    wyoming = [s.partition(":")[2] for s in config.sources if s.startswith("wyoming:")]
+    for address in wyoming:
+        ok = address.startswith("tcp://") and address_problem(address) is None
+        need(ok, "sources", f"wyoming:{address} is not tcp://HOST:PORT")
+    every = [a for _, a in bound] + wyoming
+    for address in {a for a in every if every.count(a) > 1}:
         need(False, "publish/sources", f"bind {address} more than once")
-    for wyoming in [s.partition(":")[2] for s in config.sources if s.startswith("wyoming:")]:
-        problem = address_problem(wyoming)
-        need(wyoming.startswith("tcp://") and problem is None, "sources", f"wyoming:{wyoming} is not tcp://HOST:PORT")
-        need(wyoming not in [a for _, a in bound], "publish/sources", f"bind {wyoming} more than once")
     if config.metrics:
         try:
             parse_address(config.metrics)

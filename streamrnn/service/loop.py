@@ -34,7 +34,16 @@ from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, check_thresholds, file_fingerprint, load_slot
 from streamrnn.service.publisher import BindError, Publisher, bind
 from streamrnn.service.signals import EarlySignals
-from streamrnn.service.sources import Problem, Samples, Source, SourceState, StreamEnd, open_sources, spec_kind
+from streamrnn.service.sources import (
+    Problem,
+    Samples,
+    Source,
+    SourceState,
+    StreamEnd,
+    open_sources,
+    open_wyoming,
+    spec_kind,
+)
 from streamrnn.wire import Event, HeartbeatEvent, StatusEvent
 
 log = logging.getLogger("streamrnn")
@@ -90,11 +99,7 @@ def check_service(config: ServiceConfig) -> None:
 
                 FileSource(source, source, realtime=False)
             elif spec_kind(source) == "wyoming":
-                from streamrnn.service.sources.wyoming import WyomingSource
-
-                WyomingSource(source.partition(":")[2], lambda: [s.info for s in slots], config.ingest)
-        except ImportError:
-            problems.append(f"source {source}: needs the wyoming package: pip install 'streamrnn[wyoming]'")
+                open_wyoming(source, config, lambda: [s.info for s in slots])
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
     context = zmq.Context()

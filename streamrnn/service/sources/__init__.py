@@ -120,6 +120,16 @@ def spec_kind(spec: str) -> str:
     return "ingest" if spec.startswith(("pull:", "sub:")) else "file"
 
 
+def open_wyoming(spec: str, config, models) -> Source:
+    """The Wyoming server of a `wyoming:tcp://HOST:PORT` spec (binding checked), describing
+    `models()`; ValueError names the spec when the wyoming package is missing."""
+    try:
+        from streamrnn.service.sources.wyoming import WyomingSource
+    except ImportError:
+        raise ValueError(f"source {spec}: needs the wyoming package: pip install 'streamrnn[wyoming]'") from None
+    return WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming.zeroconf)
+
+
 def open_sources(specs: list[str], config, context, keys=None, models=list) -> list[Source]:
     """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`,
     `wyoming:tcp://HOST:PORT` (which describes `models()`, the infos of the models served now)."""
@@ -141,13 +151,7 @@ def open_sources(specs: list[str], config, context, keys=None, models=list) -> l
 
                 sources.append(MicSource(spec.partition(":")[2], config.mic))
             elif kind == "wyoming":
-                try:
-                    from streamrnn.service.sources.wyoming import WyomingSource
-                except ImportError:
-                    raise ValueError(
-                        f"source {spec}: needs the wyoming package: pip install 'streamrnn[wyoming]'"
-                    ) from None
-                sources.append(WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming.zeroconf))
+                sources.append(open_wyoming(spec, config, models))
             elif kind == "ingest":
                 socket_type, _, address = spec.partition(":")
                 sources.append(IngestSource(context, socket_type, address, config.ingest, keys))

@@ -25,10 +25,10 @@ POLL_MS = 50
 
 @dataclass
 class _Remote:
-    """A live remote stream: its last seq, when it was last heard, what it may still send."""
+    """A live remote stream: its last seq and what it may still send (`credit.seen`: when it was
+    last heard)."""
 
     seq: int
-    seen: float
     credit: SpeedCredit
 
 
@@ -57,7 +57,7 @@ class IngestSource(Source):
                 except Exception as exc:  # one message never ends ingest for every sender
                     emit(Problem("ingest_failures", f"{self.name}: a message failed: {type(exc).__name__}: {exc}"))
             now = time.monotonic()
-            for stream in [s for s, r in self.streams.items() if now - r.seen > self.config.idle_timeout]:
+            for stream in [s for s, r in self.streams.items() if now - r.credit.seen > self.config.idle_timeout]:
                 emit(
                     Problem(
                         "streams_expired", f"stream {stream}: idle for {self.config.idle_timeout:g} s, expired", stream
@@ -67,7 +67,7 @@ class IngestSource(Source):
 
     def _take(self, parts: list[bytes], emit: Emit) -> None:
         stream, header, samples = parse_ingest(parts, self.config)
-        now, remote = time.monotonic(), self.streams.get(stream)
+        remote = self.streams.get(stream)
         if remote is not None and header.seq == 0:  # the sender started over: a new stream
             emit(Problem("streams_restarted", f"stream {stream}: seq 0 again, restarted", stream))
             self._end(stream, emit)
@@ -79,7 +79,7 @@ class IngestSource(Source):
                     f"stream {stream}: {len(self.streams)} streams are live (ingest.max_streams); not started",
                 )
             credit = SpeedCredit(self.config.max_speed, self.config.burst_seconds)
-            remote = self.streams[stream] = _Remote(header.seq - 1, now, credit)
+            remote = self.streams[stream] = _Remote(header.seq - 1, credit)
         elif header.seq <= remote.seq:
             raise Reject("ingest_seq_backwards", f"stream {stream}: seq {header.seq} after {remote.seq}")
         elif header.seq > remote.seq + 1:
@@ -90,7 +90,7 @@ class IngestSource(Source):
                     stream,
                 )
             )
-        remote.seq, remote.seen = header.seq, now
+        remote.seq = header.seq
         if not remote.credit.take(len(samples) / header.rate):
             if header.end:  # the samples are dropped, the end is kept
                 self._end(stream, emit)

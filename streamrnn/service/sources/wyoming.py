@@ -21,6 +21,7 @@ import socket
 import threading
 from collections.abc import Callable
 from functools import partial
+from urllib.parse import urlsplit
 
 import numpy as np
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -41,21 +42,11 @@ WIDTHS = {1: ("u1", 128.0, 128.0), 2: ("<i2", 0.0, 32768.0), 4: ("<i4", 0.0, 214
 
 
 class WyomingError(ValueError):
-    """A Wyoming address the service cannot serve; the message names it."""
+    """A Wyoming address the service cannot bind; the message names it."""
 
 
 class NotWyoming(ValueError):
     """What a client sent is not a Wyoming event the server takes."""
-
-
-def host_port(uri: str) -> tuple[str, int]:
-    """HOST and PORT of `tcp://HOST:PORT` (the only kind served)."""
-    scheme, _, rest = uri.partition("://")
-    host, colon, port = rest.rpartition(":")
-    host = host.strip("[]")
-    if scheme != "tcp" or not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise WyomingError(f"source wyoming:{uri}: not tcp://HOST:PORT")
-    return host, int(port)
 
 
 async def read_event(reader: asyncio.StreamReader, max_bytes: int) -> WyomingEvent | None:
@@ -104,7 +95,8 @@ class WyomingSource(Source):
     def __init__(self, uri: str, models: Callable[[], list[ModelInfo]], limits: IngestConfig, zeroconf: str = ""):
         """`models` gives the infos of the models served now (they change on reload)."""
         self.name, self.uri, self.limits, self.zeroconf = f"wyoming:{uri}", uri, limits, zeroconf
-        host, self.port = host_port(uri)
+        parts = urlsplit(uri)  # tcp://HOST:PORT, as the config's check has made sure
+        host, self.port = parts.hostname or "", parts.port or 0
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
