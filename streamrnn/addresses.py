@@ -1,4 +1,5 @@
-"""ZeroMQ addresses as the service and its clients take them: tcp://HOST:PORT or ipc://PATH."""
+"""Addresses as the service and its clients take them: ZeroMQ's tcp://HOST:PORT or ipc://PATH,
+and plain HOST:PORT for HTTP (metrics, the review page)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ def address_problem(address: str) -> str | None:
     if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         return "needs a host and a port from 1 to 65535 (tcp://HOST:PORT)"
     return None
+
+
+def host_port(address: str, what: str, example: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); a ValueError names `what` and the address, with `example`."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{what} {address!r} is not HOST:PORT (e.g. {example})")
+    return host.strip("[]"), int(port)
 
 
 def is_loopback(address: str) -> bool:

@@ -57,7 +57,9 @@ def cmd_train_wakeword(args) -> None:
     from streamrnn.training.recipe import load_recipe
     from streamrnn.training.wakeword import write_recipe
 
-    path = write_recipe(args.phrases, args.recipe_out or "runs/recipes", args.name, args.recordings or [])
+    path = write_recipe(
+        args.phrases, args.recipe_out or "runs/recipes", args.name, args.recordings or [], args.negatives or []
+    )
     print(f"recipe: {path}", flush=True)
     if not args.recipe_only:
         train_and_release(load_recipe(path, args.data_root))
@@ -328,6 +330,15 @@ def cmd_keys(args) -> None:
     print(f"public key {public} (give it to the other side); secret key {secret} (keep it)")
 
 
+def cmd_review(args) -> None:
+    from streamrnn.review import review_in_terminal, serve_page
+
+    if args.html:
+        serve_page(args.dir, args.html, args.insecure)
+    else:
+        review_in_terminal(args.dir)
+
+
 def _add_data_root_flag(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument("--data-root", help=f"data root folder{more} (overrides data.root)")
 
@@ -424,6 +435,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="folder to write them to (default: here)")
     p.set_defaults(run=cmd_keys)
 
+    p = sub.add_parser("review", help="mark captured detections and near misses as holding their phrase or not")
+    p.add_argument("dir", metavar="DIR", help="the capture folder ([capture] dir, --capture-dir)")
+    p.add_argument(
+        "--html",
+        nargs="?",
+        const="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="serve a page with audio players instead of asking here (default 127.0.0.1:8765)",
+    )
+    p.add_argument("--insecure", action="store_true", help="allow an --html address other machines can reach")
+    p.set_defaults(run=cmd_review)
+
     p = sub.add_parser("eval", help="accuracy, per-label precision/recall and confusion on labelled clips")
     _add_model_flag(p)
     p.add_argument("data", nargs="*", metavar="DATA", help="folders with a subfolder of clips per label")
@@ -466,7 +489,15 @@ def parser() -> argparse.ArgumentParser:
         "--recordings",
         action="append",
         metavar="DIR",
-        help="a folder of your own recordings of the (one) phrase, added to the positives (repeatable)",
+        help="a folder of your own recordings of the (one) phrase, added to the positives (repeatable), "
+        "e.g. a reviewed capture folder's positive/LABEL",
+    )
+    p.add_argument(
+        "--negatives",
+        action="append",
+        metavar="DIR",
+        help="a folder of audio that holds no phrase, trained as background with extra weight (repeatable), "
+        "e.g. a reviewed capture folder's negative/",
     )
     p.add_argument("--recipe-out", metavar="PATH", help="where to write the recipe (default runs/recipes/)")
     p.add_argument("--recipe-only", action="store_true", help="write the recipe, do not train")

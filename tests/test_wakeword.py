@@ -19,7 +19,7 @@ from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
 from streamrnn.training.synth import COMMANDS, confusables, phonemes, sentences, speak, voices
-from streamrnn.training.wakeword import write_recipe
+from streamrnn.training.wakeword import NEGATIVE_REPEAT, write_recipe
 
 TEMPLATE_ENGINES = ("espeak-ng", "flite", "pico", "rhvoice", "festival")  # and piper, a Python package
 needs_tts = pytest.mark.skipif(
@@ -69,7 +69,11 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     long.mkdir()
     sf.write(long / "talk.wav", np.concatenate([clip(w) for w in ("yes", "no", "up", "down")] * 2), 16000)
     sf.write(long / "empty.wav", np.zeros(0, np.float32), 16000)  # counted and skipped
-    path = write_recipe(["Hey,  Nova!"], tmp_path, recordings=[str(mine)])
+    heard = tmp_path / "captures" / "negative" / "hey-nova"  # a reviewed false accept, as review leaves it
+    heard.mkdir(parents=True)
+    sf.write(heard / "t_room_hey-nova_3.flac", clip("no"), 16000)
+    (heard / "t_room_hey-nova_3.json").write_text('{"label": "hey nova"}')
+    path = write_recipe(["Hey,  Nova!"], tmp_path, recordings=[str(mine)], negatives=[str(heard.parent)])
     assert path.name == "hey_nova.toml"
     text = re.sub(r'\[\[data.extra\]\]\npath = "~/.cache[^[]*', "", path.read_text())  # the fetched packages:
     text = re.sub(r"background = \[.*\]", "background = []", text)  # one local folder instead
@@ -91,6 +95,9 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     assert not any(x.group.startswith("synth") for x in splits.test)
     negatives = [x for x in splits.train if x.group.startswith("synth-neg:")]
     assert len(negatives) >= len(confusables("hey nova")) + 3
+    again = [x for x in splits.train if x.source.endswith("t_room_hey-nova_3.flac")]
+    assert len(again) == NEGATIVE_REPEAT == len([x for x in every if x.source == again[0].source])  # never validates
+    assert {splits.labels[x.label] for x in again} == {"_background_"}
     cuts = [x for x in every if x.source.endswith("talk.wav")]
     assert len(cuts) == 8 // 1.5 and len({x.group for x in cuts}) == 1  # 8 s in 1.5-s cuts, one group
     assert all(len(x.samples) == recipe.clip_samples for x in every)
@@ -111,6 +118,9 @@ def test_wakeword_recipe_errors_are_named(tmp_path):
         write_recipe(["Jarvis", "jarvis!"], tmp_path)
     with pytest.raises(RecipeError, match="with several phrases"):
         write_recipe(["computer", "jarvis"], tmp_path, recordings=[str(tmp_path)])
+    (tmp_path / "captures" / "positive").mkdir(parents=True)
+    with pytest.raises(RecipeError, match="captures: holds a positive/ folder .* give one inside it"):
+        write_recipe(["computer"], tmp_path, negatives=[str(tmp_path / "captures")])
     done = subprocess.run(
         STREAMRNN
         + [

@@ -36,6 +36,7 @@ class ExtraData:
     label: str = ""  # every file label_regex (or layout tree) selects gets this label
     max_clips: int = 0  # 0: all; else a fixed subset of this source
     train_only: bool = False  # never in validation or test (like synthetic speech)
+    repeat: int = 1  # copies of each clip in its split (each augmented on its own): weight for a few clips
 
 
 @dataclass
@@ -217,6 +218,7 @@ def _check(r: Recipe) -> None:
         "data.layout 'tree' needs data.label, one of data.labels",
     )
     need(all(x.layout != "tree" or x.label for x in r.data.extra), "[[data.extra]] with layout 'tree' needs label")
+    need(all(x.repeat >= 1 for x in r.data.extra), "[[data.extra]] repeat must be at least 1")
 
 
 def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:

@@ -173,7 +173,7 @@ def recipe_clips(data, path: str, with_train_only: bool = True) -> tuple[list[st
             more = sorted(more, key=lambda c: stable_hash(c.path.name))[: extra.max_clips]
         if extra.train_only:
             more = [replace(c, train_only=True) for c in more]
-        clips += more
+        clips += more * extra.repeat
     return labels, clips
 
 

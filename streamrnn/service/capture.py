@@ -163,5 +163,9 @@ def _size(base: Path) -> int:
 
 def _name(event: DetectionEvent) -> str:
     """A file name of the event: its time, stream, label and seq, in safe characters."""
-    text = f"{event.time}_{event.stream}_{event.label}_{'near' if event.seq is None else event.seq}"
+    return safe_name(f"{event.time}_{event.stream}_{event.label}_{'near' if event.seq is None else event.seq}")
+
+
+def safe_name(text: str) -> str:
+    """`text` as a file name: letters, digits, _, + and -, anything else a -."""
     return re.sub(r"[^A-Za-z0-9_+-]", "-", text)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from streamrnn.addresses import host_port
+
 TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
@@ -31,10 +33,10 @@ class Snapshot:
 
 def parse_address(address: str) -> tuple[str, int]:
     """HOST:PORT -> (host, port); raises MetricsError naming the address."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise MetricsError(f"metrics {address!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
-    return host, int(port)
+    try:
+        return host_port(address, "metrics", "127.0.0.1:9464")
+    except ValueError as exc:
+        raise MetricsError(str(exc)) from None
 
 
 class Metrics:
