@@ -7,11 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, ROOT, STREAMRNN
+from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, free_tcp_address
+from streamrnn.client import Subscription
 
 UNITS = ROOT / "systemd"
 EXECUTABLE = Path(sys.executable).parent / "streamrnn"
@@ -86,3 +88,75 @@ def test_example_config_is_valid(config):
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
+
+
+FILTERED = """
+import errno, os, sys
+import pyseccomp
+allowed = open(sys.argv[1]).read().split()
+flt = pyseccomp.SyscallFilter(pyseccomp.ERRNO(errno.EPERM))  # SystemCallErrorNumber=EPERM
+for name in allowed:
+    try:
+        flt.add_rule(pyseccomp.ALLOW, name)
+    except Exception:
+        pass  # not a system call of this architecture
+flt.load()
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+ALWAYS_ALLOWED = {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"}  # by systemd
+
+
+def syscall_group(name: str) -> set[str]:
+    """The system calls of a systemd group (@name), nested groups expanded."""
+    lines = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, check=True)
+    calls: set[str] = set()
+    for line in lines.stdout.splitlines()[1:]:
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            calls |= syscall_group(entry) if entry.startswith("@") else {entry}
+    return calls
+
+
+def unit_allows(unit: str) -> set[str]:
+    """What the unit's SystemCallFilter= lines allow, as systemd reads them: the first (an allow
+    list) sets what is allowed, each `~` line takes its calls away."""
+    allowed: set[str] = set()
+    for value in re.findall(r"^SystemCallFilter=(.*)$", (UNITS / unit).read_text(), re.M):
+        names = value.removeprefix("~").split()
+        calls = set().union(*(syscall_group(n) if n.startswith("@") else {n} for n in names))
+        allowed = allowed - calls if value.startswith("~") else allowed | calls
+    return allowed | ALWAYS_ALLOWED
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("unit", ["streamrnn.service", "streamrnn@.service"])
+def test_the_service_runs_under_the_units_system_call_filter(tmp_path, unit):
+    """No systemd here to run the unit: the same filter, loaded with libseccomp as systemd loads
+    it, under a service that reads a file, captures, serves metrics and publishes."""
+    pytest.importorskip("pyseccomp")
+    allowed = tmp_path / "allowed"
+    allowed.write_text("\n".join(sorted(unit_allows(unit))))
+    wrapper = tmp_path / "filtered.py"
+    wrapper.write_text(FILTERED)
+    filtered = [sys.executable, str(wrapper), str(allowed)]
+    refused = subprocess.run(
+        filtered + ["-c", "import os; os.sched_setaffinity(0, {0})"], capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "PermissionError: [Errno 1]" in refused.stderr  # the filter is in force
+    address = f"ipc://{tmp_path}/events"
+    subscription = Subscription(address)
+    serve = ["-m", "streamrnn.cli", "serve", "--model", "commands", "--model", "computer", "--source", str(DEMO)]
+    serve += ["--fast", "--publish", address, "--wait-subscriber", "10", "--capture-dir", str(tmp_path / "kept")]
+    serve += ["--metrics", free_tcp_address().removeprefix("tcp://"), "--heartbeat", "0.5"]
+    process = subprocess.Popen(filtered + serve, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    events, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if (event := subscription.receive(timeout=0.5)) is not None:
+            events.append(event)
+            if event.kind == "status" and event.state == "stopping":
+                break
+    _, log = process.communicate(timeout=30)
+    subscription.close()
+    assert process.returncode == 0 and "not permitted" not in log, log
+    assert_demo_words([e for e in events if e.kind == "detection"], stream="demo")
+    assert len(list((tmp_path / "kept").glob("*.flac"))) >= 6 and not events[-1].problems, events[-1]
