@@ -214,3 +214,21 @@ def free_tcp_address() -> str:
     port = probe.bind_to_random_port("tcp://127.0.0.1")
     probe.close(linger=0)
     return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def alsa_home(tmp_path):
+    """A HOME whose .asoundrc offers `recorded`, an input reading the demo as 16 kHz s16 PCM."""
+    raw = tmp_path / "demo.raw"
+    samples, _ = sf.read(DEMO, dtype="int16")
+    samples.astype("<i2").tofile(raw)
+    (tmp_path / ".asoundrc").write_text(f"""
+pcm.recorded {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{raw}"
+    format "raw"
+}}
+""")
+    return dict(os.environ, HOME=str(tmp_path))

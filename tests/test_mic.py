@@ -7,32 +7,13 @@ import os
 import subprocess
 
 import pytest
-import soundfile as sf
 
-from conftest import DEMO, ROOT, STREAMRNN, Service, assert_demo_words
+from conftest import ROOT, STREAMRNN, Service, assert_demo_words
 
 try:
     import sounddevice  # noqa: F401
 except OSError as exc:  # PortAudio itself missing: the README's test command installs it
     pytest.skip(f"PortAudio not available ({exc})", allow_module_level=True)
-
-
-@pytest.fixture
-def alsa_home(tmp_path):
-    """A HOME whose .asoundrc offers `recorded`, an input reading the demo as 16 kHz s16 PCM."""
-    raw = tmp_path / "demo.raw"
-    samples, _ = sf.read(DEMO, dtype="int16")
-    samples.astype("<i2").tofile(raw)
-    (tmp_path / ".asoundrc").write_text(f"""
-pcm.recorded {{
-    type file
-    slave.pcm "null"
-    file "/dev/null"
-    infile "{raw}"
-    format "raw"
-}}
-""")
-    return dict(os.environ, HOME=str(tmp_path))
 
 
 def test_microphone_detections_through_portaudio(tmp_path, alsa_home):

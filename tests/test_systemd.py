@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -128,35 +129,70 @@ def unit_allows(unit: str) -> set[str]:
     return allowed | ALWAYS_ALLOWED
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-@pytest.mark.parametrize("unit", ["streamrnn.service", "streamrnn@.service"])
-def test_the_service_runs_under_the_units_system_call_filter(tmp_path, unit):
-    """No systemd here to run the unit: the same filter, loaded with libseccomp as systemd loads
-    it, under a service that reads a file, captures, serves metrics and publishes."""
+def filtered_command(tmp_path, unit: str) -> list[str]:
+    """A Python command line that runs under `unit`'s system-call filter, loaded with libseccomp as
+    systemd loads it (no systemd here to run the unit), checked to be in force."""
     pytest.importorskip("pyseccomp")
     allowed = tmp_path / "allowed"
     allowed.write_text("\n".join(sorted(unit_allows(unit))))
     wrapper = tmp_path / "filtered.py"
     wrapper.write_text(FILTERED)
     filtered = [sys.executable, str(wrapper), str(allowed)]
-    refused = subprocess.run(
-        filtered + ["-c", "import os; os.sched_setaffinity(0, {0})"], capture_output=True, text=True
-    )
-    assert refused.returncode == 1 and "PermissionError: [Errno 1]" in refused.stderr  # the filter is in force
+    refused = subprocess.run(filtered + ["-c", "import os; os.sched_setaffinity(0, {0})"], capture_output=True)
+    assert refused.returncode == 1 and b"PermissionError: [Errno 1]" in refused.stderr  # the filter is in force
+    return filtered
+
+
+def events_until_stopping(subscription: Subscription, process: subprocess.Popen, until=None) -> list:
+    """Events until the service stops (or `until(events)` holds), at most a minute."""
+    events, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None and not (until and until(events)):
+        if (event := subscription.receive(timeout=0.5)) is not None:
+            events.append(event)
+            if event.kind == "status" and event.state == "stopping":
+                break
+    return events
+
+
+needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit", ["streamrnn.service", "streamrnn@.service"])
+def test_the_service_runs_under_the_units_system_call_filter(tmp_path, unit):
+    """A file, two models, captures, metrics and publishing under the unit's filter."""
+    filtered = filtered_command(tmp_path, unit)
     address = f"ipc://{tmp_path}/events"
     subscription = Subscription(address)
     serve = ["-m", "streamrnn.cli", "serve", "--model", "commands", "--model", "computer", "--source", str(DEMO)]
     serve += ["--fast", "--publish", address, "--wait-subscriber", "10", "--capture-dir", str(tmp_path / "kept")]
     serve += ["--metrics", free_tcp_address().removeprefix("tcp://"), "--heartbeat", "0.5"]
     process = subprocess.Popen(filtered + serve, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    events, deadline = [], time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if (event := subscription.receive(timeout=0.5)) is not None:
-            events.append(event)
-            if event.kind == "status" and event.state == "stopping":
-                break
+    events = events_until_stopping(subscription, process)
     _, log = process.communicate(timeout=30)
     subscription.close()
     assert process.returncode == 0 and "not permitted" not in log, log
     assert_demo_words([e for e in events if e.kind == "detection"], stream="demo")
     assert len(list((tmp_path / "kept").glob("*.flac"))) >= 6 and not events[-1].problems, events[-1]
+
+
+@needs_systemd_analyze
+def test_the_microphone_works_under_the_units_system_call_filter(tmp_path, alsa_home):
+    """PortAudio on ALSA (a file device reading the demo) under the filter, stopped by SIGTERM as
+    systemd stops it. (That device has no clock: past the recording it gives silence faster than
+    real time, counted as queue overflows, so problems are not asserted here.)"""
+    pytest.importorskip("sounddevice", exc_type=OSError)
+    filtered = filtered_command(tmp_path, "streamrnn.service")
+    address = f"ipc://{tmp_path}/events"
+    subscription = Subscription(address)
+    serve = ["-m", "streamrnn.cli", "serve", "--model", "commands", "--source", "mic:recorded", "--mic-rate", "16000"]
+    serve += ["--publish", address, "--wait-subscriber", "10", "--heartbeat", "0.5"]
+    process = subprocess.Popen(filtered + serve, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=alsa_home)
+    events = events_until_stopping(subscription, process, until=lambda got: any(e.label == "go" for e in got))
+    process.send_signal(signal.SIGTERM)
+    events += events_until_stopping(subscription, process)
+    _, log = process.communicate(timeout=30)
+    subscription.close()
+    assert process.returncode == 0 and "not permitted" not in log, log
+    assert_demo_words([e for e in events if e.kind == "detection"], stream="mic")
+    assert events[-1].kind == "status" and events[-1].sources == {"mic:recorded": "running"}, events[-1]
