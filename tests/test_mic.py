@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, STREAMRNN, Service, assert_demo_words
+from conftest import DEMO, ROOT, STREAMRNN, Service, assert_demo_words
 
 try:
     import sounddevice  # noqa: F401
@@ -55,3 +55,23 @@ def test_no_input_device_lists_devices_and_suggests_other_sources(tmp_path):
     line = done.stderr.strip()
     assert line.count("\n") == 0 and "source mic:nosuchdevice: no such input device" in line
     assert "input devices:" in line and "use --source FILE or --source - instead" in line
+
+
+def test_a_microphone_that_floods_cannot_crowd_out_a_remote_stream(tmp_path, alsa_home):
+    """The `recorded` device has no clock: past the recording it gives silence as fast as it is
+    read, far over what the loop takes. Its overflow is its own; a remote stream sent beside it
+    keeps every word."""
+    ingest = f"ipc://{tmp_path}/ingest"
+    mic = ["--source", "mic:recorded", "--mic-rate", "16000"]
+    s = Service(tmp_path, "--model", "commands", *mic, "--source", f"pull:{ingest}", env=alsa_home)
+    try:
+        s.collect(lambda e: e.kind == "status")
+        sent = subprocess.run(STREAMRNN + ["send", str(DEMO), "--connect", ingest, "--stream", "remote", "--fast"])
+        s.collect(lambda e: e.kind == "detection" and e.stream == "remote" and e.label == "go", timeout=60)
+        code, _, log = s.stop()
+    finally:
+        s.close()
+    assert sent.returncode == 0 and code == 0, log
+    assert_demo_words(s.events, stream="remote")
+    assert s.final_status().problems["queue_overflows"] > 0
+    assert "input from mic:recorded dropped" in log and "input from pull" not in log, log

@@ -121,6 +121,29 @@ def check_service(config: ServiceConfig) -> None:
         raise ConfigError("\n".join(problems))
 
 
+class QueueShares:
+    """The places in the input queue that each source running until stopped (mic, ingest,
+    Wyoming) may hold at once: an equal share, so one that floods (a device without a clock, a
+    burst) cannot crowd out the others' input. Files and stdin wait for room instead."""
+
+    def __init__(self, live: list[str]):
+        self.share = QUEUE_LIMIT // max(1, len(live))
+        self._held = dict.fromkeys(live, 0)
+        self._lock = threading.Lock()  # taken from source threads, given back by the loop
+
+    def take(self, source: str) -> bool:
+        with self._lock:
+            if self._held[source] >= self.share:
+                return False
+            self._held[source] += 1
+            return True
+
+    def give_back(self, source: str) -> None:
+        if source in self._held:
+            with self._lock:
+                self._held[source] -= 1
+
+
 class Service:
     def __init__(self, config: ServiceConfig, path: Path | None = None, overrides: dict | None = None):
         self.config = config
@@ -166,6 +189,7 @@ class Service:
         except Exception:
             self.close()
             raise
+        self._shares = QueueShares([s.name for s in self.sources if not s.finite])
         self.notifier = Notifier()
 
     # ----- reload -----------------------------------------------------------------------
@@ -318,10 +342,13 @@ class Service:
             if isinstance(message, (Samples, StreamEnd)):
                 message.source = source.name
             if isinstance(message, Samples) and not source.finite:
-                try:
-                    self._queue.put_nowait(message)
-                except queue.Full:
-                    self._problem("queue_overflows", "input dropped: the service fell behind")
+                if self._shares.take(source.name):
+                    try:
+                        self._queue.put_nowait(message)
+                        return
+                    except queue.Full:
+                        self._shares.give_back(source.name)
+                self._problem("queue_overflows", f"input from {source.name} dropped: the service fell behind")
                 return
             while True:  # offered even after stop, but never waited for once stopping
                 try:
@@ -352,6 +379,7 @@ class Service:
 
     def _handle(self, message) -> None:
         if isinstance(message, Samples):
+            self._shares.give_back(message.source)
             try:
                 self.pipeline.feed(message)
             except Exception as exc:  # one piece of input never stops the service
