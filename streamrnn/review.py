@@ -43,7 +43,7 @@ class Capture:
 
     @property
     def label(self) -> str:
-        return str(self.event.get("label", ""))
+        return self.event["label"]  # a string: `pending` checked it
 
     def describe(self) -> str:
         e = self.event
