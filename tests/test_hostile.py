@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 
 import numpy as np
 import pytest
 import zmq
 
-from conftest import DEMO, assert_demo_words, demo_pcm
+from conftest import DEMO, assert_demo_words, demo_pcm, free_tcp_address
 from streamrnn.client import Subscription
 from streamrnn.pacing import Pacer
 from streamrnn.send import messages
@@ -224,3 +226,26 @@ def test_a_soak_of_64_real_time_streams_keeps_every_detection_and_flat_memory(se
         assert len(found) >= 6 * passes, (k, len(found))
     assert rss[-1] - rss[1] < 10  # flat after the first seconds
     assert not s.final_status().problems and s.final_status().drops == 0
+
+
+def test_a_connection_that_never_handshakes_is_closed(service, tmp_path):
+    """An idle TCP client holds one of the service's files only `handshake_timeout` seconds
+    (ZeroMQ's own default is 30), and recognition goes on beside it."""
+    ingest = free_tcp_address()
+    config = tmp_path / "idle.toml"
+    models = '[[models]]\nmodel = "commands"\n'
+    config.write_text(f'sources = ["pull:{ingest}", "{DEMO}"]\nhandshake_timeout = 0.5\n{models}')
+    s = service("--config", config)
+    s.collect(lambda e: e.kind == "status")
+    host, port = ingest.removeprefix("tcp://").rsplit(":", 1)
+    idle = socket.create_connection((host, int(port)), timeout=20)
+    opened, received = time.monotonic(), b""
+    while chunk := idle.recv(4096):  # the service's greeting, then nothing: it waits for ours
+        received += chunk
+    held = time.monotonic() - opened
+    idle.close()
+    s.collect(lambda e: e.kind == "detection" and e.stream == "demo" and e.label == "go", timeout=30)
+    code, _, log = s.stop()
+    assert code == 0, log
+    assert received[:1] == b"\xff" and held < 5, (received, held)  # a ZMTP greeting, then closed
+    assert_demo_words(s.events, stream="demo")

@@ -94,6 +94,7 @@ class ServiceConfig:
     scores_rate: float = 0.0  # scores.<stream> events per second per stream; 0: off
     send_hwm: int = 1000  # events queued per subscriber before drops
     max_subscriptions: int = 10000  # live topic subscriptions on the event socket; more are refused
+    handshake_timeout: float = 5.0  # seconds a new ZeroMQ connection has to complete its handshake
     metrics: str = ""  # HOST:PORT to serve Prometheus metrics on; empty: none
     instance: str = ""  # the name events carry as `instance`; empty: HOST:PID
     wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
@@ -145,6 +146,7 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(config.scores_rate >= 0, "scores_rate", f"= {config.scores_rate} must not be negative")
     need(config.send_hwm >= 1, "send_hwm", f"= {config.send_hwm} must be at least 1")
     need(config.max_subscriptions >= 1, "max_subscriptions", f"= {config.max_subscriptions} must be at least 1")
+    need(config.handshake_timeout > 0, "handshake_timeout", f"= {config.handshake_timeout} must be positive")
     need(1 <= config.stdin_rate <= config.ingest.max_rate, "stdin_rate", f"= {config.stdin_rate} is not a usable rate")
     g = config.ingest
     need(g.idle_timeout > 0, "ingest.idle_timeout", "must be positive")

@@ -59,6 +59,7 @@ AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, de
     "threads",
     "send_hwm",
     "max_subscriptions",
+    "handshake_timeout",
     "metrics",
     "instance",
     "wait_subscriber",
@@ -164,6 +165,9 @@ class Service:
         self.capture = Capturer(config.capture, self._problem) if config.capture.dir else None
         self.pipeline = Pipeline(slots, self._publish, self._problem, config.scores_rate, self.capture)
         self._context = zmq.Context()
+        # a connection that never completes its handshake (an idle TCP client) holds a file only
+        # this long: ZeroMQ has no cap on connections, the file limit is the cap
+        self._context.setsockopt(zmq.HANDSHAKE_IVL, round(config.handshake_timeout * 1000))
         sec = config.security
         self.keys = ServerKeys(self._context, sec.server_key, sec.clients) if sec.server_key else None
         try:
