@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import numpy as np
+import soundfile
 
 from streamrnn.addresses import host_port, is_loopback
 from streamrnn.service.capture import safe_name
@@ -112,8 +113,6 @@ class Player:
     def play(self, base: Path) -> None:
         if self.problem:
             return
-        import soundfile
-
         audio, rate = soundfile.read(str(base.with_suffix(".flac")), dtype="float32")
         try:
             self._device.play(np.asarray(audio), rate, blocking=True)

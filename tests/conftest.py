@@ -138,11 +138,11 @@ class Service:
     """A `streamrnn serve` subprocess (the project's one harness) publishing on ipc:// with a
     subscriber already listening."""
 
-    def __init__(self, tmp_path, *args, env=None, stdin=None, topics=("",), keys=None):
+    def __init__(self, tmp_path, *args, env=None, stdin=None, topics=("",), keys=None, python=None):
         self.address = f"ipc://{tmp_path}/events"
         self.subscription = Subscription(self.address, topics, keys=keys)
         args = ["--publish", self.address, "--wait-subscriber", "10", "--heartbeat", "0.5", *map(str, args)]
-        self.serve = ServeProcess(tmp_path, args, env=env, stdin=stdin, cwd=ROOT)
+        self.serve = ServeProcess(tmp_path, args, env=env, stdin=stdin, cwd=ROOT, python=python)
         self.process = self.serve.process
         self.events: list[dict] = []
 

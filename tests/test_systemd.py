@@ -5,16 +5,13 @@ from __future__ import annotations
 import configparser
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, free_tcp_address
-from streamrnn.client import Subscription
+from conftest import DEMO, ROOT, STREAMRNN, Service, assert_demo_words, free_tcp_address
 
 UNITS = ROOT / "systemd"
 EXECUTABLE = Path(sys.executable).parent / "streamrnn"
@@ -143,17 +140,6 @@ def filtered_command(tmp_path, unit: str) -> list[str]:
     return filtered
 
 
-def events_until_stopping(subscription: Subscription, process: subprocess.Popen, until=None) -> list:
-    """Events until the service stops (or `until(events)` holds), at most a minute."""
-    events, deadline = [], time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None and not (until and until(events)):
-        if (event := subscription.receive(timeout=0.5)) is not None:
-            events.append(event)
-            if event.kind == "status" and event.state == "stopping":
-                break
-    return events
-
-
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 
 
@@ -162,18 +148,16 @@ needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is No
 def test_the_service_runs_under_the_units_system_call_filter(tmp_path, unit):
     """A file, two models, captures, metrics and publishing under the unit's filter."""
     filtered = filtered_command(tmp_path, unit)
-    address = f"ipc://{tmp_path}/events"
-    subscription = Subscription(address)
-    serve = ["-m", "streamrnn.cli", "serve", "--model", "commands", "--model", "computer", "--source", str(DEMO)]
-    serve += ["--fast", "--publish", address, "--wait-subscriber", "10", "--capture-dir", str(tmp_path / "kept")]
-    serve += ["--metrics", free_tcp_address().removeprefix("tcp://"), "--heartbeat", "0.5"]
-    process = subprocess.Popen(filtered + serve, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    events = events_until_stopping(subscription, process)
-    _, log = process.communicate(timeout=30)
-    subscription.close()
-    assert process.returncode == 0 and "not permitted" not in log, log
-    assert_demo_words([e for e in events if e.kind == "detection"], stream="demo")
-    assert len(list((tmp_path / "kept").glob("*.flac"))) >= 6 and not events[-1].problems, events[-1]
+    kept = tmp_path / "kept"
+    args = ["--model", "commands", "--model", "computer", "--source", DEMO, "--fast", "--capture-dir", kept]
+    s = Service(tmp_path, *args, "--metrics", free_tcp_address().removeprefix("tcp://"), python=filtered)
+    try:
+        code, log = s.finish()
+    finally:
+        s.close()
+    assert code == 0 and "not permitted" not in log, log
+    assert_demo_words(s.events, stream="demo")
+    assert len(list(kept.glob("*.flac"))) >= 6 and not s.final_status().problems, s.final_status()
 
 
 @needs_systemd_analyze
@@ -183,16 +167,13 @@ def test_the_microphone_works_under_the_units_system_call_filter(tmp_path, alsa_
     real time, counted as queue overflows, so problems are not asserted here.)"""
     pytest.importorskip("sounddevice", exc_type=OSError)
     filtered = filtered_command(tmp_path, "streamrnn.service")
-    address = f"ipc://{tmp_path}/events"
-    subscription = Subscription(address)
-    serve = ["-m", "streamrnn.cli", "serve", "--model", "commands", "--source", "mic:recorded", "--mic-rate", "16000"]
-    serve += ["--publish", address, "--wait-subscriber", "10", "--heartbeat", "0.5"]
-    process = subprocess.Popen(filtered + serve, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=alsa_home)
-    events = events_until_stopping(subscription, process, until=lambda got: any(e.label == "go" for e in got))
-    process.send_signal(signal.SIGTERM)
-    events += events_until_stopping(subscription, process)
-    _, log = process.communicate(timeout=30)
-    subscription.close()
-    assert process.returncode == 0 and "not permitted" not in log, log
-    assert_demo_words([e for e in events if e.kind == "detection"], stream="mic")
-    assert events[-1].kind == "status" and events[-1].sources == {"mic:recorded": "running"}, events[-1]
+    mic = ["--source", "mic:recorded", "--mic-rate", "16000"]
+    s = Service(tmp_path, "--model", "commands", *mic, env=alsa_home, python=filtered)
+    try:
+        s.collect(lambda e: e.kind == "detection" and e.label == "go", timeout=60)
+        code, _, log = s.stop()
+    finally:
+        s.close()
+    assert code == 0 and "not permitted" not in log, log
+    assert_demo_words(s.events, stream="mic")
+    assert s.final_status().sources == {"mic:recorded": "running"}, s.final_status()

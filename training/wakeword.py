@@ -60,12 +60,11 @@ def recipe_text(
         raise RecipeError("--recordings: with several phrases, train each phrase's recordings in its own model")
     name = name or model_name(labels)
     template = files("streamrnn.training.recipes").joinpath("wakeword.toml.in").read_text()
-    extra = "".join(RECORDINGS.format(path=_absolute(r), phrase=json.dumps(labels[0])) for r in recordings) + "".join(
-        NEGATIVES.format(path=_absolute(n), repeat=NEGATIVE_REPEAT) for n in negatives
-    )
+    extra = [RECORDINGS.format(path=_absolute(r), phrase=json.dumps(labels[0])) for r in recordings]
+    extra += [NEGATIVES.format(path=_absolute(n), repeat=NEGATIVE_REPEAT) for n in negatives]
     title = ("Wake word " if len(labels) == 1 else "Wake words ") + " and ".join(labels)
     return template.format(
-        labels=json.dumps(labels + ["_background_"]), title=title, name=json.dumps(name), recordings=extra
+        labels=json.dumps(labels + ["_background_"]), title=title, name=json.dumps(name), recordings="".join(extra)
     )
 
 

@@ -28,6 +28,8 @@ class ServeProcess:
         env: dict | None = None,
         log_to_terminal: bool = False,
         cwd: str | Path | None = None,
+        python: list[str] | None = None,  # the interpreter's command line (default this one), e.g.
+        # one that puts a sandbox in place first
     ):
         folder = Path(folder)
         self.notify_path = str(folder / "notify")
@@ -37,7 +39,7 @@ class ServeProcess:
         self.log = None if log_to_terminal else open(folder / "service.log", "w+b")
         self.spawned = time.time()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamrnn.cli", "serve", *args],
+            [*(python or [sys.executable]), "-m", "streamrnn.cli", "serve", *args],
             env={**(env if env is not None else os.environ), "NOTIFY_SOCKET": self.notify_path},
             stdin=stdin,
             stderr=self.log,
