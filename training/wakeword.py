@@ -64,7 +64,7 @@ def recipe_text(
     extra += [NEGATIVES.format(path=_absolute(n), repeat=NEGATIVE_REPEAT) for n in negatives]
     title = ("Wake word " if len(labels) == 1 else "Wake words ") + " and ".join(labels)
     return template.format(
-        labels=json.dumps(labels + ["_background_"]), title=title, name=json.dumps(name), recordings="".join(extra)
+        labels=json.dumps(labels + ["_background_"]), title=title, name=json.dumps(name), extra="".join(extra)
     )
 
 

@@ -28,8 +28,7 @@ class ServeProcess:
         env: dict | None = None,
         log_to_terminal: bool = False,
         cwd: str | Path | None = None,
-        python: list[str] | None = None,  # the interpreter's command line (default this one), e.g.
-        # one that puts a sandbox in place first
+        python: list[str] | None = None,  # the interpreter's command line (default: this one)
     ):
         folder = Path(folder)
         self.notify_path = str(folder / "notify")
