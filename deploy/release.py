@@ -1,10 +1,13 @@
 """From a recipe to a shipped contract file: train, export the best checkpoint, pick thresholds
-for the recipe's false-accept rate on the exported model, check parity with PyTorch, and write
-the run's report.json. Release depends on training, never the other way round."""
+for the recipe's false-accept rate on the exported model, check parity, and write the run's
+report.json. With a false-accept rate, the checkpoint shipped is the epoch that misses fewest
+validation positives at that rate, not the one with the best clip accuracy. Release depends on
+training, never the other way round."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +18,9 @@ from streamrnn.deploy.verify import parity
 from streamrnn.evaluation.datasets import data_path
 from streamrnn.evaluation.detection import pick_thresholds, read_negatives
 from streamrnn.runtime import StreamingModel
-from streamrnn.training.checkpoint import update_checkpoint
+from streamrnn.training.checkpoint import load_checkpoint, update_checkpoint
 from streamrnn.training.recipe import Recipe
-from streamrnn.training.train import Trained, train
+from streamrnn.training.train import Trained, settle, train
 
 
 def train_and_release(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
@@ -27,36 +30,78 @@ def train_and_release(recipe: Recipe, resume: str | Path | None = None) -> Path 
 
 
 def release(trained: Trained) -> Path:
-    """Export a trained run, pick its false-accept thresholds, check parity, write report.json."""
-    recipe, report = trained.recipe, dict(trained.report)
-    out = trained.checkpoint.parent
-    path = export_model(
-        trained.model, recipe, report["labels"], out / f"{recipe.name}.onnx", report["thresholds"], report["trained_on"]
-    )
+    """Export a trained run (with a false-accept rate: its best epoch at that rate, with the
+    thresholds for it), check parity, write report.json."""
+    recipe = trained.recipe
+    picked = None
     if recipe.train.target_fa_per_hour:
-        report["picked"] = _pick_for_fa_rate(path, trained)
-        report["thresholds"] = report["picked"]["thresholds"]
-        update_checkpoint(trained.checkpoint, thresholds=report["thresholds"])
+        trained, picked = _pick_epoch(trained)
+    report = dict(trained.report)
+    path = export_model(
+        trained.model,
+        recipe,
+        report["labels"],
+        trained.checkpoint.parent / f"{recipe.name}.onnx",
+        report["thresholds"],
+        report["trained_on"],
+    )
+    if picked:
+        write_thresholds(path, picked["thresholds"])
+        update_checkpoint(trained.checkpoint, thresholds=picked["thresholds"])
+        report["picked"], report["thresholds"] = picked, picked["thresholds"]
     held_out = [x.samples.numpy() for x in (trained.splits.test or trained.splits.validation)[:3]]
     gaps = parity(trained.model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
     report["parity_max_abs"] = gaps
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (trained.checkpoint.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     test = report["test_accuracy"]
     print(
-        f"validation accuracy {report['validation_accuracy']:.4f}; test accuracy "
+        f"{report['checkpoint']}: validation accuracy {report['validation_accuracy']:.4f}; test accuracy "
         f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
         f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
     )
     return path
 
 
-def _pick_for_fa_rate(path: Path, trained: Trained) -> dict:
-    """Thresholds for `train.target_fa_per_hour` false accepts per hour, chosen with the exported
-    model: the validation split's other clips placed into the `train.validation_negatives`
-    recordings (or, without them, into the validation background clips joined into one stream);
-    written into the contract file's metadata."""
+def _pick_epoch(trained: Trained) -> tuple[Trained, dict]:
+    """Each epoch's checkpoint exported and given thresholds for `train.target_fa_per_hour`
+    (see _validation_streams); the one with the lowest mean false-reject rate at them is settled
+    (ties: the higher validation accuracy, then the later epoch). Returns it with its pick, which
+    lists every epoch's."""
+    recipe, report = trained.recipe, trained.report
+    negatives, positives = _validation_streams(trained)
+    rate = recipe.train.target_fa_per_hour
+    scans = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, checkpoint in enumerate(trained.epochs):
+            model, _, state = load_checkpoint(checkpoint)
+            candidate = export_model(
+                model, recipe, report["labels"], Path(tmp) / checkpoint.with_suffix(".onnx").name,
+                report["thresholds"], report["trained_on"],
+            )  # fmt: skip
+            picked = pick_thresholds(StreamingModel(candidate), negatives, positives, rate)
+            frr = float(np.mean([v["frr"] for v in picked["per_label"].values()]))
+            scans.append(((frr, -state["score"], -index), checkpoint, state["score"], picked))
+            print(
+                f"{checkpoint.name}: validation accuracy {state['score']:.4f}; at {rate} false accepts/h "
+                f"on {picked['negative_hours']:.2f} h of validation audio it misses {frr:.4f} of "
+                f"{picked['positives']} positives"
+            )
+    _, checkpoint, _, picked = min(scans, key=lambda scan: scan[0])
+    picked["epochs"] = [
+        {"checkpoint": c.name, "validation_accuracy": score, "frr": {k: v["frr"] for k, v in p["per_label"].items()}}
+        for _, c, score, p in scans
+    ]
+    print(
+        f"shipped {checkpoint.name}: thresholds "
+        + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items())
+    )
+    return settle(recipe, trained.splits, trained.background, checkpoint), picked
+
+
+def _validation_streams(trained: Trained) -> tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]:
+    """The `train.validation_negatives` recordings (or, without them, the validation background
+    clips joined into one stream) and the validation split's other clips, to be placed in them."""
     recipe, splits, background = trained.recipe, trained.splits, trained.background
-    fa_per_hour = recipe.train.target_fa_per_hour
     folders = [str(data_path(recipe.data.root, f)) for f in recipe.train.validation_negatives]
     negatives = (
         read_negatives(folders, recipe.data.sample_rate)
@@ -64,11 +109,4 @@ def _pick_for_fa_rate(path: Path, trained: Trained) -> dict:
         else [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])]
     )
     positives = [(x.samples.numpy(), splits.labels[x.label]) for x in splits.validation if x.label != background]
-    picked = pick_thresholds(StreamingModel(path), negatives, positives, fa_per_hour)
-    write_thresholds(path, picked["thresholds"])
-    print(
-        f"thresholds for {fa_per_hour} false accepts/h on {picked['negative_hours']:.2f} h of validation "
-        f"audio: "
-        + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items())
-    )
-    return picked
+    return negatives, positives

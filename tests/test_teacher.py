@@ -94,6 +94,15 @@ def test_small_head_on_the_encoder_learns_real_words(tmp_path):
     noise_hours = sum(sf.info(p).duration for p in (DATA_ROOT / "noise").iterdir()) / 3600
     assert report["picked"]["negative_hours"] == pytest.approx(noise_hours, abs=0.01)
     assert runtime.info.thresholds == report["picked"]["thresholds"]
+    # the epoch shipped is the one that misses fewest positives at the rate (ties: accuracy, then later)
+    epochs = report["picked"]["epochs"]
+    assert [e["checkpoint"] for e in epochs] == [f"epoch-0{i}.pt" for i in (1, 2, 3, 4)]
+    shipped = epochs[
+        min(range(4), key=lambda i: (np.mean(list(epochs[i]["frr"].values())), -epochs[i]["validation_accuracy"], -i))
+    ]
+    assert report["checkpoint"] == shipped["checkpoint"]
+    assert report["validation_accuracy"] == shipped["validation_accuracy"]
+    assert {k: v["frr"] for k, v in report["picked"]["per_label"].items()} == shipped["frr"]
 
 
 @needs_data

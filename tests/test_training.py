@@ -76,6 +76,7 @@ def test_same_seed_same_weights_and_resume_continues_exactly(tmp_path):
         assert torch.equal(a[key], b[key]), key
         assert torch.equal(a[key], c[key]), key
     assert load_checkpoint(tmp_path / "c" / "last.pt")[2]["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "c").glob("epoch-*.pt")) == ["epoch-01.pt", "epoch-02.pt"]
 
 
 @needs_data
@@ -83,8 +84,11 @@ def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
     recipe = tiny(
         tmp_path, data__max_per_label=24, model__hidden=16, train__epochs=30, train__early_stop=2, train__lr=1e-12
     )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "epoch-09.pt").write_bytes(b"an earlier run's")
     train(recipe)
     assert load_checkpoint(tmp_path / "run" / "last.pt")[2]["epoch"] == 2
+    assert sorted(p.name for p in (tmp_path / "run").glob("epoch-*.pt")) == [f"epoch-0{i}.pt" for i in (1, 2, 3)]
 
 
 @needs_data

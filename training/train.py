@@ -151,8 +151,9 @@ def _normalise(model: StreamingRNN, train: list[Example]) -> None:
 
 @dataclass
 class Trained:
-    """What a training run leaves for release: the recipe (labels resolved), its splits, and the
-    best checkpoint with its validation thresholds, test accuracy and report so far."""
+    """What a training run leaves for release: the recipe (labels resolved), its splits, the
+    best checkpoint with its validation thresholds, test accuracy and report so far, and the
+    checkpoint of every epoch."""
 
     recipe: Recipe
     splits: Splits
@@ -160,6 +161,7 @@ class Trained:
     model: StreamingRNN
     checkpoint: Path
     report: dict
+    epochs: list[Path]
 
 
 def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
@@ -198,6 +200,9 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
     hook = augmenter.features if recipe.data.kind == "audio" else None
     if rank.main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale_epoch in out.glob("epoch-*.pt"):  # an earlier run's epochs past where this one starts
+            if int(stale_epoch.stem.split("-")[1]) > start_epoch:
+                stale_epoch.unlink()
         print(f"{recipe.name}: {splits.summary(str(Path(recipe.data.root) / recipe.data.path))}")
     for epoch in range(start_epoch, recipe.train.epochs):
         torch.manual_seed(recipe.seed * 7919 + epoch)
@@ -237,8 +242,9 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
                 f"validation accuracy {score:.4f}{'  (best)' if improved else ''}",
                 flush=True,
             )
-            state = dict(epoch=epoch, best=best, stale=stale)
+            state = dict(epoch=epoch, score=score, best=best, stale=stale)
             save_checkpoint(out / "last.pt", model, optimizer, recipe, labels, **state)
+            save_checkpoint(out / epoch_file(epoch), model, optimizer, recipe, labels, **state)
             if improved:
                 save_checkpoint(out / "best.pt", model, optimizer, recipe, labels, **state)
         if rank.world > 1:
@@ -254,11 +260,17 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
         dist.destroy_process_group()
     if not rank.main:
         return None
-    return _settle(recipe, splits, background, out / "best.pt")
+    return settle(recipe, splits, background, out / "best.pt")
 
 
-def _settle(recipe: Recipe, splits: Splits, background: int, best: Path) -> Trained:
-    """Reload the best checkpoint; choose its thresholds on validation clips; measure it on the test split."""
+def epoch_file(epoch: int) -> str:
+    """The checkpoint name of a (0-based) epoch: epoch-01.pt for the first."""
+    return f"epoch-{epoch + 1:02d}.pt"
+
+
+def settle(recipe: Recipe, splits: Splits, background: int, best: Path) -> Trained:
+    """Reload a checkpoint (the best by validation accuracy, or the one release picks); choose its
+    thresholds on validation clips; measure it on the test split."""
     model, _, checkpoint = load_checkpoint(best)
     labels = splits.labels
     thresholds = choose_thresholds(model, splits.validation, labels, background, recipe.data.unreported, "cpu")
@@ -268,9 +280,10 @@ def _settle(recipe: Recipe, splits: Splits, background: int, best: Path) -> Trai
     report = {
         "name": recipe.name,
         "labels": labels,
-        "validation_accuracy": checkpoint["best"],
+        "checkpoint": best.name,
+        "validation_accuracy": checkpoint["score"],
         "test_accuracy": test,
         "thresholds": thresholds,
         "trained_on": trained_on,
     }
-    return Trained(recipe, splits, background, model, best, report)
+    return Trained(recipe, splits, background, model, best, report, sorted(best.parent.glob("epoch-*.pt")))
