@@ -1,8 +1,8 @@
-"""From a recipe to a shipped contract file: train, export the best checkpoint, pick thresholds
-for the recipe's false-accept rate on the exported model, check parity, and write the run's
-report.json. With a false-accept rate, the checkpoint shipped is the epoch that misses fewest
-validation positives at that rate, not the one with the best clip accuracy. Release depends on
-training, never the other way round."""
+"""From a recipe to a shipped contract file: train, settle and export the best checkpoint (its
+thresholds chosen on validation clips), pick thresholds for the recipe's false-accept rate on
+the exported model, check parity, and write the run's report.json. With a false-accept rate,
+the checkpoint shipped is the epoch that misses fewest validation positives at that rate, not
+the one with the best clip accuracy. Release depends on training, never the other way round."""
 
 from __future__ import annotations
 
@@ -13,46 +13,38 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.deploy.export import export_model
-from streamrnn.deploy.metadata import write_thresholds
 from streamrnn.deploy.verify import parity
 from streamrnn.evaluation.datasets import data_path
 from streamrnn.evaluation.detection import pick_thresholds, read_negatives
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.checkpoint import load_checkpoint, update_checkpoint
 from streamrnn.training.recipe import Recipe
-from streamrnn.training.train import Trained, settle, train
+from streamrnn.training.train import Run, settle, train
 
 
 def train_and_release(recipe: Recipe, resume: str | Path | None = None) -> Path | None:
     """`streamrnn train`: the contract file's path (None on the other ranks of a torchrun)."""
-    trained = train(recipe, resume)
-    return release(trained) if trained else None
+    run = train(recipe, resume)
+    return release(run) if run else None
 
 
-def release(trained: Trained) -> Path:
-    """Export a trained run (with a false-accept rate: its best epoch at that rate, with the
-    thresholds for it), check parity, write report.json."""
-    recipe = trained.recipe
-    picked = None
-    if recipe.train.target_fa_per_hour:
-        trained, picked = _pick_epoch(trained)
-    report = dict(trained.report)
-    path = export_model(
-        trained.model,
-        recipe,
-        report["labels"],
-        trained.checkpoint.parent / f"{recipe.name}.onnx",
-        report["thresholds"],
-        report["trained_on"],
-    )
+def release(run: Run) -> Path:
+    """Settle and export a run's checkpoint (with a false-accept rate: the epoch that misses
+    fewest validation positives at it, with the thresholds for it; else the best by validation
+    accuracy), check parity, write report.json."""
+    recipe = run.recipe
+    checkpoint, picked = _pick_epoch(run) if recipe.train.target_fa_per_hour else (run.best, None)
+    model, report = settle(run, checkpoint)
     if picked:
-        write_thresholds(path, picked["thresholds"])
-        update_checkpoint(trained.checkpoint, thresholds=picked["thresholds"])
-        report["picked"], report["thresholds"] = picked, picked["thresholds"]
-    held_out = [x.samples.numpy() for x in (trained.splits.test or trained.splits.validation)[:3]]
-    gaps = parity(trained.model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
+        report["picked"], report["thresholds"] = picked, {**report["thresholds"], **picked["thresholds"]}
+        update_checkpoint(checkpoint, thresholds=report["thresholds"])
+    path = export_model(
+        model, recipe, report["labels"], checkpoint.parent / f"{recipe.name}.onnx", report["thresholds"], run.trained_on
+    )
+    held_out = [x.samples.numpy() for x in (run.splits.test or run.splits.validation)[:3]]
+    gaps = parity(model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
     report["parity_max_abs"] = gaps
-    (trained.checkpoint.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (checkpoint.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     test = report["test_accuracy"]
     print(
         f"{report['checkpoint']}: validation accuracy {report['validation_accuracy']:.4f}; test accuracy "
@@ -62,22 +54,23 @@ def release(trained: Trained) -> Path:
     return path
 
 
-def _pick_epoch(trained: Trained) -> tuple[Trained, dict]:
+def _pick_epoch(run: Run) -> tuple[Path, dict]:
     """Each epoch's checkpoint exported and given thresholds for `train.target_fa_per_hour`
-    (see _validation_streams); the one with the lowest mean false-reject rate at them is settled
-    (ties: the higher validation accuracy, then the later epoch). Returns it with its pick, which
-    lists every epoch's."""
-    recipe, report = trained.recipe, trained.report
-    negatives, positives = _validation_streams(trained)
+    (see _validation_streams); the one with the lowest mean false-reject rate at them wins (ties:
+    the higher validation accuracy, then the later epoch). Returns it with its pick, which lists
+    every epoch's."""
+    recipe, labels = run.recipe, run.splits.labels
+    negatives, positives = _validation_streams(run)
     rate = recipe.train.target_fa_per_hour
+    reported = [x for x in labels if x != recipe.data.background_label and x not in recipe.data.unreported]
+    placeholder = dict.fromkeys(reported, 0.5)  # those of labels with positives are picked afresh; settle sets the rest
     scans = []
     with tempfile.TemporaryDirectory() as tmp:
-        for index, checkpoint in enumerate(trained.epochs):
+        for index, checkpoint in enumerate(run.epochs):
             model, _, state = load_checkpoint(checkpoint)
             candidate = export_model(
-                model, recipe, report["labels"], Path(tmp) / checkpoint.with_suffix(".onnx").name,
-                report["thresholds"], report["trained_on"],
-            )  # fmt: skip
+                model, recipe, labels, Path(tmp) / checkpoint.with_suffix(".onnx").name, placeholder, run.trained_on
+            )
             picked = pick_thresholds(StreamingModel(candidate), negatives, positives, rate)
             frr = float(np.mean([v["frr"] for v in picked["per_label"].values()]))
             scans.append(((frr, -state["score"], -index), checkpoint, state["score"], picked))
@@ -95,13 +88,13 @@ def _pick_epoch(trained: Trained) -> tuple[Trained, dict]:
         f"shipped {checkpoint.name}: thresholds "
         + ", ".join(f"{k} {v['threshold']} (false rejects {v['frr']})" for k, v in picked["per_label"].items())
     )
-    return settle(recipe, trained.splits, trained.background, checkpoint), picked
+    return checkpoint, picked
 
 
-def _validation_streams(trained: Trained) -> tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]:
+def _validation_streams(run: Run) -> tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]:
     """The `train.validation_negatives` recordings (or, without them, the validation background
     clips joined into one stream) and the validation split's other clips, to be placed in them."""
-    recipe, splits, background = trained.recipe, trained.splits, trained.background
+    recipe, splits, background = run.recipe, run.splits, run.background
     folders = [str(data_path(recipe.data.root, f)) for f in recipe.train.validation_negatives]
     negatives = (
         read_negatives(folders, recipe.data.sample_rate)

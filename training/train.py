@@ -150,23 +150,25 @@ def _normalise(model: StreamingRNN, train: list[Example]) -> None:
 
 
 @dataclass
-class Trained:
+class Run:
     """What a training run leaves for release: the recipe (labels resolved), its splits, the
-    best checkpoint with its validation thresholds, test accuracy and report so far, and the
-    checkpoint of every epoch."""
+    checkpoint with the best validation accuracy and the checkpoint of every epoch."""
 
     recipe: Recipe
     splits: Splits
     background: int
-    model: StreamingRNN
-    checkpoint: Path
-    report: dict
+    best: Path
     epochs: list[Path]
 
+    @property
+    def trained_on(self) -> str:
+        """The data the run trained on, for the model's metadata."""
+        return self.splits.summary(str(Path(self.recipe.data.path)))
 
-def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
-    """Train and keep the best checkpoint (with thresholds and test accuracy); rank 0 returns
-    it for release (deploy/release.py exports and checks it), other ranks None."""
+
+def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
+    """Train, keeping every epoch's checkpoint and the best; rank 0 returns the run for release
+    (deploy/release.py picks, settles, exports and checks a checkpoint), other ranks None."""
     rank = _start_distributed(recipe)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
@@ -260,7 +262,7 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Trained | None:
         dist.destroy_process_group()
     if not rank.main:
         return None
-    return settle(recipe, splits, background, out / "best.pt")
+    return Run(recipe, splits, background, out / "best.pt", sorted(out.glob("epoch-*.pt")))
 
 
 def epoch_file(epoch: int) -> str:
@@ -268,22 +270,21 @@ def epoch_file(epoch: int) -> str:
     return f"epoch-{epoch + 1:02d}.pt"
 
 
-def settle(recipe: Recipe, splits: Splits, background: int, best: Path) -> Trained:
-    """Reload a checkpoint (the best by validation accuracy, or the one release picks); choose its
-    thresholds on validation clips; measure it on the test split."""
-    model, _, checkpoint = load_checkpoint(best)
+def settle(run: Run, checkpoint: Path) -> tuple[StreamingRNN, dict]:
+    """Reload one of a run's checkpoints; choose its thresholds on validation clips (written into
+    it); measure it on the test split. The model and the report so far."""
+    model, _, state = load_checkpoint(checkpoint)
+    splits, background = run.splits, run.background
     labels = splits.labels
-    thresholds = choose_thresholds(model, splits.validation, labels, background, recipe.data.unreported, "cpu")
+    thresholds = choose_thresholds(model, splits.validation, labels, background, run.recipe.data.unreported, "cpu")
     test = accuracy(model, splits.test, background, "cpu") if splits.test else None
-    trained_on = splits.summary(str(Path(recipe.data.path)))
-    update_checkpoint(best, thresholds=thresholds, trained_on=trained_on)
-    report = {
-        "name": recipe.name,
+    update_checkpoint(checkpoint, thresholds=thresholds, trained_on=run.trained_on)
+    return model, {
+        "name": run.recipe.name,
         "labels": labels,
-        "checkpoint": best.name,
-        "validation_accuracy": checkpoint["score"],
+        "checkpoint": checkpoint.name,
+        "validation_accuracy": state.get("score", state["best"]),  # checkpoints before `score` was kept: best's own
         "test_accuracy": test,
         "thresholds": thresholds,
-        "trained_on": trained_on,
+        "trained_on": run.trained_on,
     }
-    return Trained(recipe, splits, background, model, best, report, sorted(best.parent.glob("epoch-*.pt")))
