@@ -29,12 +29,10 @@ def _row_mask(batch: int, p: float) -> torch.Tensor:
 
 
 class Augmenter:
-    def __init__(self, cfg: AugmentConfig, sample_rate: int, noise: list[list[torch.Tensor]]):
-        """`noise`: recordings per source (folder); each source is drawn equally often, so a
-        folder of hundreds of short prompts does not drown out a few long noise recordings."""
+    def __init__(self, cfg: AugmentConfig, sample_rate: int, noise: list[torch.Tensor]):
         self.cfg = cfg
         self.rate = sample_rate
-        self.noise = [kept for source in noise if (kept := [n for n in source if len(n) > 0])]
+        self.noise = [n for n in noise if len(n) > 0]
         self.freq_mask = AT.FrequencyMasking(cfg.freq_mask_width, iid_masks=True)
         self.time_mask = AT.TimeMasking(cfg.time_mask_width, iid_masks=True)
 
@@ -59,14 +57,11 @@ class Augmenter:
                 x = x.clone()
                 x[rows] = self._reverb(x[rows])
         if c.noise_prob and self.noise:
-            rows = _row_mask(batch, c.noise_prob).nonzero()[:, 0]
-            cuts = self._noise_cuts(len(rows), length)
-            audible = cuts.pow(2).mean(1) > 1e-10  # a silent cut (a pause in music) has no level to scale to
-            rows, cuts = rows[audible], cuts[audible]
-            if len(rows):
-                snr = c.snr_min + torch.rand(len(rows)) * (c.snr_max - c.snr_min)
+            rows = _row_mask(batch, c.noise_prob)
+            if rows.any():
+                snr = c.snr_min + torch.rand(int(rows.sum())) * (c.snr_max - c.snr_min)
                 x = x.clone()
-                x[rows] = AF.add_noise(x[rows], cuts, snr)
+                x[rows] = AF.add_noise(x[rows], self._noise_cuts(int(rows.sum()), length), snr)
         if c.gain_db:
             gain_db = (2 * torch.rand(batch, 1) - 1) * c.gain_db
             x = x * 10 ** (gain_db / 20)
@@ -84,13 +79,12 @@ class Augmenter:
     def _noise_cuts(self, count: int, length: int) -> torch.Tensor:
         cuts = []
         for _ in range(count):
-            source = self.noise[int(torch.randint(len(self.noise), ()))]
-            noise = source[int(torch.randint(len(source), ()))]
+            noise = self.noise[int(torch.randint(len(self.noise), ()))]
             if len(noise) <= length:
                 noise = noise.repeat(math.ceil(length / len(noise)) + 1)
             start = int(torch.randint(len(noise) - length, ()))
             cuts.append(noise[start : start + length])
-        return torch.stack(cuts) if cuts else torch.zeros(0, length)
+        return torch.stack(cuts)
 
     def _reverb(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve with generated room impulse responses (direct path + exponential tail)."""

@@ -176,14 +176,13 @@ def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
 
 def _noise_examples(recipe: Recipe, label: int) -> list[Example]:
     """`data.noise_clips` clip-length cuts of the noise recordings at fixed random places and
-    gains, taken from each source folder in turn; each cut is its own group."""
-    sources = load_noise(recipe)
+    gains; each cut is its own group."""
+    noise = load_noise(recipe)
     length = recipe.clip_samples
     generator = torch.Generator().manual_seed(recipe.seed)
     examples = []
     for i in range(recipe.data.noise_clips):
-        recordings = sources[i % len(sources)]
-        source = recordings[i // len(sources) % len(recordings)]
+        source = noise[i % len(noise)]
         if len(source) < length:
             source = source.repeat(length // len(source) + 1)
         start = int(torch.randint(len(source) - length + 1, (), generator=generator))
@@ -192,18 +191,17 @@ def _noise_examples(recipe: Recipe, label: int) -> list[Example]:
     return examples
 
 
-def load_noise(recipe: Recipe) -> list[list[torch.Tensor]]:
-    """Recordings mixed in as noise by augmentation, at the recipe's rate, per source folder: the
-    noise folder and the `augment.background` folders (at any depth)."""
+def load_noise(recipe: Recipe) -> list[torch.Tensor]:
+    """Recordings mixed in as noise by augmentation, at the recipe's rate: the noise folder and
+    the `augment.background` folders (at any depth)."""
     d = recipe.data
     return noise_recordings(d.root, d.noise, recipe.augment.background, d.sample_rate)
 
 
-def noise_recordings(root: str, noise_folder: str, background: list[str], rate: int) -> list[list[torch.Tensor]]:
-    """The noise folder's recordings and each background folder's (at any depth), at `rate`: one
-    list per folder."""
+def noise_recordings(root: str, noise_folder: str, background: list[str], rate: int) -> list[torch.Tensor]:
+    """The noise folder's recordings and the background folders' (at any depth), at `rate`."""
     folders = ([(noise_folder, "data.noise")] if noise_folder else []) + [(f, "augment.background") for f in background]
-    sources = []
+    noise = []
     for name, setting in folders:
         folder = data_path(root, name)
         if not folder.is_dir():
@@ -212,7 +210,7 @@ def noise_recordings(root: str, noise_folder: str, background: list[str], rate: 
         if not files:
             raise DataError(f"{folder}: no audio files ({setting}={name!r})")
         try:
-            sources.append([torch.from_numpy(x) for x in read_many(files, rate).values()])
+            noise += [torch.from_numpy(x) for x in read_many(files, rate).values()]
         except AudioError as exc:
             raise DataError(str(exc)) from None
-    return sources
+    return noise
