@@ -135,7 +135,6 @@ def export_checkpoint(
     if chunk_frames:
         recipe.model.chunk = chunk_frames
     labels = list(checkpoint["labels"])
-    unreported = {recipe.data.background_label, *recipe.data.unreported}
-    thresholds = dict(checkpoint.get("thresholds") or {x: 0.5 for x in labels if x not in unreported})
+    thresholds = dict(checkpoint.get("thresholds") or dict.fromkeys(recipe.reported(labels), 0.5))
     out = Path(out) if out else Path(checkpoint_path).with_suffix(".onnx")
     return export_model(model, recipe, labels, out, thresholds, checkpoint.get("trained_on", "unknown"))

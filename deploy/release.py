@@ -37,9 +37,14 @@ def release(run: Run) -> Path:
     model, report = settle(run, checkpoint)
     if picked:
         report["picked"], report["thresholds"] = picked, {**report["thresholds"], **picked["thresholds"]}
-        update_checkpoint(checkpoint, thresholds=report["thresholds"])
+    update_checkpoint(checkpoint, thresholds=report["thresholds"], trained_on=report["trained_on"])
     path = export_model(
-        model, recipe, report["labels"], checkpoint.parent / f"{recipe.name}.onnx", report["thresholds"], run.trained_on
+        model,
+        recipe,
+        report["labels"],
+        checkpoint.parent / f"{recipe.name}.onnx",
+        report["thresholds"],
+        report["trained_on"],
     )
     held_out = [x.samples.numpy() for x in (run.splits.test or run.splits.validation)[:3]]
     gaps = parity(model, path, np.concatenate(held_out), [held_out[-1], held_out[0]])
@@ -62,8 +67,7 @@ def _pick_epoch(run: Run) -> tuple[Path, dict]:
     recipe, labels = run.recipe, run.splits.labels
     negatives, positives = _validation_streams(run)
     rate = recipe.train.target_fa_per_hour
-    reported = [x for x in labels if x != recipe.data.background_label and x not in recipe.data.unreported]
-    placeholder = dict.fromkeys(reported, 0.5)  # those of labels with positives are picked afresh; settle sets the rest
+    placeholder = dict.fromkeys(recipe.reported(labels), 0.5)  # picked afresh where there are positives
     scans = []
     with tempfile.TemporaryDirectory() as tmp:
         for index, checkpoint in enumerate(run.epochs):

@@ -162,6 +162,10 @@ class Recipe:
     def out_dir(self) -> Path:
         return Path(self.train.out_dir.format(name=self.name))
 
+    def reported(self, labels: list[str]) -> list[str]:
+        """The labels of `labels` that get a threshold: all but the background and `data.unreported`."""
+        return [x for x in labels if x != self.data.background_label and x not in self.data.unreported]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

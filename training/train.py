@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from streamrnn.evaluation.datasets import data_path
 from streamrnn.training.augment import Augmenter
-from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint
+from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
 from streamrnn.training.recipe import Recipe, RecipeError
@@ -271,14 +271,13 @@ def epoch_file(epoch: int) -> str:
 
 
 def settle(run: Run, checkpoint: Path) -> tuple[StreamingRNN, dict]:
-    """Reload one of a run's checkpoints; choose its thresholds on validation clips (written into
-    it); measure it on the test split. The model and the report so far."""
+    """Reload one of a run's checkpoints; choose its thresholds on validation clips; measure it on
+    the test split. The model and the report so far."""
     model, _, state = load_checkpoint(checkpoint)
     splits, background = run.splits, run.background
     labels = splits.labels
     thresholds = choose_thresholds(model, splits.validation, labels, background, run.recipe.data.unreported, "cpu")
     test = accuracy(model, splits.test, background, "cpu") if splits.test else None
-    update_checkpoint(checkpoint, thresholds=thresholds, trained_on=run.trained_on)
     return model, {
         "name": run.recipe.name,
         "labels": labels,
