@@ -1,8 +1,9 @@
 """From a recipe to a shipped contract file: train, settle and export the best checkpoint (its
 thresholds chosen on validation clips), pick thresholds for the recipe's false-accept rate on
-the exported model, check parity, and write the run's report.json. With a false-accept rate,
-the checkpoint shipped is the epoch that misses fewest validation positives at that rate, not
-the one with the best clip accuracy. Release depends on training, never the other way round."""
+the exported model, write the run's report.json and check parity (a file whose scores are not
+the model's is an error). With a false-accept rate, the checkpoint shipped is the epoch that
+misses fewest validation positives at that rate, not the one with the best clip accuracy.
+Release depends on training, never the other way round."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.deploy.export import export_model
-from streamrnn.deploy.verify import parity
+from streamrnn.deploy.verify import check_parity, parity
 from streamrnn.evaluation.datasets import data_path
 from streamrnn.evaluation.detection import pick_thresholds, read_negatives
 from streamrnn.runtime import StreamingModel
@@ -56,6 +57,7 @@ def release(run: Run) -> Path:
         f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
         f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
     )
+    check_parity(gaps, path)
     return path
 
 

@@ -16,6 +16,11 @@ from streamrnn.runtime import StreamingModel
 from streamrnn.training.model import StreamingRNN
 
 IRREGULAR_PIECES = (1, 37, None, 5, 1000)  # None: three chunks at once
+TOLERANCE = 1e-4  # the largest score difference a released file may show
+
+
+class ParityError(ValueError):
+    """An exported file whose scores are not its PyTorch model's."""
 
 
 def pad_to_chunks(audio: np.ndarray, chunk: int) -> np.ndarray:
@@ -78,3 +83,10 @@ def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray, others: lis
         "onnx_chunks": float(np.abs(runtime.score([audio])[0] - whole).max()),
         "onnx_batched": float(np.abs(batched_scores(runtime, audio, others) - whole).max()),
     }
+
+
+def check_parity(gaps: dict[str, float], path: str | Path) -> None:
+    """Raise ParityError naming `path` where a gap of parity() is over TOLERANCE or not a number."""
+    if not all(gap < TOLERANCE for gap in gaps.values()):  # NaN fails the comparison too
+        found = ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
+        raise ParityError(f"{path}: its scores differ from the PyTorch model's ({found}; tolerance {TOLERANCE:.0e})")

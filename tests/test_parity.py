@@ -2,12 +2,19 @@
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import clip, export_test_model
-from streamrnn.deploy.verify import batched_scores, pad_to_chunks, parity, torch_scores
+from streamrnn.deploy.verify import (
+    TOLERANCE,
+    ParityError,
+    batched_scores,
+    check_parity,
+    pad_to_chunks,
+    parity,
+    torch_scores,
+)
 from streamrnn.runtime import StreamingModel
-
-TOLERANCE = 1e-4
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
@@ -30,6 +37,19 @@ def test_causal_convolution_streams_exactly(tmp_path, speech, cell, kind):
     others = [clip("down")] if kind == "audio" else [signal[::-1].copy()]
     gaps = parity(model, path, signal, others)
     assert max(gaps.values()) < TOLERANCE, gaps
+
+
+def test_a_file_whose_scores_are_not_its_models_is_refused(tmp_path, speech):
+    """What release checks: a model changed after its export, or scores that are not numbers."""
+    model, _, path = export_test_model(tmp_path)
+    check_parity(parity(model, path, speech, [clip("down")]), path)
+    with torch.no_grad():
+        model.head.bias[0] += 1.0  # the PyTorch model moves on; the file does not
+    gaps = parity(model, path, speech, [clip("down")])
+    with pytest.raises(ParityError, match=f"{path}: its scores differ from the PyTorch model.s \\(torch_chunks"):
+        check_parity(gaps, path)
+    with pytest.raises(ParityError, match="nan"):
+        check_parity({"torch_chunks": 0.0, "onnx_chunks": float("nan"), "onnx_batched": 0.0}, path)
 
 
 def test_scores_are_not_trivial(tmp_path, speech):

@@ -8,13 +8,11 @@ import pytest
 
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
 from streamrnn.deploy.release import train_and_release
-from streamrnn.deploy.verify import parity
+from streamrnn.deploy.verify import TOLERANCE, parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.distill import distill, load_distill_recipe
 from streamrnn.training.recipe import RecipeError, finish, load_recipe
 from streamrnn.training.student import StudentEncoder
-
-TOLERANCE = 1e-4
 
 
 def test_student_in_a_contract_graph_streams_and_batches_exactly(tmp_path):

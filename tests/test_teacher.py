@@ -11,13 +11,11 @@ import torch
 
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
 from streamrnn.deploy.release import train_and_release
-from streamrnn.deploy.verify import parity
+from streamrnn.deploy.verify import TOLERANCE, parity
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.recipe import RecipeError, finish, load_recipe
 from streamrnn.training.teacher import TeacherEncoder, teacher_files
 from streamrnn.training.train import train
-
-TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")

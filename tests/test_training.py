@@ -15,10 +15,11 @@ from conftest import DATA_ROOT, ROOT, clip, needs_data
 from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import parity
 from streamrnn.runtime import StreamingModel
+from streamrnn.training.augment import Augmenter
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.data import DataError, load_splits
-from streamrnn.training.recipe import RecipeError, load_recipe
-from streamrnn.training.train import best_f1_threshold, train
+from streamrnn.training.recipe import AugmentConfig, RecipeError, load_recipe
+from streamrnn.training.train import DivergedError, best_f1_threshold, train
 
 TINY = ROOT / "tests" / "recipes" / "tiny_commands.toml"
 
@@ -89,6 +90,24 @@ def test_early_stop_ends_a_run_that_stops_improving(tmp_path):
     train(recipe)
     assert load_checkpoint(tmp_path / "run" / "last.pt")[2]["epoch"] == 2
     assert sorted(p.name for p in (tmp_path / "run").glob("epoch-*.pt")) == [f"epoch-0{i}.pt" for i in (1, 2, 3)]
+
+
+def test_a_silent_noise_cut_leaves_the_clip_clean_not_nan():
+    music = [torch.cat([torch.zeros(16000), torch.full((16000,), 0.5)])]  # a pause, then sound
+    augmenter = Augmenter(AugmentConfig(noise_prob=1.0, snr_min=0.0, snr_max=0.0), 16000, music)
+    torch.manual_seed(0)
+    mixed = augmenter.waveforms(torch.full((200, 1600), 0.1))
+    assert torch.isfinite(mixed).all()
+    clean = (mixed - 0.1).abs().amax(1) < 1e-6
+    assert 0 < int(clean.sum()) < 200  # cuts from the pause add nothing, the others add noise
+
+
+@needs_data
+def test_a_run_whose_loss_is_not_finite_stops_with_an_error(tmp_path):
+    recipe = tiny(tmp_path, data__max_per_label=24, model__hidden=16, train__epochs=3, train__lr=1e30)
+    with pytest.raises(DivergedError, match=r"tiny_commands.toml: epoch \d: the training loss is nan"):
+        train_and_release(recipe)
+    assert not list((tmp_path / "run").glob("*.onnx"))  # nothing released
 
 
 @needs_data

@@ -57,11 +57,13 @@ class Augmenter:
                 x = x.clone()
                 x[rows] = self._reverb(x[rows])
         if c.noise_prob and self.noise:
-            rows = _row_mask(batch, c.noise_prob)
-            if rows.any():
-                snr = c.snr_min + torch.rand(int(rows.sum())) * (c.snr_max - c.snr_min)
+            rows = _row_mask(batch, c.noise_prob).nonzero()[:, 0]
+            if len(rows):
+                snr = c.snr_min + torch.rand(len(rows)) * (c.snr_max - c.snr_min)
+                cuts = self._noise_cuts(len(rows), length)
+                audible = cuts.pow(2).mean(1) > 1e-10  # a silent cut (a pause in music) has no level to scale
                 x = x.clone()
-                x[rows] = AF.add_noise(x[rows], self._noise_cuts(int(rows.sum()), length), snr)
+                x[rows[audible]] = AF.add_noise(x[rows[audible]], cuts[audible], snr[audible])
         if c.gain_db:
             gain_db = (2 * torch.rand(batch, 1) - 1) * c.gain_db
             x = x * 10 ** (gain_db / 20)

@@ -149,6 +149,10 @@ def _normalise(model: StreamingRNN, train: list[Example]) -> None:
         model.norm.set_statistics(flat.mean(0), flat.std(0))
 
 
+class DivergedError(ValueError):
+    """A training run whose loss stopped being a number."""
+
+
 @dataclass
 class Run:
     """What a training run leaves for release: the recipe (labels resolved), its splits, the
@@ -228,6 +232,11 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
             loss = clip_loss(
                 logits, targets.reshape(len(batch), per_seq).to(rank.device), background, recipe.train.target
             )
+            if not torch.isfinite(loss):  # stop here rather than ship a model of NaNs at the end
+                raise DivergedError(
+                    f"{recipe.source}: epoch {epoch + 1}: the training loss is {loss.item()} "
+                    "(a lower train.lr or train.grad_clip may help)"
+                )
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), recipe.train.grad_clip)
