@@ -5,11 +5,13 @@ teacher on speakers it never heard."""
 import json
 
 import pytest
+import torch
 
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
 from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import TOLERANCE, parity
 from streamrnn.runtime import StreamingModel
+from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.distill import distill, load_distill_recipe
 from streamrnn.training.recipe import RecipeError, finish, load_recipe
 from streamrnn.training.student import StudentEncoder
@@ -33,14 +35,28 @@ def test_bundled_student_is_small_and_frozen():
 
 
 @needs_data
-def test_small_head_on_the_student_learns_real_words(tmp_path):
+@pytest.mark.parametrize("encoder_lr", [0.0, 3e-4])
+def test_small_head_on_the_student_learns_real_words(tmp_path, encoder_lr):
+    """Frozen, the encoder ships as bundled; fine-tuned (train.encoder_lr), the file carries its
+    new weights (release's parity check compares it with the PyTorch model)."""
     recipe = load_recipe(ROOT / "tests" / "recipes" / "tiny_commands.toml", str(DATA_ROOT))
     recipe.name, recipe.model.encoder, recipe.model.chunk = "tiny_student", "student", 1
-    recipe.train.epochs, recipe.train.out_dir = 4, str(tmp_path / "run")
+    recipe.train.epochs, recipe.train.out_dir, recipe.train.encoder_lr = 4, str(tmp_path / "run"), encoder_lr
     train_and_release(finish(recipe))
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    print("held-out speakers accuracy on the student", report["test_accuracy"])
+    print("held-out speakers accuracy on the student", report["test_accuracy"], "encoder_lr", encoder_lr)
     assert report["test_accuracy"] >= 3 / len(report["labels"])  # 0.6 for five labels; chance is 0.2
+    bundled = StudentEncoder.load().state_dict()
+    trained = load_checkpoint(tmp_path / "run" / "best.pt")[0].frontend.state_dict()
+    moved = [key for key in bundled if not torch.equal(bundled[key], trained[key])]
+    assert moved == ([] if encoder_lr == 0 else [k for k in bundled if k.startswith(("rnn.", "out."))]), moved
+
+
+def test_fine_tuning_needs_the_student_encoder(tmp_path):
+    recipe = load_recipe(ROOT / "tests" / "recipes" / "tiny_commands.toml", str(DATA_ROOT))
+    recipe.train.encoder_lr = 1e-4
+    with pytest.raises(RecipeError, match='tiny_commands.toml: train.encoder_lr .* model.encoder = "student"'):
+        finish(recipe)
 
 
 def tiny_distill_recipe(tmp_path, epochs: int):

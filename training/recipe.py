@@ -90,6 +90,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 3e-3
+    encoder_lr: float = 0.0  # >0: the student encoder is fine-tuned at this rate (cosine like lr); 0: frozen
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     clips_per_sequence: int = 3  # clips joined into one stream, state carried between them
@@ -241,6 +242,10 @@ def finish(recipe: Recipe) -> Recipe:
     """Check a recipe and fill in its derived values (window and hop in samples)."""
     _check(recipe)
     m, rate = recipe.model, recipe.data.sample_rate
+    if recipe.train.encoder_lr and not (recipe.data.kind == "audio" and m.encoder == "student"):
+        raise RecipeError(
+            f'{recipe.source}: train.encoder_lr fine-tunes the student encoder: it needs model.encoder = "student"'
+        )
     if recipe.data.kind == "audio" and m.encoder:
         if rate != TEACHER_RATE:
             raise RecipeError(f"{recipe.source}: model.encoder needs data.sample_rate = {TEACHER_RATE}")
