@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.deploy.export import export_model
-from streamrnn.deploy.verify import check_parity, parity
+from streamrnn.deploy.verify import check_parity, describe, parity
 from streamrnn.evaluation.datasets import data_path
 from streamrnn.evaluation.detection import pick_thresholds, read_negatives
 from streamrnn.runtime import StreamingModel
@@ -32,7 +32,7 @@ def train_and_release(recipe: Recipe, resume: str | Path | None = None) -> Path 
 def release(run: Run) -> Path:
     """Settle and export a run's checkpoint (with a false-accept rate: the epoch that misses
     fewest validation positives at it, with the thresholds for it; else the best by validation
-    accuracy), check parity, write report.json."""
+    accuracy), write report.json, check parity."""
     recipe = run.recipe
     checkpoint, picked = _pick_epoch(run) if recipe.train.target_fa_per_hour else (run.best, None)
     model, report = settle(run, checkpoint)
@@ -55,7 +55,7 @@ def release(run: Run) -> Path:
     print(
         f"{report['checkpoint']}: validation accuracy {report['validation_accuracy']:.4f}; test accuracy "
         f"{'n/a' if test is None else f'{test:.4f}'}; exported {path}; parity (max |diff| vs "
-        f"whole-signal PyTorch) " + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
+        f"whole-signal PyTorch) {describe(gaps)}"
     )
     check_parity(gaps, path)
     return path

@@ -85,8 +85,14 @@ def parity(model: StreamingRNN, path: str | Path, audio: np.ndarray, others: lis
     }
 
 
+def describe(gaps: dict[str, float]) -> str:
+    """parity()'s gaps as one line: `torch_chunks 1.2e-07, ...`."""
+    return ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
+
+
 def check_parity(gaps: dict[str, float], path: str | Path) -> None:
     """Raise ParityError naming `path` where a gap of parity() is over TOLERANCE or not a number."""
     if not all(gap < TOLERANCE for gap in gaps.values()):  # NaN fails the comparison too
-        found = ", ".join(f"{k} {v:.1e}" for k, v in gaps.items())
-        raise ParityError(f"{path}: its scores differ from the PyTorch model's ({found}; tolerance {TOLERANCE:.0e})")
+        raise ParityError(
+            f"{path}: its scores differ from the PyTorch model's ({describe(gaps)}; tolerance {TOLERANCE:.0e})"
+        )

@@ -62,8 +62,9 @@ class Augmenter:
                 snr = c.snr_min + torch.rand(len(rows)) * (c.snr_max - c.snr_min)
                 cuts = self._noise_cuts(len(rows), length)
                 audible = cuts.pow(2).mean(1) > 1e-10  # a silent cut (a pause in music) has no level to scale
+                mixed = rows[audible]
                 x = x.clone()
-                x[rows[audible]] = AF.add_noise(x[rows[audible]], cuts[audible], snr[audible])
+                x[mixed] = AF.add_noise(x[mixed], cuts[audible], snr[audible])
         if c.gain_db:
             gain_db = (2 * torch.rand(batch, 1) - 1) * c.gain_db
             x = x * 10 ** (gain_db / 20)

@@ -191,12 +191,14 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
     )
     model = StreamingRNN(recipe)
     _normalise(model, splits.train)
-    encoder = list(model.frontend.parameters()) if recipe.train.encoder_lr and model.frontend else []
-    groups = [{"params": [p for p in model.parameters() if all(p is not e for e in encoder)], "lr": recipe.train.lr}]
-    if encoder:  # the student encoder, fine-tuned from here on at its own rate
-        groups.append({"params": [e.requires_grad_(True) for e in encoder], "lr": recipe.train.encoder_lr})
-    rates = [recipe.train.lr, recipe.train.encoder_lr][: len(groups)]
-    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.train.weight_decay)
+    encoder = model.frontend if recipe.train.encoder_lr else None  # finish() allows it with the student only
+    tuned = {id(p) for p in encoder.requires_grad_(True).parameters()} if encoder is not None else set()
+    groups = [([p for p in model.parameters() if id(p) not in tuned], recipe.train.lr)]  # (parameters, rate)
+    if encoder is not None:  # the student encoder, fine-tuned from here on at its own rate
+        groups.append((list(encoder.parameters()), recipe.train.encoder_lr))
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": rate} for params, rate in groups], weight_decay=recipe.train.weight_decay
+    )
     out = recipe.out_dir
     start_epoch, best, stale = 0, -1.0, 0
     if resume:
@@ -217,7 +219,7 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
         print(f"{recipe.name}: {splits.summary(str(Path(recipe.data.root) / recipe.data.path))}")
     for epoch in range(start_epoch, recipe.train.epochs):
         torch.manual_seed(recipe.seed * 7919 + epoch)
-        for group, rate in zip(optimizer.param_groups, rates):  # cosine schedule, a function of the epoch alone
+        for group, (_, rate) in zip(optimizer.param_groups, groups):  # cosine schedule, a function of the epoch
             group["lr"] = rate * 0.5 * (1 + math.cos(math.pi * epoch / recipe.train.epochs))
         net.train()
         batches = _sequences(splits.train, recipe, epoch, rank)
