@@ -15,6 +15,7 @@ import soundfile as sf
 from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
 from streamrnn.decision import DecisionSettings
 from streamrnn.evaluation.detection import PICK_GRID, count_detections, pick_thresholds, read_negatives, scored_streams
+from streamrnn.evaluation.negatives import REMOVE
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
@@ -138,6 +139,25 @@ def test_wakeword_recipe_errors_are_named(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.strip().endswith("--recordings " + str(tmp_path / "nowhere") + ": not a folder")
+
+
+def test_fetched_validation_negatives_hold_no_line_that_says_computer(tmp_path):
+    """fetch-negatives unpacks the Dutch voice acting (a real apt-get download) without the lines
+    whose text says "computer", a Dutch word too (fetch stops if one of them is no longer there to
+    remove), and leaves the packages already fetched alone."""
+    for name in ("tuxpaint-stamps-default", "hedgewars-data"):
+        (tmp_path / name).mkdir()
+    done = subprocess.run(
+        STREAMRNN + ["fetch-negatives", str(tmp_path), "--set", "validation"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"validation {tmp_path / 'fillets-ng-data-nl'}  (Dutch voice acting" in done.stdout
+    lines = {path.name for path in (tmp_path / "fillets-ng-data-nl").rglob("*.ogg")}
+    assert len(lines) > 1500 and not lines & set(REMOVE["fillets-ng-data-nl"])
+    assert not any((tmp_path / "tuxpaint-stamps-default").iterdir())
 
 
 @needs_data

@@ -26,6 +26,7 @@ PACKAGES = {
     "validation": {
         "tuxpaint-stamps-default": "spoken descriptions in 12 languages (the English ones removed), GPL-2",
         "hedgewars-data": "game music and English voice lines in many characters, GPL-2 and others",
+        "fillets-ng-data-nl": "Dutch voice acting (the lines that say computer removed), GPL-2",
     },
     "eval": {
         "fillets-ng-data-cs": "Czech voice acting, GPL-2",
@@ -37,8 +38,27 @@ PACKAGES = {
 }
 
 
-# Files removed after unpacking: English descriptions of stamps may name anything (a computer)
-REMOVE = {"tuxpaint-stamps-default": ("*_desc.ogg", "*_desc_en*.ogg")}
+# Files removed after unpacking: English descriptions of stamps may name anything (a computer); the
+# Dutch voice lines whose text (the game's dialogs_nl.lua) holds "computer", which Dutch shares
+REMOVE = {
+    "tuxpaint-stamps-default": ("*_desc.ogg",),
+    "fillets-ng-data-nl": tuple(
+        f"{line}.ogg"
+        for line in (
+            "disk-v-viry",
+            "disk-v-pozor",
+            "war-v-pohadka",
+            "war-v-prozradit",
+            "sec-m-program",
+            "poc-m-myslis",
+            "poc-v-multimed",
+            "poc-v-napad",
+            "z-m-oblicej",
+            "pz-m-pocitace",
+            "ob-m-strach",
+        )
+    ),
+}
 
 
 def default_folder() -> Path:
@@ -65,7 +85,10 @@ def fetch(folder: Path, which: str = "all") -> list[Path]:
                 unpacked = Path(work) / "root"
                 subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
                 for pattern in REMOVE.get(name, ()):
-                    for path in unpacked.rglob(pattern):
+                    found = list(unpacked.rglob(pattern))
+                    if not found:  # the package changed: what it must not hold may now be there
+                        raise DataError(f"{name}: no file matches {pattern}, which fetch-negatives removes")
+                    for path in found:
                         path.unlink()
                 unpacked.rename(target)
         done.append(target)
