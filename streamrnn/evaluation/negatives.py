@@ -42,21 +42,18 @@ PACKAGES = {
 # Dutch voice lines whose text (the game's dialogs_nl.lua) holds "computer", which Dutch shares
 REMOVE = {
     "tuxpaint-stamps-default": ("*_desc.ogg",),
-    "fillets-ng-data-nl": tuple(
-        f"{line}.ogg"
-        for line in (
-            "disk-v-viry",
-            "disk-v-pozor",
-            "war-v-pohadka",
-            "war-v-prozradit",
-            "sec-m-program",
-            "poc-m-myslis",
-            "poc-v-multimed",
-            "poc-v-napad",
-            "z-m-oblicej",
-            "pz-m-pocitace",
-            "ob-m-strach",
-        )
+    "fillets-ng-data-nl": (
+        "disk-v-viry.ogg",
+        "disk-v-pozor.ogg",
+        "war-v-pohadka.ogg",
+        "war-v-prozradit.ogg",
+        "sec-m-program.ogg",
+        "poc-m-myslis.ogg",
+        "poc-v-multimed.ogg",
+        "poc-v-napad.ogg",
+        "z-m-oblicej.ogg",
+        "pz-m-pocitace.ogg",
+        "ob-m-strach.ogg",
     ),
 }
 
