@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from streamrnn.evaluation.datasets import DataError
@@ -62,6 +63,20 @@ def default_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamrnn" / "negatives"
 
 
+def _remove_listed(unpacked: Path, name: str) -> None:
+    """Delete the files REMOVE lists for package `name` from its unpacked tree (walked once); a
+    pattern that matches nothing stops the fetch: the package changed, and what it must not hold
+    may now be there under another name."""
+    patterns = REMOVE.get(name, ())
+    files = [path for path in unpacked.rglob("*") if path.is_file()] if patterns else []
+    for pattern in patterns:
+        found = [path for path in files if fnmatchcase(path.name, pattern)]
+        if not found:
+            raise DataError(f"{name}: no file matches {pattern}, which fetch-negatives removes")
+        for path in found:
+            path.unlink()
+
+
 def fetch(folder: Path, which: str = "all") -> list[Path]:
     """Download and unpack the packages of `which` (train, validation, eval or all) that are not
     there yet; returns their folders."""
@@ -81,12 +96,7 @@ def fetch(folder: Path, which: str = "all") -> list[Path]:
                     raise DataError(f"apt-get download {name} failed: {got.stderr.strip().splitlines()[-1:]}")
                 unpacked = Path(work) / "root"
                 subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
-                for pattern in REMOVE.get(name, ()):
-                    found = list(unpacked.rglob(pattern))
-                    if not found:  # the package changed: what it must not hold may now be there
-                        raise DataError(f"{name}: no file matches {pattern}, which fetch-negatives removes")
-                    for path in found:
-                        path.unlink()
+                _remove_listed(unpacked, name)
                 unpacked.rename(target)
         done.append(target)
     return done
