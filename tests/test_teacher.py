@@ -104,9 +104,12 @@ def test_small_head_on_the_encoder_learns_real_words(tmp_path):
 
 
 @needs_data
-def test_missing_validation_negatives_stop_before_training(tmp_path):
+@pytest.mark.parametrize("setting", ["train.validation_negatives", "synth.sentence_texts"])
+def test_missing_folders_stop_before_synthesis_and_training(tmp_path, setting):
     recipe = tiny_encoder_recipe(tmp_path)
-    recipe.train.validation_negatives = ["nowhere"]
-    with pytest.raises(RecipeError, match="validation_negatives nowhere: no such folder .*fetch-negatives"):
+    recipe.synth.sentences = 1
+    section, name = setting.split(".")
+    setattr(getattr(recipe, section), name, ["nowhere"])
+    with pytest.raises(RecipeError, match=f"{setting} nowhere: no such folder .*fetch-negatives"):
         train(recipe)
     assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +15,13 @@ import soundfile as sf
 
 from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
 from streamrnn.decision import DecisionSettings
+from streamrnn.evaluation.datasets import DataError
 from streamrnn.evaluation.detection import PICK_GRID, count_detections, pick_thresholds, read_negatives, scored_streams
 from streamrnn.evaluation.negatives import REMOVE
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
-from streamrnn.training.synth import COMMANDS, confusables, phonemes, sentences, speak, voices
+from streamrnn.training.synth import COMMANDS, SENTENCE_TEXTS, confusables, phonemes, sentences, speak, voices
 from streamrnn.training.wakeword import NEGATIVE_REPEAT, write_recipe
 
 TEMPLATE_ENGINES = ("espeak-ng", "flite", "pico", "rhvoice", "festival")  # and piper, a Python package
@@ -59,6 +61,23 @@ def test_sentences_never_hold_the_phrase():
     assert not any("comput" in s.lower() or "hey" in s.lower().split() for s in found)
 
 
+def test_sentences_come_from_every_text_file_under_the_folders(tmp_path):
+    quotes = tmp_path / "games" / "fortunes"  # fortune's layout: entries between lines of %, a binary index
+    quotes.mkdir(parents=True)
+    (quotes / "wisdom").write_text(
+        "Never put off till tomorrow what you can do today.\n\t\t-- Thomas Jefferson\n%\n"
+        "Your lucky number has been disconnected\n%\nThe computer is down again today, he said.\n%\n"
+    )
+    (quotes / "wisdom.dat").write_bytes(b"\0\0\0\x02Not a sentence in here at all.\0")
+    found = sentences("computer", [tmp_path, Path(SENTENCE_TEXTS)])
+    assert "Never put off till tomorrow what you can do today" in found
+    assert "Your lucky number has been disconnected" in found  # not joined to the name before it
+    assert not any("Jefferson" in s or "comput" in s.lower() or "at all" in s for s in found)
+    assert set(sentences("computer")) < set(found)
+    with pytest.raises(DataError, match=r"synth.sentence_texts: .*nowhere: no such folder"):
+        sentences("computer", [tmp_path / "nowhere"])
+
+
 @needs_data
 @needs_tts
 def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
@@ -78,6 +97,7 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     assert path.name == "hey_nova.toml"
     text = re.sub(r'\[\[data.extra\]\]\npath = "~/.cache[^[]*', "", path.read_text())  # the fetched packages:
     text = re.sub(r"background = \[.*\]", "background = []", text)  # one local folder instead
+    text = re.sub(r"sentence_texts = \[.*\]", f"sentence_texts = [{json.dumps(SENTENCE_TEXTS)}]", text)
     path.write_text(text + f'\n[[data.extra]]\npath = "{long}"\nlayout = "tree"\nlabel = "_background_"\n')
     recipe = load_recipe(path, str(DATA_ROOT))
     assert recipe.name == "hey_nova" and recipe.data.labels == ["hey nova", "_background_"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from streamrnn.settings import SettingsError, build, read_toml
 
-from .synth import ENGINES
+from .synth import ENGINES, SENTENCE_TEXTS
 
 TEACHER_RATE, TEACHER_HOP = 16000, 1280  # training/teacher.py: an embedding every 80 ms at 16 kHz
 
@@ -137,6 +137,7 @@ class SynthConfig:
     validation: float = 0.0  # share of voices held out for validation
     confusable_voices: int = 0  # voices per phonetically close non-phrase
     sentences: int = 0  # sentences without the phrases, each in its own voice
+    sentence_texts: list[str] = field(default_factory=lambda: [SENTENCE_TEXTS])  # folders of English text
 
 
 @dataclass

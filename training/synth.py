@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -66,7 +67,7 @@ ESPEAK_ACCENTS = (
     "en-us-nyc",
 )
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
-SENTENCE_TEXTS = Path("/usr/share/common-licenses")  # English prose on every Debian system
+SENTENCE_TEXTS = "/usr/share/common-licenses"  # English prose on every Debian system
 
 # espeak-ng phoneme mnemonics of more than one character, longest first (for tokenising `-x`)
 MULTI = sorted(
@@ -340,32 +341,45 @@ def confusables(text: str) -> list[str]:
     return sorted(found)
 
 
-def sentences(avoid: str, folder: Path = SENTENCE_TEXTS) -> list[str]:
-    """English sentences of 4 to 16 words that hold no word of `avoid` (nor a word starting with one)."""
-    if not folder.is_dir():
-        raise DataError(f"synth.sentences: {folder} not found (Debian's base-files puts license texts there)")
+def sentences(avoid: str, folders: Sequence[Path] = (Path(SENTENCE_TEXTS),)) -> list[str]:
+    """English sentences of 4 to 16 words, from the text files under `folders`, that hold no word of
+    `avoid` (nor a word starting with one). A line holding only `%` ends a sentence (fortune's files
+    separate their entries so); files with NUL bytes (fortune's indexes) are skipped."""
     words = [w.lower() for w in re.findall(r"[A-Za-z]+", avoid)]
     found = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        text = re.sub(r"\s+", " ", path.read_text(errors="replace"))
-        for s in re.split(r"(?<=[.;:!?])\s+", text):
-            tokens = re.findall(r"[A-Za-z']+", s)
-            if 4 <= len(tokens) <= 16 and not any(t.lower().startswith(w) for t in tokens for w in words):
-                found.append(" ".join(tokens))
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(f"synth.sentence_texts: {folder}: no such folder of text files")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            raw = path.read_bytes()
+            if b"\0" in raw:
+                continue
+            text = re.sub(r"\s+", " ", re.sub(r"(?m)^%$", ".", raw.decode(errors="replace")))
+            for s in re.split(r"(?<=[.;:!?])\s+", text):
+                tokens = re.findall(r"[A-Za-z']+", s)
+                if 4 <= len(tokens) <= 16 and not any(t.lower().startswith(w) for t in tokens for w in words):
+                    found.append(" ".join(tokens))
     return sorted(set(found))
 
 
 def negative_clips(
-    phrase: str, confusable_voices: int, sentence_count: int, engines: list[str], rate: int, seed: int
+    phrase: str,
+    confusable_voices: int,
+    sentence_count: int,
+    sentence_texts: Sequence[Path],
+    engines: list[str],
+    rate: int,
+    seed: int,
 ) -> list[tuple[np.ndarray, str]]:
     """(samples, voice key) of speech that is not `phrase`: its confusables in `confusable_voices`
-    espeak-ng voices each, and `sentence_count` sentences (repeated when there are fewer), each in its own voice."""
+    espeak-ng voices each, and `sentence_count` sentences from the text under `sentence_texts`
+    (repeated when there are fewer), each in its own voice."""
     items: list[tuple[str, Voice]] = []
     if confusable_voices:
         for i, text in enumerate(confusables(phrase)):
             items += [(text, voice) for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i)]
     if sentence_count:
-        pool = sentences(phrase)
+        pool = sentences(phrase, sentence_texts)
         order = random.Random(seed).sample(range(len(pool)), len(pool))
         chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
         items += list(zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)))

@@ -177,11 +177,13 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.seed)
-    for folder in recipe.train.validation_negatives:  # needed at the end: missing ones stop before training
+    needed = [("train.validation_negatives", f) for f in recipe.train.validation_negatives]  # used at the end
+    needed += [("synth.sentence_texts", f) for f in recipe.synth.sentence_texts if recipe.synth.sentences]
+    for setting, folder in needed:  # missing ones stop before synthesis and training
         if not data_path(recipe.data.root, folder).is_dir():
             raise RecipeError(
-                f"{recipe.source}: train.validation_negatives {folder}: no such folder "
-                "(the Debian speech and music: streamrnn fetch-negatives)"
+                f"{recipe.source}: {setting} {folder}: no such folder "
+                "(the Debian speech, music and text: streamrnn fetch-negatives)"
             )
     splits: Splits = load_splits(recipe)
     labels = recipe.data.labels = splits.labels  # resolved from the data where the recipe left them out

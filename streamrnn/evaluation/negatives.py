@@ -1,4 +1,5 @@
-"""Real negative audio from Debian packages: speech and music that never hold a wake phrase.
+"""Real negative audio from Debian packages: speech and music that never hold a wake phrase (and
+English text for synthetic voices to speak).
 
 `streamrnn fetch-negatives` downloads the packages with `apt-get download` and unpacks them with
 `dpkg-deb -x` into a cache folder, a folder per package. Three disjoint sets: `train` (mixed into
@@ -23,6 +24,7 @@ PACKAGES = {
         "asterisk-core-sounds-ru-wav": "Russian telephone prompts, CC-BY-SA-3.0",
         "ktuberling-data": "isolated words in many languages, GPL-2+",
         "drascula-music": "game music, Drascula license (free to use and redistribute)",
+        "fortunes": "English quotations as text, for synthetic voices to speak (synth.sentence_texts), BSD",
     },
     "validation": {
         "tuxpaint-stamps-default": "spoken descriptions in 12 languages (the English ones removed), GPL-2",
