@@ -21,7 +21,16 @@ from streamrnn.evaluation.negatives import REMOVE
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
 from streamrnn.training.recipe import RecipeError, load_recipe
-from streamrnn.training.synth import COMMANDS, SENTENCE_TEXTS, confusables, phonemes, sentences, speak, voices
+from streamrnn.training.synth import (
+    COMMANDS,
+    SENTENCE_TEXTS,
+    confusables,
+    negative_texts,
+    phonemes,
+    sentences,
+    speak,
+    voices,
+)
 from streamrnn.training.wakeword import NEGATIVE_REPEAT, write_recipe
 
 TEMPLATE_ENGINES = ("espeak-ng", "flite", "pico", "rhvoice", "festival")  # and piper, a Python package
@@ -56,7 +65,7 @@ def test_confusables_are_near_the_phrase_but_never_it():
 
 
 def test_sentences_never_hold_the_phrase():
-    found = sentences("hey computer")
+    found = sentences(["hey computer"])
     assert len(found) > 100
     assert not any("comput" in s.lower() or "hey" in s.lower().split() for s in found)
 
@@ -69,13 +78,32 @@ def test_sentences_come_from_every_text_file_under_the_folders(tmp_path):
         "Your lucky number has been disconnected\n%\nThe computer is down again today, he said.\n%\n"
     )
     (quotes / "wisdom.dat").write_bytes(b"\0\0\0\x02Not a sentence in here at all.\0")
-    found = sentences("computer", [tmp_path, Path(SENTENCE_TEXTS)])
+    found = sentences(["computer"], [tmp_path, Path(SENTENCE_TEXTS)])
     assert "Never put off till tomorrow what you can do today" in found
     assert "Your lucky number has been disconnected" in found  # not joined to the name before it
     assert not any("Jefferson" in s or "comput" in s.lower() or "at all" in s for s in found)
-    assert set(sentences("computer")) < set(found)
+    assert set(sentences(["computer"])) < set(found)
     with pytest.raises(DataError, match=r"synth.sentence_texts: .*nowhere: no such folder"):
-        sentences("computer", [tmp_path / "nowhere"])
+        sentences(["computer"], [tmp_path / "nowhere"])
+
+
+@needs_tts
+def test_negatives_of_several_phrases_hold_none_of_them(tmp_path):
+    (tmp_path / "quotes").write_text(
+        "The computer said no to everyone in the room.\n%\nJarvis, bring the car round to the front.\n%\n"
+        "A watched pot never boils over the stove.\n%\nEvery cloud has a silver lining somewhere.\n%\n"
+    )
+    both = negative_texts(["computer", "jarvis"], 1, 6, [tmp_path], ["espeak-ng"], 0)
+    spoken = [text for text, _ in both if not text.startswith("[[")]
+    assert sorted(set(spoken)) == [
+        "A watched pot never boils over the stove",
+        "Every cloud has a silver lining somewhere",
+    ]
+    assert len(spoken) == 6  # drawn once for the model, not once per phrase
+    near = {text for text, _ in both if text.startswith("[[")}
+    assert near == set(confusables("computer")) | set(confusables("jarvis"))
+    alone = negative_texts(["computer"], 1, 6, [tmp_path], ["espeak-ng"], 0)
+    assert "Jarvis bring the car round to the front" in {text for text, _ in alone}
 
 
 @needs_data

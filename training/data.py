@@ -158,17 +158,16 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
         (splits.validation if held else splits.train).append(Example(_fit(samples, length), index, group, group))
     background = labels.index(recipe.data.background_label)
     reported = [text for label, text in phrases.items() if label not in recipe.data.unreported]
-    for text in reported:
-        for samples, group in negative_clips(
-            text,
-            s.confusable_voices,
-            s.sentences,
-            [data_path(recipe.data.root, folder) for folder in s.sentence_texts],
-            s.engines,
-            recipe.data.sample_rate,
-            recipe.seed,
-        ):
-            splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
+    for samples, group in negative_clips(
+        reported,
+        s.confusable_voices,
+        s.sentences,
+        [data_path(recipe.data.root, folder) for folder in s.sentence_texts],
+        s.engines,
+        recipe.data.sample_rate,
+        recipe.seed,
+    ):
+        splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
 
 
 def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:

@@ -136,7 +136,7 @@ def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np
     for folder in d.held_out:
         held_out[Path(folder).name] = _folder_audio(data_path(d.root, folder), d.held_out_minutes, rate)
     if d.sentences:
-        pool = sentences("")
+        pool = sentences([])
         order = random.Random(recipe.seed).sample(pool, min(len(pool), d.sentences))
         texts = [order[i % len(order)] for i in range(d.sentences)]
         gap = np.zeros(rate // 5, np.float32)

@@ -4,8 +4,8 @@ festival and mbrola (through espeak-ng) voices.
 Positives: each label's phrase in many voices, rates and pitches. Negatives for a wake word:
 "confusables", phonetically close phrases made by editing the phrase's own phonemes (a consonant
 swapped for its voiced/unvoiced or nasal twin, one phoneme dropped, the front or back cut off) and
-spoken from phonemes by espeak-ng; and English sentences without the phrase (from the license
-texts every Debian system has) in all engines. Synthetic clips never enter the test split;
+spoken from phonemes by espeak-ng; and English sentences without any of the model's phrases (from
+the license texts every Debian system has, or any folders of text) in all engines. Synthetic clips never enter the test split;
 quality is reported on real recordings.
 """
 
@@ -341,11 +341,11 @@ def confusables(text: str) -> list[str]:
     return sorted(found)
 
 
-def sentences(avoid: str, folders: Sequence[Path] = (Path(SENTENCE_TEXTS),)) -> list[str]:
+def sentences(avoid: Sequence[str], folders: Sequence[Path] = (Path(SENTENCE_TEXTS),)) -> list[str]:
     """English sentences of 4 to 16 words, from the text files under `folders`, that hold no word of
-    `avoid` (nor a word starting with one). A line holding only `%` ends a sentence (fortune's files
-    separate their entries so); files with NUL bytes (fortune's indexes) are skipped."""
-    words = [w.lower() for w in re.findall(r"[A-Za-z]+", avoid)]
+    any phrase in `avoid` (nor a word starting with one). A line holding only `%` ends a sentence
+    (fortune's files separate their entries so); files with NUL bytes (fortune's indexes) are skipped."""
+    words = [w.lower() for phrase in avoid for w in re.findall(r"[A-Za-z]+", phrase)]
     found = []
     for folder in folders:
         if not folder.is_dir():
@@ -362,8 +362,33 @@ def sentences(avoid: str, folders: Sequence[Path] = (Path(SENTENCE_TEXTS),)) -> 
     return sorted(set(found))
 
 
+def negative_texts(
+    phrases: Sequence[str],
+    confusable_voices: int,
+    sentence_count: int,
+    sentence_texts: Sequence[Path],
+    engines: list[str],
+    seed: int,
+) -> list[tuple[str, Voice]]:
+    """(text, voice) of speech that is none of `phrases`: each phrase's confusables in
+    `confusable_voices` espeak-ng voices each, and `sentence_count` sentences from the text under
+    `sentence_texts` that hold no word of any phrase (repeated when there are fewer), each in its
+    own voice. The sentences are drawn once for all phrases."""
+    items: list[tuple[str, Voice]] = []
+    if confusable_voices:
+        near = dict.fromkeys(text for phrase in phrases for text in confusables(phrase))
+        for i, text in enumerate(near):
+            items += [(text, voice) for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i)]
+    if sentence_count:
+        pool = sentences(phrases, sentence_texts)
+        order = random.Random(seed).sample(range(len(pool)), len(pool))
+        chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
+        items += list(zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)))
+    return items
+
+
 def negative_clips(
-    phrase: str,
+    phrases: Sequence[str],
     confusable_voices: int,
     sentence_count: int,
     sentence_texts: Sequence[Path],
@@ -371,17 +396,7 @@ def negative_clips(
     rate: int,
     seed: int,
 ) -> list[tuple[np.ndarray, str]]:
-    """(samples, voice key) of speech that is not `phrase`: its confusables in `confusable_voices`
-    espeak-ng voices each, and `sentence_count` sentences from the text under `sentence_texts`
-    (repeated when there are fewer), each in its own voice."""
-    items: list[tuple[str, Voice]] = []
-    if confusable_voices:
-        for i, text in enumerate(confusables(phrase)):
-            items += [(text, voice) for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i)]
-    if sentence_count:
-        pool = sentences(phrase, sentence_texts)
-        order = random.Random(seed).sample(range(len(pool)), len(pool))
-        chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
-        items += list(zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)))
+    """(samples, voice key) of the speech `negative_texts` chooses, spoken."""
+    items = negative_texts(phrases, confusable_voices, sentence_count, sentence_texts, engines, seed)
     spoken = speak_all(items, rate, "synthetic negatives")
     return [(samples, f"synth-neg:{voice.key}") for samples, (_, voice) in zip(spoken, items)]
