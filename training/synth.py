@@ -5,8 +5,8 @@ Positives: each label's phrase in many voices, rates and pitches. Negatives for 
 "confusables", phonetically close phrases made by editing the phrase's own phonemes (a consonant
 swapped for its voiced/unvoiced or nasal twin, one phoneme dropped, the front or back cut off) and
 spoken from phonemes by espeak-ng; and English sentences without any of the model's phrases (from
-the license texts every Debian system has, or any folders of text) in all engines. Synthetic clips never enter the test split;
-quality is reported on real recordings.
+the license texts every Debian system has, or any folders of text) in all engines. Synthetic
+clips never enter the test split; quality is reported on real recordings.
 """
 
 from __future__ import annotations

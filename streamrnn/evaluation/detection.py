@@ -293,6 +293,7 @@ def det_png(report: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     floor = 0.5 / report["negative_hours"]  # where zero false accepts is drawn on a log axis
@@ -300,6 +301,10 @@ def det_png(report: dict, path) -> None:
         points = sorted((max(r["fa_per_hour"], floor), r["frr"]) for r in c["det"])
         ax.plot(*zip(*points), marker=".", label="clean" if c["snr_db"] is None else f"{c['snr_db']:g} dB SNR")
     ax.set_xscale("log")
+    ticks = [floor, *(t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if t > 1.5 * floor)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: "0" if x == floor else f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"false accepts per hour ({report['negative_hours']:.2f} h of negatives; zero drawn at {floor:.2f})")
     ax.set_ylabel("false-reject rate")
     ax.set_title(f"{report['model']} {report['model_version']}: DET, {report['positives']} keywords")
