@@ -104,6 +104,9 @@ def test_negatives_of_several_phrases_hold_none_of_them(tmp_path):
     assert near == set(confusables("computer")) | set(confusables("jarvis"))
     alone = negative_texts(["computer"], 1, 6, [tmp_path], ["espeak-ng"], 0)
     assert "Jarvis bring the car round to the front" in {text for text, _ in alone}
+    twins = {text for text, _ in negative_texts(["pat", "bat"], 1, 0, [], ["espeak-ng"], 0)}
+    assert "[[b'at]]" in confusables("pat") and "[[p'at]]" in confusables("bat")
+    assert twins == (set(confusables("pat")) | set(confusables("bat"))) - {"[[b'at]]", "[[p'at]]"}
 
 
 @needs_data

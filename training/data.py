@@ -148,7 +148,7 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
     s, labels, length = recipe.synth, splits.labels, recipe.clip_samples
     if not s.per_label:
         return
-    from .synth import negative_clips, synth_clips
+    from .synth import negative_clips, negative_texts, synth_clips
 
     phrases = s.phrases or {x: x for x in labels if not x.startswith("_") and x != recipe.data.background_label}
     validated = {x.label for x in splits.validation}
@@ -158,15 +158,9 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
         (splits.validation if held else splits.train).append(Example(_fit(samples, length), index, group, group))
     background = labels.index(recipe.data.background_label)
     reported = [text for label, text in phrases.items() if label not in recipe.data.unreported]
-    for samples, group in negative_clips(
-        reported,
-        s.confusable_voices,
-        s.sentences,
-        [data_path(recipe.data.root, folder) for folder in s.sentence_texts],
-        s.engines,
-        recipe.data.sample_rate,
-        recipe.seed,
-    ):
+    texts = [data_path(recipe.data.root, folder) for folder in s.sentence_texts]
+    negatives = negative_texts(reported, s.confusable_voices, s.sentences, texts, s.engines, recipe.seed)
+    for samples, group in negative_clips(negatives, recipe.data.sample_rate):
         splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
 
 

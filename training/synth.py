@@ -321,23 +321,27 @@ def phonemes(text: str) -> list[str]:
     return tokens[:-1]
 
 
+def spelled(tokens: list[str]) -> str:
+    """Phoneme tokens as the `[[phonemes]]` text espeak-ng speaks."""
+    return "[[" + "".join(tokens).strip() + "]]"
+
+
 def confusables(text: str) -> list[str]:
     """Phonetically close non-phrases of `text` as `[[phonemes]]` espeak-ng speaks: each consonant
     swapped for its twin (not s/z: a final s is often voiced), each full phoneme dropped, and the
     phrase cut to its first or last 60-75%."""
     tokens = phonemes(text)
-    spoken = lambda ts: "[[" + "".join(ts).strip() + "]]"  # noqa: E731
     found = set()
     for i, token in enumerate(tokens):
         bare = token.lstrip("',")
         if bare in TWINS:
-            found.add(spoken(tokens[:i] + [token[: len(token) - len(bare)] + TWINS[bare]] + tokens[i + 1 :]))
+            found.add(spelled(tokens[:i] + [token[: len(token) - len(bare)] + TWINS[bare]] + tokens[i + 1 :]))
         if token != " " and bare not in WEAK:
-            found.add(spoken(tokens[:i] + tokens[i + 1 :]))
+            found.add(spelled(tokens[:i] + tokens[i + 1 :]))
     for share in (0.6, 0.75):
         cut = max(1, round(len(tokens) * share))
-        found.update({spoken(tokens[:cut]), spoken(tokens[-cut:])})
-    found.discard(spoken(tokens))
+        found.update({spelled(tokens[:cut]), spelled(tokens[-cut:])})
+    found.discard(spelled(tokens))
     return sorted(found)
 
 
@@ -370,13 +374,14 @@ def negative_texts(
     engines: list[str],
     seed: int,
 ) -> list[tuple[str, Voice]]:
-    """(text, voice) of speech that is none of `phrases`: each phrase's confusables in
-    `confusable_voices` espeak-ng voices each, and `sentence_count` sentences from the text under
-    `sentence_texts` that hold no word of any phrase (repeated when there are fewer), each in its
-    own voice. The sentences are drawn once for all phrases."""
+    """(text, voice) of speech that is none of `phrases`: each phrase's confusables that are not
+    another of the phrases, in `confusable_voices` espeak-ng voices each, and `sentence_count`
+    sentences from the text under `sentence_texts` that hold no word of any phrase (repeated when
+    there are fewer), each in its own voice. The sentences are drawn once for all phrases."""
     items: list[tuple[str, Voice]] = []
     if confusable_voices:
-        near = dict.fromkeys(text for phrase in phrases for text in confusables(phrase))
+        own = {spelled(phonemes(phrase)) for phrase in phrases}
+        near = dict.fromkeys(text for phrase in phrases for text in confusables(phrase) if text not in own)
         for i, text in enumerate(near):
             items += [(text, voice) for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i)]
     if sentence_count:
@@ -387,16 +392,7 @@ def negative_texts(
     return items
 
 
-def negative_clips(
-    phrases: Sequence[str],
-    confusable_voices: int,
-    sentence_count: int,
-    sentence_texts: Sequence[Path],
-    engines: list[str],
-    rate: int,
-    seed: int,
-) -> list[tuple[np.ndarray, str]]:
-    """(samples, voice key) of the speech `negative_texts` chooses, spoken."""
-    items = negative_texts(phrases, confusable_voices, sentence_count, sentence_texts, engines, seed)
+def negative_clips(items: list[tuple[str, Voice]], rate: int) -> list[tuple[np.ndarray, str]]:
+    """(samples, voice key) of the (text, voice) pairs `negative_texts` chooses, spoken."""
     spoken = speak_all(items, rate, "synthetic negatives")
     return [(samples, f"synth-neg:{voice.key}") for samples, (_, voice) in zip(spoken, items)]
