@@ -5,10 +5,15 @@ subscriptions up and every event down; events say which service sent them (`inst
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import zmq
 
 from streamrnn.addresses import address_problem, is_loopback
 from streamrnn.service.publisher import bind
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class ProxyError(ValueError):
@@ -16,7 +21,12 @@ class ProxyError(ValueError):
 
 
 def proxy(upstream: list[str], publish: str, insecure: bool = False) -> None:
-    """Relay the events of the services at `upstream` on `publish` until interrupted."""
+    """Relay the events of the services at `upstream` on `publish` until SIGTERM (then return) or
+    SIGINT (then raise KeyboardInterrupt).
+
+    The relay runs in a thread with both signals blocked and the main thread takes them with
+    sigwait: a signal that arrives while ZeroMQ's proxy is busy relaying, not waiting in a system
+    call, would otherwise be noted by Python and never acted on."""
     for flag, address in [("--connect", a) for a in upstream] + [("--publish", publish)]:
         if problem := address_problem(address):
             raise ProxyError(f"{flag} {address} {problem}")
@@ -24,13 +34,22 @@ def proxy(upstream: list[str], publish: str, insecure: bool = False) -> None:
         raise ProxyError(f"--publish {publish} is reachable from other machines (no CURVE here): give --insecure")
     context: zmq.Context = zmq.Context.instance()
     services, subscribers = context.socket(zmq.XSUB), context.socket(zmq.XPUB)
+    control, steer = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    control.bind("inproc://proxy-control")
+    steer.connect("inproc://proxy-control")
     for address in upstream:
         services.connect(address)
     bind(subscribers, publish, "--publish")
+    unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the relay thread inherits the block
+    relay = threading.Thread(target=zmq.proxy_steerable, args=(services, subscribers, None, control))
+    relay.start()
     try:
-        zmq.proxy(services, subscribers)
-    except zmq.ContextTerminated:
-        pass
+        received = signal.sigwait(STOP_SIGNALS)
     finally:
-        services.close(linger=0)
-        subscribers.close(linger=0)
+        steer.send(b"TERMINATE")
+        relay.join()
+        for socket in (services, subscribers, control, steer):
+            socket.close(linger=0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+    if received == signal.SIGINT:
+        raise KeyboardInterrupt

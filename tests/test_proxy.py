@@ -7,6 +7,9 @@ import signal
 import subprocess
 import time
 
+import pytest
+import zmq
+
 from conftest import DEMO, STREAMRNN, assert_demo_words
 from streamrnn.client import Subscription
 
@@ -53,3 +56,34 @@ def test_one_subscriber_hears_three_instances_through_the_proxy(tmp_path):
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # every event of it, in order
     assert subscription.missed == 0
     assert proxy_code == 130, proxy.stderr.read() if proxy.stderr else ""
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_the_proxy_stops_on_a_signal_that_arrives_while_it_relays(tmp_path, sig, code):
+    context = zmq.Context.instance()
+    service = context.socket(zmq.PUB)
+    service.bind(f"ipc://{tmp_path}/service")
+    codes = []
+    for attempt in range(3):  # before the fix, 8 proxies in 12 hung this way
+        front = f"ipc://{tmp_path}/front{attempt}"
+        proxy = subprocess.Popen(STREAMRNN + ["proxy", "--publish", front, "--connect", f"ipc://{tmp_path}/service"])
+        subscriber = context.socket(zmq.SUB)
+        subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        subscriber.connect(front)
+        while not subscriber.poll(0):  # until events flow through the proxy
+            service.send(b"event")
+            time.sleep(0.01)
+        start, signalled = time.monotonic(), False
+        while time.monotonic() - start < 0.3:  # the signal lands mid-flood
+            service.send(b"x" * 200)
+            if not signalled and time.monotonic() - start > 0.15:
+                proxy.send_signal(sig)
+                signalled = True
+        try:
+            codes.append(proxy.wait(timeout=10))
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            codes.append(proxy.wait())
+        subscriber.close(linger=0)
+    service.close(linger=0)
+    assert codes == [code] * 3
