@@ -70,7 +70,9 @@ def test_the_proxy_stops_on_a_signal_that_arrives_while_it_relays(tmp_path, sig,
         subscriber = context.socket(zmq.SUB)
         subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         subscriber.connect(front)
+        ready_by = time.monotonic() + 30
         while not subscriber.poll(0):  # until events flow through the proxy
+            assert proxy.poll() is None and time.monotonic() < ready_by, "the proxy never relayed"
             service.send(b"event")
             time.sleep(0.01)
         start, signalled = time.monotonic(), False
