@@ -16,7 +16,7 @@ import numpy as np
 from streamrnn.deploy.export import export_model
 from streamrnn.deploy.verify import check_parity, describe, parity
 from streamrnn.evaluation.datasets import data_path
-from streamrnn.evaluation.detection import pick_thresholds, read_negatives
+from streamrnn.evaluation.detection import Negatives, pick_thresholds, read_negatives
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.checkpoint import load_checkpoint, update_checkpoint
 from streamrnn.training.recipe import Recipe
@@ -97,15 +97,20 @@ def _pick_epoch(run: Run) -> tuple[Path, dict]:
     return checkpoint, picked
 
 
-def _validation_streams(run: Run) -> tuple[list[np.ndarray], list[tuple[np.ndarray, str]]]:
+def _validation_streams(run: Run) -> tuple[Negatives, list[tuple[np.ndarray, str]]]:
     """The `train.validation_negatives` recordings (or, without them, the validation background
     clips joined into one stream) and the validation split's other clips, to be placed in them."""
     recipe, splits, background = run.recipe, run.splits, run.background
     folders = [str(data_path(recipe.data.root, f)) for f in recipe.train.validation_negatives]
+    rate = recipe.data.sample_rate
     negatives = (
-        read_negatives(folders, recipe.data.sample_rate)
+        read_negatives(folders, rate)
         if folders
-        else [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])]
+        else Negatives(
+            [np.concatenate([x.samples.numpy() for x in splits.validation if x.label == background])],
+            ["validation background clips"],
+            rate,
+        )
     )
     positives = [(x.samples.numpy(), splits.labels[x.label]) for x in splits.validation if x.label != background]
     return negatives, positives

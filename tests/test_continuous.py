@@ -7,9 +7,19 @@ import subprocess
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from conftest import DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
-from streamrnn.evaluation.detection import NEGATIVE_RMS, compose, trim_silence
+from streamrnn.decision import Decider, DecisionSettings
+from streamrnn.evaluation.detection import (
+    NEGATIVE_RMS,
+    compose,
+    count_detections,
+    read_negatives,
+    scored_streams,
+    trim_silence,
+)
+from streamrnn.runtime import StreamingModel
 
 
 def test_compose_places_keywords_apart_at_the_asked_snr():
@@ -79,3 +89,23 @@ def test_eval_detect_reports_frr_fa_per_hour_latency_and_det(tmp_path):
         assert det[0]["false_accepts"] > det[-1]["false_accepts"] and det[0]["frr"] < det[-1]["frr"]
     assert (tmp_path / "out" / "det.png").stat().st_size > 1000
     assert "| clean |" in (tmp_path / "out" / "detection.md").read_text()
+
+
+def test_false_accepts_are_counted_in_the_negatives_alone_at_their_recorded_level(tmp_path):
+    """Words in the negative audio fire as a service would hear them (each folder one stream at its
+    recorded level), counted once per folder; the keywords placed in the same audio only count hits."""
+    gap = np.zeros(16000 * 3, np.float32)
+    talk = np.concatenate([x for w in ("yes", "no", "down") for x in (gap, clip(w))] + [gap] * 10)
+    for name, level in (("talk", 1.0), ("whisper", 0.01)):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / "a.flac", talk * level, 16000)
+    model = StreamingModel(ROOT / "streamrnn" / "models" / "commands.onnx")
+    negatives = read_negatives([str(tmp_path / "talk"), str(tmp_path / "whisper")], 16000)
+    assert negatives.sources == ["talk", "whisper"] and negatives.hours == pytest.approx(2 * len(talk) / 16000 / 3600)
+    counts = count_detections(
+        model, scored_streams(model, negatives, [(clip("up"), "up")], None, 0), DecisionSettings()
+    )
+    heard = [len(Decider(model.info).update(s)) for s in model.score(negatives.streams)]
+    assert heard[0] >= 2 and heard[1] < heard[0]  # the words fire at their level, not 40 dB below
+    assert counts["frr"] == 0 and counts["false_accepts"] == sum(heard)  # the placed stream's words not again
+    assert counts["fa_per_hour_by_source"]["talk"] == pytest.approx(heard[0] / (negatives.hours / 2), abs=0.01)
