@@ -75,6 +75,15 @@ def cmd_fetch_negatives(args) -> None:
         print(f"{kind:<5} {folder}  ({PACKAGES[kind][folder.name]})")
 
 
+def cmd_fetch_voices(args) -> None:
+    from pathlib import Path
+
+    from streamrnn.training.voices import KOKORO_JS, default_folder, fetch_voices, voice_names
+
+    folder = fetch_voices(Path(args.folder) if args.folder else default_folder(), args.source or KOKORO_JS)
+    print(f"{folder}  (Kokoro-82M int8 and {len(voice_names(folder))} voices of kokoro-js 1.2.1, Apache-2.0)")
+
+
 def cmd_export(args) -> None:
     _need_training("export")
     from streamrnn.deploy.export import export_checkpoint
@@ -512,6 +521,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
     p.add_argument("--set", choices=["train", "validation", "eval", "all"], default="all")
     p.set_defaults(run=cmd_fetch_negatives)
+
+    p = sub.add_parser(
+        "fetch-voices",
+        help="download Kokoro's voices (npm registry, checksum pinned) for synthetic speech; once, before training",
+    )
+    p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/voices)")
+    p.add_argument(
+        "--from", dest="source", metavar="FILE|URL", help="a copy of the kokoro-js 1.2.1 tarball (same checksum)"
+    )
+    p.set_defaults(run=cmd_fetch_voices)
 
     p = sub.add_parser("bench", help="measure CPU per stream, streams per core, service latency and memory")
     _add_json_flag(p)

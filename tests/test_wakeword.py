@@ -111,7 +111,7 @@ def test_negatives_of_several_phrases_hold_none_of_them(tmp_path):
 
 @needs_data
 @needs_tts
-def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
+def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path, monkeypatch, capsys):
     mine = tmp_path / "mine"
     (mine / "take1").mkdir(parents=True)
     for i, word in enumerate(("yes", "no", "up")):  # stand-ins for a user's own recordings
@@ -138,7 +138,14 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path):
     recipe.synth.per_label, recipe.synth.confusable_voices, recipe.synth.sentences = 20, 1, 3
     recipe.synth.validation = 0.3
     recipe.train.out_dir = str(tmp_path / "run")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     splits = load_splits(recipe)
+    assert "synthetic phrases: 0 of 20 from the cache" in capsys.readouterr().out
+    again = load_splits(recipe)  # a resumed run: every clip from the cache, the same splits
+    assert re.search(
+        r"synthetic phrases: 20 of 20 from the cache.*\n.*negatives: (\d+) of \1 from", capsys.readouterr().out
+    )
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(splits.train, again.train))
     every = splits.train + splits.validation + splits.test
     phrase = [x for x in every if splits.labels[x.label] == "hey nova"]
     assert sum(x.source.startswith(str(mine)) for x in phrase) == 3  # the user's recordings
@@ -220,12 +227,12 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     hours = picked["negative_hours"]
     assert set(picked["thresholds"]) == {"yes", "no", "up", "down"}  # the labels with positives
     assert set(picked["skipped"]) == set(model.info.thresholds) - {"yes", "no", "up", "down"}
-    scores, placed = scored_streams(model, negatives, positives, None, 0)  # as the picker scored them
+    scored = scored_streams(model, negatives, positives, None, 0)  # as the picker scored them
     for label, threshold in picked["thresholds"].items():
         others_off = dict.fromkeys(model.info.thresholds, 1.0)
 
         def fa_per_hour(t, label=label, others_off=others_off):
-            counts = count_detections(model, scores, placed, hours, DecisionSettings(), {**others_off, label: t})
+            counts = count_detections(model, scored, DecisionSettings(), {**others_off, label: t})
             return counts["false_accepts"] / hours
 
         assert fa_per_hour(threshold) <= 2.0

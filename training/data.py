@@ -24,7 +24,6 @@ from streamrnn.evaluation.datasets import (
     recipe_clips,
     recipe_split,
     sensor_recordings,
-    split_of,
 )
 
 from .recipe import Recipe
@@ -148,19 +147,20 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
     s, labels, length = recipe.synth, splits.labels, recipe.clip_samples
     if not s.per_label:
         return
-    from .synth import negative_clips, negative_texts, synth_clips
+    from .synth import default_cache, held_out, negative_clips, negative_texts, synth_clips
 
     phrases = s.phrases or {x: x for x in labels if not x.startswith("_") and x != recipe.data.background_label}
     validated = {x.label for x in splits.validation}
-    for samples, label, group in synth_clips(phrases, s.per_label, s.engines, recipe.data.sample_rate, recipe.seed):
-        index = labels.index(label)
-        held = index not in validated and split_of(group, s.validation, 0.0) == "validation"
+    rate, cache = recipe.data.sample_rate, default_cache() if s.cache else None
+    for samples, label, voice in synth_clips(phrases, s.per_label, s.engines, rate, recipe.seed, s.validation, cache):
+        index, group = labels.index(label), f"synth:{voice.key}"
+        held = index not in validated and held_out(voice, s.validation)
         (splits.validation if held else splits.train).append(Example(_fit(samples, length), index, group, group))
     background = labels.index(recipe.data.background_label)
     reported = [text for label, text in phrases.items() if label not in recipe.data.unreported]
     texts = [data_path(recipe.data.root, folder) for folder in s.sentence_texts]
     negatives = negative_texts(reported, s.confusable_voices, s.sentences, texts, s.engines, recipe.seed)
-    for samples, group in negative_clips(negatives, recipe.data.sample_rate):
+    for samples, group in negative_clips(negatives, rate, cache):
         splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
 
 

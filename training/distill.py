@@ -140,7 +140,9 @@ def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np
         order = random.Random(recipe.seed).sample(pool, min(len(pool), d.sentences))
         texts = [order[i % len(order)] for i in range(d.sentences)]
         gap = np.zeros(rate // 5, np.float32)
-        spoken = speak_all(list(zip(texts, voices(d.engines, len(texts), recipe.seed))), rate, "synthetic sentences")
+        spoken = speak_all(
+            list(zip(texts, voices(d.engines, len(texts), recipe.seed))), rate, "synthetic sentences", None
+        )
         train["synthetic sentences"] = np.concatenate([x for s in spoken for x in (s, gap)])
     return train, held_out
 

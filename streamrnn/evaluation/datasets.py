@@ -15,6 +15,7 @@ file of many recordings, each opened by a `-,-,-,N` header line, as the magic_wa
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from dataclasses import dataclass, replace
@@ -67,12 +68,20 @@ def data_path(root: str, path: str) -> Path:
     return Path(root).expanduser() / Path(path).expanduser()
 
 
+def cache_folder(name: str) -> Path:
+    """The user's cache folder for `name` (negatives, voices, synth): $XDG_CACHE_HOME/streamrnn/NAME,
+    by default ~/.cache/streamrnn/NAME."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamrnn" / name
+
+
 def group_of(regex: re.Pattern | None, path: Path) -> str:
     match = regex.search(path.name) if regex else None
     return match.group(1) if match else path.name
 
 
-def _by_folder(root: Path, layout: str, labels: list[str]) -> dict[str, list[Path]]:
+def _by_folder(root: Path, layout: str, labels: list[str], partial: bool = False) -> dict[str, list[Path]]:
+    """A folder per label; with `partial` (a second corpus for the same labels) labels without a
+    folder get no clips instead of stopping, but one label at least must be found."""
     folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
     labels = labels or sorted(n for n in folders if n != "_background_noise_")
     files = {}
@@ -88,8 +97,10 @@ def _by_folder(root: Path, layout: str, labels: list[str]) -> dict[str, list[Pat
             ]
         elif layout == "speech_commands" and label == "_silence_" and "_background_noise_" in folders:
             files[label] = audio_files(folders["_background_noise_"])
-        else:
+        elif not partial:
             raise DataError(f"{root}: no folder for label {label!r}")
+    if not any(files.values()):
+        raise DataError(f"{root}: no audio files in a folder of any label ({', '.join(labels)})")
     return files
 
 
@@ -122,9 +133,11 @@ def list_clips(
     label_map: dict[str, str] | None = None,
     max_per_label: int = 0,
     label: str = "",
+    partial: bool = False,
 ) -> tuple[list[str], list[Clip]]:
     """(labels, clips) of an audio dataset; `max_per_label` picks a fixed subset per label;
-    `label` (layout files) gives every file the regex selects that one label."""
+    `label` (layout files) gives every file the regex selects that one label; `partial` (folder
+    layouts) lets labels without a folder go without clips."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
@@ -135,7 +148,7 @@ def list_clips(
     elif layout == "files":
         files = _by_name(root, labels or [], label_regex, label_map or {}, label)
     else:
-        files = _by_folder(root, layout, labels or [])
+        files = _by_folder(root, layout, labels or [], partial)
     regex = re.compile(group_regex) if group_regex else None
     clips = []
     for label, paths in files.items():
@@ -147,9 +160,9 @@ def list_clips(
 
 def recipe_clips(data, path: str, with_train_only: bool = True) -> tuple[list[str], list[Clip]]:
     """The audio clips a recipe's [data] settings select under `data.root/path`; for the main path
-    its [[data.extra]] sources too, each capped at its max_clips (the `train_only` ones only
-    `with_train_only`: they never reach validation or test). Training and `streamrnn
-    eval` both draw clips here, so they see the same ones."""
+    its [[data.extra]] sources too (which need not hold every label), each capped at its
+    max_per_label and max_clips (the `train_only` ones only `with_train_only`: they never reach
+    validation or test). Training and `streamrnn eval` both draw clips here, so they see the same ones."""
     d = data
     labels, clips = list_clips(
         data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex, d.label_map, d.max_per_label, d.label
@@ -166,8 +179,9 @@ def recipe_clips(data, path: str, with_train_only: bool = True) -> tuple[list[st
             extra.group_regex,
             extra.label_regex,
             extra.label_map,
-            d.max_per_label,
+            extra.max_per_label or d.max_per_label,
             extra.label,
+            partial=True,
         )
         if extra.max_clips:
             more = sorted(more, key=lambda c: stable_hash(c.path.name))[: extra.max_clips]

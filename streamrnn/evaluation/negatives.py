@@ -9,14 +9,13 @@ accepts per hour are measured on it and on nothing else it trains or picks on).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from streamrnn.evaluation.datasets import DataError
+from streamrnn.evaluation.datasets import DataError, cache_folder
 
 PACKAGES = {
     "train": {
@@ -62,7 +61,7 @@ REMOVE = {
 
 
 def default_folder() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamrnn" / "negatives"
+    return cache_folder("negatives")
 
 
 def _remove_listed(unpacked: Path, name: str) -> None:
