@@ -363,7 +363,7 @@ def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str, cache: Path 
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         spoken = list(tqdm(pool.map(one, items), desc, total=len(items), unit="clip"))
-    if cache:
+    if cache and spoken:
         print(f"{desc}: {sum(found for _, found in spoken)} of {len(spoken)} from the cache in {cache}", flush=True)
     return [samples for samples, _ in spoken]
 

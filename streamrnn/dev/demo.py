@@ -1,7 +1,7 @@
 """`streamrnn demo`: the service on the bundled examples, with a subscriber beside it.
 
-Four streams at real time: `demo` (real speech: commands and digits), `wake` (the two wake
-phrases spoken by an MBROLA voice, an engine the wake-word models never heard), and two real sensor
+Five streams at real time: `demo` (real speech: commands and digits), `wake` and `wake_ha` (the four
+wake phrases spoken by an MBROLA voice, an engine the wake-word models never heard), and two real sensor
 recordings pushed over ZeroMQ ingest as remote sensors would: `wrist` (a smart watch's IMU) and
 `wand` (a hand-held accelerometer drawing gestures). Every bundled model serves the streams of
 its kind (and channel count).
@@ -22,11 +22,11 @@ from streamrnn.send import send
 from streamrnn.wire import DetectionEvent
 
 SAMPLES = Path(__file__).parents[1] / "samples"
-AUDIO = (SAMPLES / "demo.flac", SAMPLES / "wake.flac")
+AUDIO = (SAMPLES / "demo.flac", SAMPLES / "wake.flac", SAMPLES / "wake_ha.flac")
 SENSORS = ((SAMPLES / "wrist.csv", 10.0, "wrist"), (SAMPLES / "wand.csv", 25.0, "wand"))  # file, Hz, stream
-MODELS = ("commands", "digits", "computer", "jarvis", "motions", "wand")
+MODELS = ("commands", "digits", "computer", "jarvis", "hey_jarvis", "okay_nabu", "motions", "wand")
 SPOKEN = (
-    "yes, no, up, down, left, stop, go, three, seven; then computer, jarvis; "
+    "yes, no, up, down, left, stop, go, three, seven; then computer, jarvis; hey jarvis, okay nabu; "
     "a wrist running, then walking; a wand drawing a ring, then a wing"
 )
 
@@ -72,7 +72,7 @@ def demo() -> int:
                 if isinstance(event, DetectionEvent):
                     detections += 1
                     print(
-                        f"{(event.time or '')[11:23]}  {event.stream:<6} {event.model:<9} {event.label:<9} "
+                        f"{(event.time or '')[11:23]}  {event.stream:<7} {event.model:<10} {event.label:<10} "
                         f"score {event.score:.2f}  stream time {event.start:.2f}-{event.end:.2f} s",
                         flush=True,
                     )

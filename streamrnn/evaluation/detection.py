@@ -270,7 +270,7 @@ def detection_report(
         "negative_hours": round(negatives.hours, 3),
         "negative_hours_by_source": {k: round(v, 3) for k, v in negatives.hours_by_source().items()},
         "false_accepts_in": "the negative audio alone, at its recorded level, in 10-minute streams with state carried",
-        "misses_in": "the keywords placed in the negative audio brought to -30 dBFS",
+        "misses_in": "the negative audio brought to -30 dBFS",
         "tolerance_s": TOLERANCE,
         "conditions": conditions,
     }
