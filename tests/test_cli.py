@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import CLIPS, DEMO, EVENT_SCHEMA, ROOT, STREAMRNN, assert_demo_words, export_test_model
+from conftest import (
+    CLIPS,
+    DATA_ROOT,
+    DEMO,
+    EVENT_SCHEMA,
+    ROOT,
+    STREAMRNN,
+    assert_demo_words,
+    export_test_model,
+    needs_data,
+)
 from streamrnn.catalog import resolve_model
 from streamrnn.runtime import StreamingModel
 from streamrnn.wire import parse_event
@@ -171,6 +181,20 @@ def test_streaming_never_imports_torch():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "CLEAN"
     assert '"kind": "detection"' in done.stdout
+
+
+@needs_data
+def test_eval_on_a_recipe_needs_no_training_extra():
+    """`streamrnn eval --recipe` reads a recipe's settings and split on a runtime install: with torch and
+    tqdm (the training extra) unimportable it still runs."""
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['tqdm'] = None; from streamrnn.cli import main; "
+        "main(['eval', '--model', 'wand', '--recipe', 'training/recipes/wand.toml', '--split', 'test', "
+        f"'--data-root', {str(DATA_ROOT)!r}, '--json'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accuracy"] > 0.9
 
 
 def test_the_wheel_holds_every_package_of_the_tree(tmp_path):

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from tqdm import tqdm
 
 from streamrnn.audio import to_model_rate, to_mono
 from streamrnn.evaluation.datasets import DataError, cache_folder, split_of
@@ -360,6 +359,8 @@ def speak_all(items: list[tuple[str, Voice]], rate: int, desc: str, cache: Path 
 
     def one(item: tuple[str, Voice]) -> tuple[np.ndarray, bool]:
         return cached_speak(*item, rate, cache) if cache else (speak(*item, rate), False)
+
+    from tqdm import tqdm  # training extra: a recipe's settings load without it
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         spoken = list(tqdm(pool.map(one, items), desc, total=len(items), unit="clip"))
