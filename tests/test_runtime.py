@@ -1,15 +1,13 @@
 """The runtime: contract validation, stream bookkeeping, audio conversion, decisions."""
 
-import re
-
 import numpy as np
 import onnx
 import pytest
 import soundfile as sf
 
-from conftest import CLIPS, ROOT, clip, export_test_model
+from conftest import CLIPS, clip, export_test_model
 from streamrnn.audio import AudioError, read_audio
-from streamrnn.contract import METADATA, ContractError
+from streamrnn.contract import ContractError
 from streamrnn.decision import Decider, DecisionSettings
 from streamrnn.runtime import StreamingModel
 
@@ -47,14 +45,6 @@ def test_contract_metadata_is_complete(contract):
         "clip_seconds",
     ):
         assert f"streamrnn.{key}" in props
-
-
-def test_the_readme_contract_table_names_every_metadata_key():
-    """The documented contract lists every key a contract file may carry, and no other."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("**Metadata** (`metadata_props`") : readme.index("The runtime refuses, in one line")]
-    documented = set(re.findall(r"`streamrnn\.(\w+)`", table))
-    assert documented == set(METADATA), (sorted(set(METADATA) - documented), sorted(documented - set(METADATA)))
 
 
 def test_garbage_file_is_refused_in_one_line(tmp_path):
