@@ -1,10 +1,16 @@
-"""Addresses as the service and its clients take them: ZeroMQ's tcp://HOST:PORT or ipc://PATH,
-and plain HOST:PORT for HTTP (metrics, the review page)."""
+"""Addresses as the service and its clients take them: ZeroMQ's tcp://HOST:PORT or ipc://PATH
+(the default event address, checking one, binding one), and plain HOST:PORT for HTTP (metrics,
+the review page)."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket as pysocket
 from urllib.parse import urlsplit
+
+import zmq
+
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"  # where the service publishes events unless told
 
 
 def address_problem(address: str) -> str | None:
@@ -40,3 +46,37 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a wildcard (*), an interface name or a host name
+
+
+class BindError(ValueError):
+    """An address the service cannot bind; the message names it."""
+
+
+def bind(socket: zmq.Socket, address: str, what: str, close: bool = False) -> None:
+    """Bind `socket` (closed again if `close`, as `serve --check` does); an ipc:// path where a
+    running service listens is refused, where libzmq would take it over silently."""
+    try:
+        if address.startswith("ipc://") and _listening(address[len("ipc://") :]):
+            raise BindError(f"{what} {address}: cannot bind (another process is listening there)")
+        try:
+            socket.bind(address)
+        except zmq.ZMQError as exc:
+            reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
+            raise BindError(f"{what} {address}: cannot bind ({reason})") from None
+    except BindError:
+        socket.close(linger=0)
+        raise
+    if close:
+        socket.close(linger=0)
+
+
+def _listening(path: str) -> bool:
+    """Whether a process accepts connections on the unix socket at `path`."""
+    probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:  # no such file, or a stale socket nobody listens on
+        return False
+    finally:
+        probe.close()

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from streamrnn.addresses import DEFAULT_PUBLISH
 from streamrnn.contract import DEVICES, is_threshold
 
 TRAIN_EXTRA = "needs the training extra: pip install 'streamrnn[train]' (torch, torchaudio, onnx)"
@@ -159,7 +160,7 @@ DECISION_HELP = {  # the decision layer's settings, for the offline commands and
 
 
 SERVE_FLAGS = {  # flag -> (setting, type, help)
-    "--publish": ("publish", str, "event address to bind (default tcp://127.0.0.1:5556)"),
+    "--publish": ("publish", str, f"event address to bind (default {DEFAULT_PUBLISH})"),
     "--instance": ("instance", str, "the name events carry as `instance` (default HOST:PID)"),
     "--metrics": ("metrics", str, "HOST:PORT to serve Prometheus metrics on (needs streamrnn[metrics])"),
     "--device": ("device", str, "cpu or cuda"),
@@ -411,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("listen", help="print the service's events as JSON lines")
-    p.add_argument("--connect", default="tcp://127.0.0.1:5556", help="event address")
+    p.add_argument("--connect", default=DEFAULT_PUBLISH, help="event address")
     p.add_argument("--topic", action="append", help="topic prefix, e.g. detection or detection.mic (repeatable)")
     p.add_argument("--count", type=int, help="exit after this many events")
     p.add_argument("--timeout", type=float, help="exit after this many seconds without an event")

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 
 import zmq
 
+from streamrnn.addresses import DEFAULT_PUBLISH
 from streamrnn.keys import ClientKeys
-from streamrnn.service.config import DEFAULT_PUBLISH
 from streamrnn.wire import BadEvent, Event, decode
 
 log = logging.getLogger(__name__)

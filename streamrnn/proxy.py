@@ -10,8 +10,7 @@ import threading
 
 import zmq
 
-from streamrnn.addresses import address_problem, is_loopback
-from streamrnn.service.publisher import bind
+from streamrnn.addresses import address_problem, bind, is_loopback
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 

@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 
 from streamrnn.addresses import host_port, is_loopback
-from streamrnn.service.capture import safe_name
+from streamrnn.captures import NEAR_MISSES, safe_name
 
 VERDICTS = ("positive", "negative")
 MAX_FORM_BYTES = 4096
@@ -40,7 +40,7 @@ class Capture:
 
     @property
     def near_miss(self) -> bool:
-        return self.base.parent.name == "near-misses"
+        return self.base.parent.name == NEAR_MISSES
 
     @property
     def label(self) -> str:
@@ -59,7 +59,7 @@ def pending(folder: Path, problem: Callable[[str], None]) -> list[Capture]:
     """The captures in `folder` and its near-misses/ not yet reviewed, oldest first; a JSON file
     that cannot be read or has no FLAC beside it is reported through `problem` and left out."""
     captures = []
-    for path in sorted([*folder.glob("*.json"), *folder.glob("near-misses/*.json")], key=lambda p: p.name):
+    for path in sorted([*folder.glob("*.json"), *folder.glob(f"{NEAR_MISSES}/*.json")], key=lambda p: p.name):
         try:
             event = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import re
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrnn.captures import NEAR_MISSES, safe_name
 from streamrnn.wire import DetectionEvent, wall_time
 
 log = logging.getLogger("streamrnn")
@@ -142,7 +142,7 @@ class Capturer:
     def _write(self, event: DetectionEvent, audio: np.ndarray, rate: float) -> None:
         import soundfile  # the writer's own: a service without captures never loads libsndfile
 
-        folder = self.folder if event.seq is not None else self.folder / "near-misses"
+        folder = self.folder if event.seq is not None else self.folder / NEAR_MISSES
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / _name(event)
         soundfile.write(str(base.with_suffix(".flac")), audio, int(rate), subtype="PCM_16")
@@ -164,8 +164,3 @@ def _size(base: Path) -> int:
 def _name(event: DetectionEvent) -> str:
     """A file name of the event: its time, stream, label and seq, in safe characters."""
     return safe_name(f"{event.time}_{event.stream}_{event.label}_{'near' if event.seq is None else event.seq}")
-
-
-def safe_name(text: str) -> str:
-    """`text` as a file name: letters, digits, _, + and -, anything else a -."""
-    return re.sub(r"[^A-Za-z0-9_+-]", "-", text)

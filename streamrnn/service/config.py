@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrnn.addresses import address_problem, is_loopback
+from streamrnn.addresses import DEFAULT_PUBLISH, address_problem, is_loopback
 from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.keys import KeyFileError, count_client_keys, read_key
@@ -19,7 +19,6 @@ from streamrnn.settings import SettingsError, build, read_toml
 from streamrnn.wire import IngestLimits
 
 DEFAULT_CONFIG = Path("/etc/streamrnn/streamrnn.toml")
-DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 
 
 class ConfigError(SettingsError):

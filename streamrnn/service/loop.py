@@ -24,6 +24,7 @@ from pathlib import Path
 
 import zmq
 
+from streamrnn.addresses import BindError, bind
 from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
@@ -32,7 +33,7 @@ from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, bo
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, check_thresholds, file_fingerprint, load_slot
-from streamrnn.service.publisher import BindError, Publisher, bind
+from streamrnn.service.publisher import Publisher
 from streamrnn.service.signals import EarlySignals
 from streamrnn.service.sources import (
     Problem,

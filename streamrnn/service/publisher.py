@@ -11,50 +11,15 @@ counts stalls begun, not every event missed (measured: 2 drops while a stalled s
 
 from __future__ import annotations
 
-import socket as pysocket
 import struct
 import time
 from collections.abc import Callable
 
 import zmq
 
+from streamrnn.addresses import BindError, bind
 from streamrnn.keys import ServerKeys
 from streamrnn.wire import Event, Stamper
-
-
-class BindError(ValueError):
-    """An address the service cannot bind; the message names it."""
-
-
-def bind(socket: zmq.Socket, address: str, what: str, close: bool = False) -> None:
-    """Bind `socket` (closed again if `close`, as `serve --check` does); an ipc:// path where a
-    running service listens is refused, where libzmq would take it over silently."""
-    try:
-        if address.startswith("ipc://") and _listening(address[len("ipc://") :]):
-            raise BindError(f"{what} {address}: cannot bind (another process is listening there)")
-        try:
-            socket.bind(address)
-        except zmq.ZMQError as exc:
-            reason = zmq.strerror(exc.errno) if exc.errno is not None else str(exc)
-            raise BindError(f"{what} {address}: cannot bind ({reason})") from None
-    except BindError:
-        socket.close(linger=0)
-        raise
-    if close:
-        socket.close(linger=0)
-
-
-def _listening(path: str) -> bool:
-    """Whether a process accepts connections on the unix socket at `path`."""
-    probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:  # no such file, or a stale socket nobody listens on
-        return False
-    finally:
-        probe.close()
-
 
 SUBSCRIPTIONS_PER_POLL = 1000  # subscription messages taken per tick at most: a flood cannot stall the loop
 MAX_TOPIC = 256  # bytes; a longer subscription is refused

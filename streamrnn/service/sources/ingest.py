@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import zmq
 
+from streamrnn.addresses import bind
 from streamrnn.keys import ServerKeys
-from streamrnn.service.publisher import bind
 from streamrnn.service.sources import Emit, Problem, Samples, Source, SpeedCredit, StreamEnd
 from streamrnn.wire import Reject, parse_ingest
 
