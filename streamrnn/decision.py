@@ -9,6 +9,8 @@ import numpy as np
 
 from streamrnn.contract import ModelInfo
 
+RISE = 0.5  # a label's score "rises" at this share of its threshold: where a detection starts, where a near miss begins
+
 
 @dataclass(frozen=True)
 class DecisionSettings:
@@ -57,11 +59,11 @@ class Decider:
         self._patience = settings.patience or info.patience
         self._refractory_frames = int(round(settings.refractory / info.frame_seconds))
         n = len(self._labels)
-        # thresholds and their halves (a score rises when it reaches half its threshold) as the
+        # thresholds and their halves (a score rises when it reaches RISE of its threshold) as the
         # float32 numbers the scores are compared with; a half per model column, inf where unreported
         threshold = np.array([thresholds[x] for x in self._labels], np.float32)
         self._threshold: list[float] = threshold.tolist()
-        self._half: list[float] = (threshold / 2).tolist()
+        self._half: list[float] = (threshold * np.float32(RISE)).tolist()
         self._half_by_column = [math.inf] * len(info.labels)
         for column, half in zip(self._columns, self._half):
             self._half_by_column[column] = half

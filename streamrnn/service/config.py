@@ -26,7 +26,9 @@ class ConfigError(SettingsError):
 
 
 @dataclass
-class ModelConfig:
+class ServedModel:
+    """One [[models]] entry: a model the service serves, with its own overrides."""
+
     model: str  # bundled/installed name or .onnx path
     thresholds: dict[str, float] = field(default_factory=dict)  # per-label overrides
     smoothing: int = 0  # 0: the [decision] table's
@@ -79,7 +81,7 @@ class MicConfig:
 
 @dataclass
 class ServiceConfig:
-    models: list[ModelConfig] = field(default_factory=list, metadata={"table": ModelConfig})
+    models: list[ServedModel] = field(default_factory=list, metadata={"table": ServedModel})
     sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR, wyoming:URI
     publish: str = DEFAULT_PUBLISH
     thresholds: dict[str, float] = field(default_factory=dict)  # per label, for every model that has it
@@ -105,11 +107,11 @@ class ServiceConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = field(default="defaults", metadata={"internal": True})
 
-    def thresholds_for(self, model: ModelConfig, labels: tuple[str, ...]) -> dict[str, float]:
+    def thresholds_for(self, model: ServedModel, labels: tuple[str, ...]) -> dict[str, float]:
         """The thresholds a model is served with: the top-level ones of its labels, then its own."""
         return {label: v for label, v in self.thresholds.items() if label in labels} | model.thresholds
 
-    def decision_for(self, model: ModelConfig) -> DecisionSettings:
+    def decision_for(self, model: ServedModel) -> DecisionSettings:
         """The [decision] table with a model's own overrides on top."""
         d = self.decision
         return DecisionSettings(
@@ -232,7 +234,7 @@ def load_config(path: str | Path | None, overrides: dict) -> ServiceConfig:
         if value is None:
             continue
         if key == "models":
-            value = [ModelConfig(m) for m in value]
+            value = [ServedModel(m) for m in value]
         *tables, name = key.split(".")
         target = config
         for table in tables:

@@ -29,7 +29,7 @@ from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
 from streamrnn.service.capture import Capturer
-from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig, bound_addresses, config_path, load_config
+from streamrnn.service.config import ConfigError, ServedModel, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import ModelSlot, Pipeline, check_thresholds, file_fingerprint, load_slot
@@ -234,7 +234,7 @@ class Service:
         log.info("reload: %s", message)
         self._publish_status("reloaded", message)
 
-    def _load_models(self, config: ServiceConfig) -> list[tuple[ModelConfig, ModelSlot]]:
+    def _load_models(self, config: ServiceConfig) -> list[tuple[ServedModel, ModelSlot]]:
         """Each configured model's slot: the running one where its file is unchanged, else newly
         loaded; raises ValueError on the first that fails (then nothing is changed)."""
         running = {s.spec.model: s for s in self.pipeline.slots}
@@ -249,7 +249,7 @@ class Service:
                 raise ValueError(f"models[{i}] {spec.model}: {exc}") from None
         return plans
 
-    def _reuse(self, slot: ModelSlot, spec: ModelConfig) -> ModelSlot:
+    def _reuse(self, slot: ModelSlot, spec: ServedModel) -> ModelSlot:
         """Same model file: streams keep their state; new decision settings start new deciders
         where the old ones were in stream time."""
         settings = self.config.decision_for(spec)

@@ -20,7 +20,7 @@ from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider, DecisionSettings
 from streamrnn.runtime import StreamingModel
 from streamrnn.service.capture import Capturer
-from streamrnn.service.config import ConfigError, ModelConfig, ServiceConfig
+from streamrnn.service.config import ConfigError, ServedModel, ServiceConfig
 from streamrnn.service.sources import Samples
 from streamrnn.wire import DetectionEvent, Event, ScoresEvent
 
@@ -37,7 +37,7 @@ def file_fingerprint(path: Path) -> tuple:
 class ModelSlot:
     """A served model and its per-stream companions (decider, resampler)."""
 
-    spec: ModelConfig
+    spec: ServedModel
     path: Path
     fingerprint: tuple
     runtime: StreamingModel
@@ -86,7 +86,7 @@ class ModelSlot:
             table.pop(stream, None)
 
 
-def load_slot(config: ServiceConfig, spec: ModelConfig, index: int) -> ModelSlot:
+def load_slot(config: ServiceConfig, spec: ServedModel, index: int) -> ModelSlot:
     """Load one configured model; thresholds must name its labels."""
     path = resolve_model(spec.model)
     started = time.perf_counter()
