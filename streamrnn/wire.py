@@ -23,7 +23,7 @@ from typing import ClassVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 
-from streamrnn.contract import ModelInfo
+from streamrnn.contract import KINDS, ModelInfo
 from streamrnn.decision import Detection
 
 SCHEMA_VERSION = 1
@@ -215,7 +215,6 @@ class Stamper:
 # ----- ingest -----------------------------------------------------------------------------
 
 INGEST_FORMATS = {"s16le": ("<i2", 1 / 32768.0), "f32le": ("<f4", 1.0)}  # dtype, scale to [-1, 1]
-KINDS = ("audio", "sensor")
 MAX_CHANNELS = 64
 MAX_STREAM_ID = 200  # characters
 MAX_HEADER_BYTES = 4096
