@@ -27,7 +27,7 @@ class DecisionSettings:
 class Detection:
     label: str
     score: float  # smoothed score when it fired
-    start: float  # stream seconds where the label's score first rose above half its threshold
+    start: float  # stream seconds where the label's score first rose to RISE (half) of its threshold
     end: float  # stream seconds at the end of the frame that fired
 
 
@@ -38,7 +38,7 @@ class Decider:
     patience left at 0 are the model's own (its contract file's, chosen for its frame length).
     `start` is the stream time (seconds) where its first frame begins: a decider that joins a
     running stream (a model added or changed on reload) keeps the stream's clock.
-    With `near_misses`, a label's score that rose to half its threshold and fell back without
+    With `near_misses`, a label's score that rose to RISE of its threshold and fell back without
     firing is kept in `self.near_misses` (its peak as the score) for the caller to take.
     """
 
@@ -59,18 +59,18 @@ class Decider:
         self._patience = settings.patience or info.patience
         self._refractory_frames = int(round(settings.refractory / info.frame_seconds))
         n = len(self._labels)
-        # thresholds and their halves (a score rises when it reaches RISE of its threshold) as the
-        # float32 numbers the scores are compared with; a half per model column, inf where unreported
+        # thresholds and their rise levels (RISE of each) as the float32 numbers the scores are
+        # compared with; a rise level per model column, inf where unreported
         threshold = np.array([thresholds[x] for x in self._labels], np.float32)
         self._threshold: list[float] = threshold.tolist()
-        self._half: list[float] = (threshold * np.float32(RISE)).tolist()
-        self._half_by_column = [math.inf] * len(info.labels)
-        for column, half in zip(self._columns, self._half):
-            self._half_by_column[column] = half
-        self._at_rest = True  # history below half, no run, no rise
+        self._rise_at: list[float] = (threshold * np.float32(RISE)).tolist()
+        self._rise_by_column = [math.inf] * len(info.labels)
+        for column, level in zip(self._columns, self._rise_at):
+            self._rise_by_column[column] = level
+        self._at_rest = True  # history below every rise level, no run, no rise
         self._history = [[0.0] * len(info.labels)] * (self._smoothing - 1)  # the last rows of scores
         self._run = [0] * n  # consecutive smoothed frames at or above threshold
-        self._rise = [-1] * n  # frame where the score rose above half (-1: not risen)
+        self._rise = [-1] * n  # frame where the score reached its rise level (-1: not risen)
         self._quiet_until = [0] * n  # refractory end, in frames
         self._frame = 0  # frame index of the next score
         self._start = start
@@ -93,14 +93,14 @@ class Decider:
         rows, k = scores.tolist(), self._smoothing
         window = self._history + rows
         self._history = window[len(window) - (k - 1) :] if k > 1 else []
-        if self._at_rest and not any(v >= h for row in rows for v, h in zip(row, self._half_by_column)):
+        if self._at_rest and not any(v >= h for row in rows for v, h in zip(row, self._rise_by_column)):
             self._frame += len(rows)  # the usual chunk: nothing near any threshold
             return []
         fired = []
         for j, column in enumerate(self._columns):
-            run, rise, half, threshold = self._run[j], self._rise[j], self._half[j], self._threshold[j]
+            run, rise, level, threshold = self._run[j], self._rise[j], self._rise_at[j], self._threshold[j]
             values = [row[column] for row in window]
-            if not run and rise < 0 and max(values) < half:
+            if not run and rise < 0 and max(values) < level:
                 continue  # nothing going on for this label: it stays at rest
             for t, value in enumerate(values[k - 1 :]):
                 frame = self._frame + t
@@ -109,8 +109,8 @@ class Decider:
                 smoothed = sum(values[t : t + k]) / k if k > 1 else value
                 run = run + 1 if smoothed >= threshold else 0
                 if self._keep_near_misses:
-                    self._near_miss(j, rise, frame, value >= half, value)
-                rise = (rise if rise >= 0 else frame) if value >= half else -1
+                    self._near_miss(j, rise, frame, value >= level, value)
+                rise = (rise if rise >= 0 else frame) if value >= level else -1
                 if run == self._patience and frame >= self._quiet_until[j]:
                     start = rise if rise >= 0 else frame
                     fired.append(
@@ -131,16 +131,16 @@ class Decider:
         self._at_rest = (
             not any(self._run)
             and max(self._rise) < 0
-            and not any(row[c] >= h for row in self._history for c, h in zip(self._columns, self._half))
+            and not any(row[c] >= h for row in self._history for c, h in zip(self._columns, self._rise_at))
         )
         self._frame += len(rows)
         return [detection for _, _, detection in sorted(fired, key=lambda f: f[:2])]  # time order
 
-    def _near_miss(self, j: int, rise: int, frame: int, above_half: bool, value: float) -> None:
+    def _near_miss(self, j: int, rise: int, frame: int, risen: bool, value: float) -> None:
         """Follow label j's rise: a rise that ends without firing is a near miss."""
-        if above_half and rise < 0:  # a new rise
+        if risen and rise < 0:  # a new rise
             self._peak[j], self._fired[j] = value, False
-        elif above_half:
+        elif risen:
             self._peak[j] = max(self._peak[j], value)
         elif rise >= 0 and not self._fired[j]:  # the rise ended without firing
             start, end = self._start + rise * self._frame_seconds, self._start + frame * self._frame_seconds

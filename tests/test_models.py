@@ -84,12 +84,13 @@ SAMPLES = ROOT / "streamrnn" / "samples"
 WAKE = SAMPLES / "wake.flac"  # mbrola us2: computer 0.50-1.07 s, jarvis 2.57-2.97 s
 WAKE_HA = SAMPLES / "wake_ha.flac"  # mbrola us2: hey jarvis 0.50-1.10 s, okay nabu 2.60-3.19 s
 PHRASES = {  # label: where it is said (sample, start, end)
-    "computer": [(WAKE, 0.50, 1.07)],
-    "jarvis": [(WAKE, 2.57, 2.97)],
-    "hey jarvis": [(WAKE_HA, 0.50, 1.10)],
-    "okay nabu": [(WAKE_HA, 2.60, 3.19)],
+    "computer": (WAKE, 0.50, 1.07),
+    "jarvis": (WAKE, 2.57, 2.97),
+    "hey jarvis": (WAKE_HA, 0.50, 1.10),
+    "okay nabu": (WAKE_HA, 2.60, 3.19),
 }
-SAID = {**PHRASES, "jarvis": PHRASES["jarvis"] + PHRASES["hey jarvis"]}  # "jarvis" is said in "hey jarvis" too
+SAID = {label: [where] for label, where in PHRASES.items()}
+SAID["jarvis"].append(PHRASES["hey jarvis"])  # "jarvis" is said in "hey jarvis" too
 
 
 @pytest.mark.parametrize("phrase", list(PHRASES))
