@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, encode_metadata, state_input, state_output
+from streamrnn.recipe.schema import Recipe
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.model import StreamingRNN
-from streamrnn.training.recipe import Recipe
 
 OPSET = 17
 SMOOTHING_SECONDS, PATIENCE_SECONDS = 0.03, 0.02  # the decision defaults written into each model

@@ -15,11 +15,11 @@ import numpy as np
 
 from streamrnn.deploy.export import export_model
 from streamrnn.deploy.verify import check_parity, describe, parity
-from streamrnn.evaluation.datasets import data_path
 from streamrnn.evaluation.detection import Negatives, pick_thresholds, read_negatives
+from streamrnn.recipe.datasets import data_path
+from streamrnn.recipe.schema import Recipe
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.checkpoint import load_checkpoint, update_checkpoint
-from streamrnn.training.recipe import Recipe
 from streamrnn.training.train import Run, settle, train
 
 

@@ -40,7 +40,7 @@ def _threshold(text: str) -> tuple[str, float]:
 def cmd_train(args) -> None:
     _need_training("train")
     from streamrnn.deploy.release import train_and_release
-    from streamrnn.training.recipe import load_recipe
+    from streamrnn.recipe.schema import load_recipe
 
     train_and_release(load_recipe(args.recipe, args.data_root), args.resume)
 
@@ -55,7 +55,7 @@ def cmd_distill(args) -> None:
 def cmd_train_wakeword(args) -> None:
     _need_training("train-wakeword")
     from streamrnn.deploy.release import train_and_release
-    from streamrnn.training.recipe import load_recipe
+    from streamrnn.recipe.schema import load_recipe
     from streamrnn.training.wakeword import write_recipe
 
     path = write_recipe(

@@ -12,10 +12,10 @@ import numpy as np
 import zmq
 
 from streamrnn.audio import read_native
+from streamrnn.ingest_format import IngestHeader, ingest_message, stream_id_problem
 from streamrnn.keys import ClientKeys
 from streamrnn.pacing import Pacer
 from streamrnn.sensors import read_csv
-from streamrnn.wire import IngestHeader, ingest_message, stream_id_problem
 
 
 class SendError(ValueError):

@@ -89,8 +89,8 @@ def build_model(
     """An untrained StreamingRNN whose normalisation is measured on real audio."""
     import torch
 
+    from streamrnn.recipe.schema import Recipe, finish
     from streamrnn.training.model import StreamingRNN
-    from streamrnn.training.recipe import Recipe, finish
 
     recipe = Recipe(name=f"test_{cell}_{kind}")
     recipe.data.path = "unused"

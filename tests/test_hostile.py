@@ -15,9 +15,9 @@ import zmq
 
 from conftest import DEMO, assert_demo_words, demo_pcm, free_tcp_address
 from streamrnn.client import Subscription
+from streamrnn.ingest_format import IngestHeader, ingest_message
 from streamrnn.pacing import Pacer
 from streamrnn.send import messages
-from streamrnn.wire import IngestHeader, ingest_message
 
 HEADER = {"format": "s16le", "rate": 16000, "channels": 1, "seq": 0}
 FLOOD = 300  # new stream ids, one message each, against max_streams = 40

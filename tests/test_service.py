@@ -17,8 +17,8 @@ import zmq
 
 from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, demo_frames, demo_pcm, ingest_service
 from streamrnn.dev.harness import ServeProcess
+from streamrnn.ingest_format import IngestHeader, ingest_message
 from streamrnn.send import messages
-from streamrnn.wire import IngestHeader, ingest_message
 
 COMMANDS = ROOT / "streamrnn" / "models" / "commands.onnx"
 

@@ -10,10 +10,10 @@ import torch
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
 from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import TOLERANCE, parity
+from streamrnn.recipe.schema import RecipeError, finish, load_recipe
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.distill import distill, load_distill_recipe
-from streamrnn.training.recipe import RecipeError, finish, load_recipe
 from streamrnn.training.student import StudentEncoder
 
 

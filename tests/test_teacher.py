@@ -12,8 +12,8 @@ import torch
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
 from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import TOLERANCE, parity
+from streamrnn.recipe.schema import RecipeError, finish, load_recipe
 from streamrnn.runtime import StreamingModel
-from streamrnn.training.recipe import RecipeError, finish, load_recipe
 from streamrnn.training.teacher import TeacherEncoder, teacher_files
 from streamrnn.training.train import train
 

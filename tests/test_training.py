@@ -14,11 +14,11 @@ import torch
 from conftest import DATA_ROOT, ROOT, clip, needs_data
 from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import parity
+from streamrnn.recipe.schema import AugmentConfig, RecipeError, load_recipe
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.augment import Augmenter
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.data import DataError, load_splits
-from streamrnn.training.recipe import AugmentConfig, RecipeError, load_recipe
 from streamrnn.training.train import DivergedError, best_f1_threshold, train
 
 TINY = ROOT / "tests" / "recipes" / "tiny_commands.toml"
@@ -368,7 +368,7 @@ def test_magic_wand_text_files_give_one_group_per_recording():
 
 
 def test_bad_recording_text_file_is_named(tmp_path):
-    from streamrnn.evaluation.datasets import read_txt_recordings
+    from streamrnn.recipe.datasets import read_txt_recordings
 
     path = tmp_path / "wing.txt"
     path.write_text("-,-,-,1\n1.0,2.0,3.0\n1.0,2.0,3.0\n-,-,-,2\n4.0,5.0,6.0\n")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, STREAMRNN
-from streamrnn.evaluation.datasets import DataError
+from streamrnn.recipe.datasets import DataError
 from streamrnn.training.synth import Voice, cached_speak, held_out, negative_texts, voices
 from streamrnn.training.voices import KOKORO_JS_SHA256, LICENSE, MODEL, MODEL_SHA256, fetch_voices, voice_names
 

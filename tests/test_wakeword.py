@@ -15,15 +15,14 @@ import soundfile as sf
 
 from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip, needs_data
 from streamrnn.decision import DecisionSettings
-from streamrnn.evaluation.datasets import DataError
 from streamrnn.evaluation.detection import PICK_GRID, count_detections, pick_thresholds, read_negatives, scored_streams
 from streamrnn.evaluation.negatives import REMOVE
+from streamrnn.recipe.datasets import DataError
+from streamrnn.recipe.schema import SENTENCE_TEXTS, RecipeError, load_recipe
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
-from streamrnn.training.recipe import RecipeError, load_recipe
 from streamrnn.training.synth import (
     COMMANDS,
-    SENTENCE_TEXTS,
     confusables,
     negative_texts,
     phonemes,

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import EVENT_SCHEMA, ROOT
 from streamrnn.decision import Detection
+from streamrnn.ingest_format import IngestHeader, IngestLimits, Reject, ingest_message, parse_ingest
 from streamrnn.runtime import StreamingModel
 from streamrnn.wire import (
     EVENT_KINDS,
@@ -18,15 +19,10 @@ from streamrnn.wire import (
     DetectionEvent,
     Event,
     HeartbeatEvent,
-    IngestHeader,
-    IngestLimits,
-    Reject,
     ScoresEvent,
     Stamper,
     StatusEvent,
     decode,
-    ingest_message,
-    parse_ingest,
 )
 
 INFO = StreamingModel(ROOT / "streamrnn" / "models" / "commands.onnx").info

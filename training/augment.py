@@ -11,7 +11,7 @@ import torch
 import torchaudio.functional as AF
 import torchaudio.transforms as AT
 
-from .recipe import AugmentConfig
+from streamrnn.recipe.schema import AugmentConfig
 
 
 def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:

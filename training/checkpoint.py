@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from streamrnn.recipe.schema import Recipe, recipe_from_dict
 from streamrnn.training.model import StreamingRNN
-from streamrnn.training.recipe import Recipe, recipe_from_dict
 
 
 def save_checkpoint(

@@ -1,6 +1,6 @@
 """Datasets: labelled clips read from disk, split by speaker (or recording), fitted to a length.
 
-Audio layouts are listed by `streamrnn.evaluation.datasets` (folders, speech_commands, files); sensor
+Audio layouts are listed by `streamrnn.recipe.datasets` (folders, speech_commands, files); sensor
 layouts here: `ts` (sktime .ts files) and `csv` (a folder per label of CSV recordings, a row per
 step). `data.noise_clips` adds background-label clips cut from the noise folder. Background-label
 recordings longer than two clips (negative speech, music) become consecutive clip-length cuts of
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from streamrnn.audio import AudioError, read_many
-from streamrnn.evaluation.datasets import (
+from streamrnn.recipe.datasets import (
     DataError,
     audio_files,
     data_path,
@@ -25,8 +25,7 @@ from streamrnn.evaluation.datasets import (
     recipe_split,
     sensor_recordings,
 )
-
-from .recipe import Recipe
+from streamrnn.recipe.schema import Recipe
 
 
 @dataclass

@@ -27,12 +27,12 @@ import torch
 from tqdm import tqdm
 
 from streamrnn.audio import read_many
-from streamrnn.evaluation.datasets import audio_files, data_path, group_of, split_of
+from streamrnn.recipe.datasets import audio_files, data_path, group_of, split_of
+from streamrnn.recipe.schema import TEACHER_RATE, AugmentConfig, RecipeError
 from streamrnn.settings import build, read_toml
 
 from .augment import Augmenter
 from .data import noise_recordings
-from .recipe import TEACHER_RATE, AugmentConfig, RecipeError
 from .student import StudentEncoder
 from .synth import check_engines, sentences, speak_all, voices
 from .teacher import ATTRIBUTION as TEACHER_ATTRIBUTION

@@ -18,8 +18,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from streamrnn.recipe.schema import Recipe
+
 from .frontend import FrameContext, LogMel, Normalize
-from .recipe import Recipe
 from .student import StudentEncoder
 from .teacher import TeacherEncoder
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from streamrnn.recipe.schema import TEACHER_HOP, TEACHER_RATE
+
 from .frontend import LogMel, Normalize
-from .recipe import TEACHER_HOP, TEACHER_RATE
 
 MEL_HOP = 160
 STACK = 4  # log-mel frames per GRU step (40 ms)

@@ -34,11 +34,11 @@ import numpy as np
 import soundfile
 
 from streamrnn.audio import to_model_rate, to_mono
-from streamrnn.evaluation.datasets import DataError, cache_folder, split_of
+from streamrnn.recipe.datasets import DataError, cache_folder, split_of
+from streamrnn.recipe.schema import SENTENCE_TEXTS
 
 from .voices import kokoro_files
 
-ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola", "kokoro")
 # The command each engine needs, and the Debian packages that bring it and its English voices
 # (pico and rhvoice are in Debian's non-free section, mbrola voices in contrib)
 COMMANDS = {
@@ -78,7 +78,6 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 # six do and the others train
 KOKORO_VALIDATION = ("af_nova", "am_puck", "bf_alice", "bm_lewis", "ef_dora", "im_nicola")
 CACHE_VERSION = 1  # part of every cache key: raise it when speak() changes what it returns
-SENTENCE_TEXTS = "/usr/share/common-licenses"  # English prose on every Debian system
 
 # espeak-ng phoneme mnemonics of more than one character, longest first (for tokenising `-x`)
 MULTI = sorted(
@@ -144,7 +143,7 @@ WEAK = {"@", "@2", "3", "t#", "I#", "@L"}  # reduced sounds people drop anyway: 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # one of ENGINES
+    engine: str  # one of streamrnn.recipe.schema.ENGINES
     name: str  # espeak: accent+variant; flite, pico, ...: voice; piper: noise scales; kokoro: the blend,
     # e.g. "af_heart*0.62+ef_dora*0.38"
     speed: int  # espeak words per minute; the others' duration stretch (or rate) in percent

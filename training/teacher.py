@@ -24,7 +24,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from .recipe import TEACHER_HOP as FRAME_HOP  # samples per embedding: 80 ms at 16 kHz
+from streamrnn.recipe.schema import TEACHER_HOP as FRAME_HOP  # samples per embedding: 80 ms at 16 kHz
 
 MEL_HOP = 160
 MEL_WINDOW = 512

@@ -7,8 +7,9 @@ from importlib.resources import files
 
 import torch
 
+from streamrnn.recipe.schema import load_recipe
+
 from .model import StreamingRNN
-from .recipe import load_recipe
 from .train import clip_loss
 
 

@@ -21,12 +21,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from streamrnn.evaluation.datasets import data_path
+from streamrnn.recipe.datasets import data_path
+from streamrnn.recipe.schema import Recipe, RecipeError
 from streamrnn.training.augment import Augmenter
 from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
-from streamrnn.training.recipe import Recipe, RecipeError
 
 EVAL_BATCH = 256
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.evaluation.datasets import DataError, cache_folder
+from streamrnn.recipe.datasets import DataError, cache_folder
 
 KOKORO_JS = "https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz"
 KOKORO_JS_SHA256 = "1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
-from .recipe import RecipeError
+from streamrnn.recipe.schema import RecipeError
 
 RECORDINGS = """
 [[data.extra]]                       # your own recordings of the phrase

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.audio import AudioError, read_audio
-from streamrnn.evaluation.datasets import DataError, list_clips, recipe_clips, recipe_split, sensor_recordings
 from streamrnn.evaluation.metrics import clip_report, clip_scores, confusion
+from streamrnn.recipe.datasets import DataError, list_clips, recipe_clips, recipe_split, sensor_recordings
 from streamrnn.runtime import StreamingModel
 
 

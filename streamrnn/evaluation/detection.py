@@ -23,7 +23,7 @@ import numpy as np
 
 from streamrnn.audio import read_many
 from streamrnn.decision import Decider, DecisionSettings
-from streamrnn.evaluation.datasets import AUDIO_SUFFIXES, DataError
+from streamrnn.recipe.datasets import AUDIO_SUFFIXES, DataError
 from streamrnn.runtime import StreamingModel
 
 NEGATIVE_RMS = 10 ** (-30 / 20)  # level of the negative audio in composed streams

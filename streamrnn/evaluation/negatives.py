@@ -15,7 +15,7 @@ import tempfile
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from streamrnn.evaluation.datasets import DataError, cache_folder
+from streamrnn.recipe.datasets import DataError, cache_folder
 
 PACKAGES = {
     "train": {

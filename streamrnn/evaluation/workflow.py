@@ -73,7 +73,7 @@ def write_reports(folder: str, report: dict, text: str, png: str, plot: Callable
 def _items(request: EvalRequest, model: StreamingModel) -> tuple[list[Item], str]:
     """The clips to evaluate and a description of where they came from."""
     if request.recipe:
-        from streamrnn.training.recipe import load_recipe  # settings only: no torch
+        from streamrnn.recipe.schema import load_recipe  # settings only: no torch
 
         recipe = load_recipe(request.recipe, request.data_root)
         items = recipe_items(recipe, request.split, model.info.sample_rate)
@@ -103,7 +103,7 @@ def _pick_thresholds(request: EvalRequest, fa_per_hour: float, model: StreamingM
     picked = detection.pick_thresholds(model, negatives, positives, fa_per_hour, request.settings)
     if request.write:
         try:
-            from streamrnn.deploy.metadata import write_thresholds
+            from streamrnn.evaluation.thresholds import write_thresholds
         except ImportError:
             raise EvalError("eval --write needs onnx: pip install onnx") from None
         write_thresholds(request.write, picked["thresholds"])

@@ -12,11 +12,11 @@ from pathlib import Path
 from streamrnn.addresses import DEFAULT_PUBLISH, address_problem, is_loopback
 from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
+from streamrnn.ingest_format import IngestLimits
 from streamrnn.keys import KeyFileError, count_client_keys, read_key
 from streamrnn.service.capture import CaptureConfig
 from streamrnn.service.metrics import MetricsError, parse_address
 from streamrnn.settings import SettingsError, build, read_toml
-from streamrnn.wire import IngestLimits
 
 DEFAULT_CONFIG = Path("/etc/streamrnn/streamrnn.toml")
 

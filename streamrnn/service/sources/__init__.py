@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.wire import MAX_STREAM_ID
+from streamrnn.ingest_format import MAX_STREAM_ID
 
 
 @dataclass

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import zmq
 
 from streamrnn.addresses import bind
+from streamrnn.ingest_format import Reject, parse_ingest
 from streamrnn.keys import ServerKeys
 from streamrnn.service.sources import Emit, Problem, Samples, Source, SpeedCredit, StreamEnd
-from streamrnn.wire import Reject, parse_ingest
 
 POLL_MS = 50
 

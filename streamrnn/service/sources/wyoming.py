@@ -32,9 +32,10 @@ from wyoming.wake import Detect, Detection, NotDetected
 
 from streamrnn.addresses import is_loopback
 from streamrnn.contract import ModelInfo
+from streamrnn.ingest_format import MAX_CHANNELS
 from streamrnn.service.config import IngestConfig
 from streamrnn.service.sources import Emit, Problem, Samples, Source, SpeedCredit, StreamEnd
-from streamrnn.wire import MAX_CHANNELS, DetectionEvent, Event
+from streamrnn.wire import DetectionEvent, Event
 
 log = logging.getLogger("streamrnn")
 

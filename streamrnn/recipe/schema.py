@@ -1,4 +1,4 @@
-"""Training recipes: a TOML file read into typed, checked settings.
+"""Recipes: a TOML file read into typed, checked settings (torch-free; training and `streamrnn eval` read it).
 
 Unknown keys, wrong types and impossible values stop with one line naming the key.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from streamrnn.settings import SettingsError, build, read_toml
 
-from .synth import ENGINES, SENTENCE_TEXTS
-
+ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola", "kokoro")  # synthetic speech
+SENTENCE_TEXTS = "/usr/share/common-licenses"  # English prose on every Debian system
 TEACHER_RATE, TEACHER_HOP = 16000, 1280  # training/teacher.py: an embedding every 80 ms at 16 kHz
 
 

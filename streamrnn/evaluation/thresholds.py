@@ -1,4 +1,4 @@
-"""Change a contract file's metadata in place (needs onnx, not torch)."""
+"""Write thresholds picked on validation audio into a contract file's metadata (needs onnx, not torch)."""
 
 from __future__ import annotations
 
