@@ -2,8 +2,8 @@
 
 The public surface: `StreamingModel` (a contract file served to many streams in batched calls),
 `Decider` (one stream's scores -> detections), `resolve_model` (a bundled name or a path -> the
-file), `subscribe` (a service's events), `__version__`. The layout of the package is in the
-README; a device that only recognizes uses this and `streamrnn.service`.
+file), `subscribe` (a service's events), `__version__`. The layout of the package is in
+docs/architecture.md; a device that only recognizes uses this and `streamrnn.service`.
 """
 
 from __future__ import annotations

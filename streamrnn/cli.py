@@ -359,34 +359,8 @@ def _decision_settings(args):
     return DecisionSettings(args.smoothing, args.patience, args.refractory)
 
 
-def parser() -> argparse.ArgumentParser:
-    from importlib import metadata
-
-    top = argparse.ArgumentParser(prog="streamrnn", description=__doc__)
-    top.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {metadata.version('streamrnn')}",
-    )
-    sub = top.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a model from a recipe and export it")
-    p.add_argument("recipe", help="recipe TOML file (see training/recipes/)")
-    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (last.pt)")
-    _add_data_root_flag(p)
-    p.set_defaults(run=cmd_train)
-
-    p = sub.add_parser("distill", help="distill the student speech encoder from the pretrained teacher")
-    p.add_argument("recipe", help="distillation recipe TOML (training/recipes/encoder.toml)")
-    _add_data_root_flag(p)
-    p.set_defaults(run=cmd_distill)
-
-    p = sub.add_parser("export", help="export a training checkpoint to a contract ONNX file")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", help="output .onnx path (default: beside the checkpoint)")
-    p.add_argument("--chunk", type=int, help="frames per call (default: the recipe's)")
-    p.set_defaults(run=cmd_export)
-
+def _add_recognition_commands(sub) -> None:
+    """What a recognizing device and the programs around it run."""
     p = sub.add_parser("models", help="list bundled and installed models")
     _add_json_flag(p, "one JSON array")
     p.set_defaults(run=cmd_models)
@@ -457,6 +431,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="allow an --html address other machines can reach")
     p.set_defaults(run=cmd_review)
 
+
+def _add_evaluation_commands(sub) -> None:
+    """What a model developer runs to measure models (runtime install)."""
     p = sub.add_parser("eval", help="accuracy, per-label precision/recall and confusion on labelled clips")
     _add_model_flag(p)
     p.add_argument("data", nargs="*", metavar="DATA", help="folders with a subfolder of clips per label")
@@ -487,6 +464,35 @@ def parser() -> argparse.ArgumentParser:
     _add_decision_flags(p)
     p.set_defaults(run=cmd_eval)
 
+    p = sub.add_parser(
+        "fetch-negatives",
+        help="download real speech and music that never hold a wake phrase "
+        "(Debian packages) for training and evaluation",
+    )
+    p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
+    p.add_argument("--set", choices=["train", "validation", "eval", "all"], default="all")
+    p.set_defaults(run=cmd_fetch_negatives)
+
+
+def _add_training_commands(sub) -> None:
+    """What retrains and ships models (the training extra)."""
+    p = sub.add_parser("train", help="train a model from a recipe and export it")
+    p.add_argument("recipe", help="recipe TOML file (see training/recipes/)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (last.pt)")
+    _add_data_root_flag(p)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("distill", help="distill the student speech encoder from the pretrained teacher")
+    p.add_argument("recipe", help="distillation recipe TOML (training/recipes/encoder.toml)")
+    _add_data_root_flag(p)
+    p.set_defaults(run=cmd_distill)
+
+    p = sub.add_parser("export", help="export a training checkpoint to a contract ONNX file")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", help="output .onnx path (default: beside the checkpoint)")
+    p.add_argument("--chunk", type=int, help="frames per call (default: the recipe's)")
+    p.set_defaults(run=cmd_export)
+
     p = sub.add_parser("train-wakeword", help="train a wake-word detector for any phrases from text alone")
     p.add_argument(
         "phrases",
@@ -515,15 +521,6 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train_wakeword)
 
     p = sub.add_parser(
-        "fetch-negatives",
-        help="download real speech and music that never hold a wake phrase "
-        "(Debian packages) for training and evaluation",
-    )
-    p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
-    p.add_argument("--set", choices=["train", "validation", "eval", "all"], default="all")
-    p.set_defaults(run=cmd_fetch_negatives)
-
-    p = sub.add_parser(
         "fetch-voices",
         help="download Kokoro's voices (npm registry, checksum pinned) for synthetic speech; once, before training",
     )
@@ -533,6 +530,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_fetch_voices)
 
+
+def _add_maintainer_commands(sub) -> None:
+    """What a maintainer runs."""
     p = sub.add_parser("bench", help="measure CPU per stream, streams per core, service latency and memory")
     _add_json_flag(p)
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes: a smoke run, not for reporting")
@@ -541,6 +541,23 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")
     p.set_defaults(run=cmd_demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    from importlib import metadata
+
+    top = argparse.ArgumentParser(prog="streamrnn", description=__doc__)
+    top.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {metadata.version('streamrnn')}",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    _add_recognition_commands(sub)
+    _add_evaluation_commands(sub)
+    _add_training_commands(sub)
+    _add_maintainer_commands(sub)
     return top
 
 

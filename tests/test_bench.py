@@ -58,3 +58,7 @@ def test_bench_command_prints_every_figure():
     assert report["models"]["commands"]["streams_per_core"] > 0
     assert {"p50", "p95", "p99"} <= set(report["latency_ms"])
     assert {"1", "256"} <= set(report["rss_mb"])
+    for name, entry in report["models"].items():  # each chunk length once (10, 20, 80 ms are one 80-ms frame)
+        lengths = [c["chunk_ms"] for c in entry["chunks"]]
+        assert len(lengths) == len(set(lengths)), (name, lengths)
+    assert [c["chunk_ms"] for c in report["models"]["commands"]["chunks"]] == [80.0]

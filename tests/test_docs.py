@@ -1,22 +1,26 @@
-"""The README's reference tables agree with the code they describe."""
+"""The documentation agrees with the code it describes: reference tables, the README's example, links."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 
 from conftest import ROOT
 from streamrnn.contract import METADATA
 from streamrnn.service.config import ServiceConfig
 
 README = (ROOT / "README.md").read_text()
+SERVICE = (ROOT / "docs" / "service.md").read_text()
+CONTRACT = (ROOT / "docs" / "contract.md").read_text()
 
 
 def config_rows() -> dict[tuple[str, str], str]:
-    """(table, key) -> the default cell, from the README's configuration table."""
-    start = README.index("| key | flag | default | meaning |")
+    """(table, key) -> the default cell, from the service manual's configuration table."""
+    start = SERVICE.index("| key | flag | default | meaning |")
     rows: dict[tuple[str, str], str] = {}
-    for line in README[start:].splitlines()[2:]:
+    for line in SERVICE[start:].splitlines()[2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split(" | ")]
@@ -60,6 +64,50 @@ def test_the_config_table_names_every_setting_and_its_default():
 
 def test_the_contract_table_names_every_metadata_key():
     """The documented contract lists every key a contract file may carry, and no other."""
-    table = README[README.index("**Metadata** (`metadata_props`") : README.index("The runtime refuses, in one line")]
+    table = CONTRACT[
+        CONTRACT.index("**Metadata** (`metadata_props`") : CONTRACT.index("The runtime refuses, in one line")
+    ]
     documented = set(re.findall(r"`streamrnn\.(\w+)`", table))
     assert documented == set(METADATA), (sorted(set(METADATA) - documented), sorted(documented - set(METADATA)))
+
+
+def test_the_readme_python_example_runs_as_it_says():
+    """The README's first Python block, run as it stands from the repository root, prints the line it
+    quotes and the six other words of the demo's commands."""
+    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    quoted = re.search(r"prints `([^`]+)`", README).group(1)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == quoted and len(lines) == 7, lines
+
+
+def test_every_relative_link_in_the_docs_leads_somewhere():
+    """Links between the README, docs/, the experiment logs and BENCHMARKS.md name files (and headings)
+    that exist."""
+    pages = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "CHANGELOG.md"]
+    pages += sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "training" / "log").glob("*.md"))
+    broken = []
+    for page in pages:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)]*))?\)", page.read_text()):
+            path = page.parent / target if target else page
+            if "://" in target:
+                continue
+            if not path.exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
+    assert not broken, broken
+
+
+def anchors(page) -> set[str]:
+    """The anchors GitHub gives a Markdown page's headings."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_manual_names_the_settings_a_reload_keeps():
+    """The service manual's list of settings read at start only is the one the config marks."""
+    text = SERVICE[SERVICE.index("Settings read at start only") :].split(") are kept as they were")[0]
+    documented = {name.strip("[]") for name in re.findall(r"`([^`]+)`", text)}
+    assert documented == set(ServiceConfig.at_start_only())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 import time
@@ -33,6 +32,7 @@ from streamrnn.settings import build, read_toml
 
 from .augment import Augmenter
 from .data import noise_recordings
+from .schedule import cosine_rate, epoch_order
 from .student import StudentEncoder
 from .synth import check_engines, sentences, speak_all, voices
 from .teacher import ATTRIBUTION as TEACHER_ATTRIBUTION
@@ -283,8 +283,8 @@ def distill(recipe: DistillRecipe) -> Path:
     for epoch in range(recipe.train.epochs):
         student.train()
         for group in optimizer.param_groups:
-            group["lr"] = recipe.train.lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe.train.epochs))
-        order = torch.randperm(len(train.frames), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
+            group["lr"] = cosine_rate(recipe.train.lr, epoch, recipe.train.epochs)
+        order = epoch_order(len(train.frames), recipe.seed, epoch)
         size, total = recipe.train.batch_size, 0.0
         batches = [order[s : s + size] for s in range(0, len(order), size)]
         for rows in tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False, unit="batch"):

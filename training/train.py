@@ -10,7 +10,6 @@ DistributedDataParallel.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from streamrnn.training.augment import Augmenter
 from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
+from streamrnn.training.schedule import cosine_rate, epoch_order, epoch_seed
 
 EVAL_BATCH = 256
 
@@ -84,7 +84,7 @@ def _stack(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _sequences(train: list[Example], recipe: Recipe, epoch: int, rank: Rank) -> list[list[list[Example]]]:
     """This rank's batches for an epoch: [batch][sequence] lists of clips."""
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
+    order = epoch_order(len(train), recipe.seed, epoch)
     per_seq = recipe.train.clips_per_sequence
     seqs = [[train[i] for i in order[s : s + per_seq]] for s in range(0, len(order) - per_seq + 1, per_seq)]
     size = recipe.train.batch_size
@@ -170,6 +170,66 @@ class Run:
         return self.splits.summary(str(Path(self.recipe.data.path)))
 
 
+def _check_folders(recipe: Recipe) -> None:
+    """Folders used only at the end or by synthesis: a missing one stops before any work."""
+    needed = [("train.validation_negatives", f) for f in recipe.train.validation_negatives]
+    needed += [("synth.sentence_texts", f) for f in recipe.synth.sentence_texts if recipe.synth.sentences]
+    for setting, folder in needed:
+        if not data_path(recipe.data.root, folder).is_dir():
+            raise RecipeError(
+                f"{recipe.source}: {setting} {folder}: no such folder "
+                "(the Debian speech, music and text: streamrnn fetch-negatives)"
+            )
+
+
+def _optimizer(model: StreamingRNN, recipe: Recipe) -> tuple[torch.optim.AdamW, list[float]]:
+    """AdamW over the model's trained parameters, and each parameter group's base rate: the head at
+    `train.lr`, and with `train.encoder_lr` the student encoder fine-tuned at its own rate."""
+    encoder = model.frontend if recipe.train.encoder_lr else None  # finish() allows it with the student only
+    tuned = {id(p) for p in encoder.requires_grad_(True).parameters()} if encoder is not None else set()
+    groups = [([p for p in model.parameters() if id(p) not in tuned], recipe.train.lr)]  # (parameters, rate)
+    if encoder is not None:
+        groups.append((list(encoder.parameters()), recipe.train.encoder_lr))
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": rate} for params, rate in groups], weight_decay=recipe.train.weight_decay
+    )
+    return optimizer, [rate for _, rate in groups]
+
+
+def _train_epoch(net, model, recipe, batches, optimizer, augmenter, background, epoch, rank) -> float:
+    """One pass over the epoch's batches of streams (state carried from clip to clip, gradients cut
+    every `tbptt_frames`); the mean loss. A loss that is not a number stops the run."""
+    frames_per_clip = recipe.clip_samples // model.frame_hop
+    detach_every = recipe.train.tbptt_frames or frames_per_clip
+    hook = augmenter.features if recipe.data.kind == "audio" else None
+    per_seq = recipe.train.clips_per_sequence
+    bar = tqdm(
+        batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", disable=not rank.main, leave=False, unit="batch"
+    )
+    total = 0.0
+    for batch in bar:
+        flat = [clip for seq in batch for clip in seq]
+        audio, targets = _stack(flat)
+        if recipe.data.kind == "audio":
+            audio = augmenter.waveforms(audio)
+        streams = audio.reshape(len(batch), per_seq * audio.shape[1], *audio.shape[2:])
+        logits, _ = net(streams.to(rank.device), model.zero_state(len(batch)), hook, detach_every)
+        logits = logits.reshape(len(batch), per_seq, frames_per_clip, -1)
+        loss = clip_loss(logits, targets.reshape(len(batch), per_seq).to(rank.device), background, recipe.train.target)
+        if not torch.isfinite(loss):  # stop here rather than ship a model of NaNs at the end
+            raise DivergedError(
+                f"{recipe.source}: epoch {epoch + 1}: the training loss is {loss.item()} "
+                "(a lower train.lr or train.grad_clip may help)"
+            )
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), recipe.train.grad_clip)
+        optimizer.step()
+        total += loss.item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return total / max(1, len(batches))
+
+
 def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
     """Train, keeping every epoch's checkpoint and the best; rank 0 returns the run for release
     (deploy/release.py picks, settles, exports and checks a checkpoint), other ranks None."""
@@ -177,14 +237,7 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.seed)
-    needed = [("train.validation_negatives", f) for f in recipe.train.validation_negatives]  # used at the end
-    needed += [("synth.sentence_texts", f) for f in recipe.synth.sentence_texts if recipe.synth.sentences]
-    for setting, folder in needed:  # missing ones stop before synthesis and training
-        if not data_path(recipe.data.root, folder).is_dir():
-            raise RecipeError(
-                f"{recipe.source}: {setting} {folder}: no such folder "
-                "(the Debian speech, music and text: streamrnn fetch-negatives)"
-            )
+    _check_folders(recipe)
     splits: Splits = load_splits(recipe)
     labels = recipe.data.labels = splits.labels  # resolved from the data where the recipe left them out
     background = labels.index(recipe.data.background_label)
@@ -193,14 +246,7 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
     )
     model = StreamingRNN(recipe)
     _normalise(model, splits.train)
-    encoder = model.frontend if recipe.train.encoder_lr else None  # finish() allows it with the student only
-    tuned = {id(p) for p in encoder.requires_grad_(True).parameters()} if encoder is not None else set()
-    groups = [([p for p in model.parameters() if id(p) not in tuned], recipe.train.lr)]  # (parameters, rate)
-    if encoder is not None:  # the student encoder, fine-tuned from here on at its own rate
-        groups.append((list(encoder.parameters()), recipe.train.encoder_lr))
-    optimizer = torch.optim.AdamW(
-        [{"params": params, "lr": rate} for params, rate in groups], weight_decay=recipe.train.weight_decay
-    )
+    optimizer, rates = _optimizer(model, recipe)
     out = recipe.out_dir
     start_epoch, best, stale = 0, -1.0, 0
     if resume:
@@ -210,9 +256,6 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
         start_epoch, best, stale = checkpoint["epoch"] + 1, checkpoint["best"], checkpoint["stale"]
     model.to(rank.device)
     net = nn.parallel.DistributedDataParallel(model) if rank.world > 1 else model
-    frames_per_clip = recipe.clip_samples // model.frame_hop
-    detach_every = recipe.train.tbptt_frames or frames_per_clip
-    hook = augmenter.features if recipe.data.kind == "audio" else None
     if rank.main:
         out.mkdir(parents=True, exist_ok=True)
         for stale_epoch in out.glob("epoch-*.pt"):  # an earlier run's epochs past where this one starts
@@ -220,46 +263,19 @@ def train(recipe: Recipe, resume: str | Path | None = None) -> Run | None:
                 stale_epoch.unlink()
         print(f"{recipe.name}: {splits.summary(str(Path(recipe.data.root) / recipe.data.path))}")
     for epoch in range(start_epoch, recipe.train.epochs):
-        torch.manual_seed(recipe.seed * 7919 + epoch)
-        for group, (_, rate) in zip(optimizer.param_groups, groups):  # cosine schedule, a function of the epoch
-            group["lr"] = rate * 0.5 * (1 + math.cos(math.pi * epoch / recipe.train.epochs))
+        torch.manual_seed(epoch_seed(recipe.seed, epoch))
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = cosine_rate(rate, epoch, recipe.train.epochs)
         net.train()
         batches = _sequences(splits.train, recipe, epoch, rank)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", disable=not rank.main, leave=False, unit="batch"
-        )
-        total = 0.0
-        for batch in bar:
-            flat = [clip for seq in batch for clip in seq]
-            audio, targets = _stack(flat)
-            if recipe.data.kind == "audio":
-                audio = augmenter.waveforms(audio)
-            per_seq = recipe.train.clips_per_sequence
-            streams = audio.reshape(len(batch), per_seq * audio.shape[1], *audio.shape[2:])
-            logits, _ = net(streams.to(rank.device), model.zero_state(len(batch)), hook, detach_every)
-            logits = logits.reshape(len(batch), per_seq, frames_per_clip, -1)
-            loss = clip_loss(
-                logits, targets.reshape(len(batch), per_seq).to(rank.device), background, recipe.train.target
-            )
-            if not torch.isfinite(loss):  # stop here rather than ship a model of NaNs at the end
-                raise DivergedError(
-                    f"{recipe.source}: epoch {epoch + 1}: the training loss is {loss.item()} "
-                    "(a lower train.lr or train.grad_clip may help)"
-                )
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), recipe.train.grad_clip)
-            optimizer.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        loss = _train_epoch(net, model, recipe, batches, optimizer, augmenter, background, epoch, rank)
         score = accuracy(model, splits.validation, background, rank.device)
         improved = score > best
         best, stale = (score, 0) if improved else (best, stale + 1)
         stop = stale >= recipe.train.early_stop
         if rank.main:
             print(
-                f"epoch {epoch + 1}: loss {total / max(1, len(batches)):.4f}  "
-                f"validation accuracy {score:.4f}{'  (best)' if improved else ''}",
+                f"epoch {epoch + 1}: loss {loss:.4f}  validation accuracy {score:.4f}{'  (best)' if improved else ''}",
                 flush=True,
             )
             state = dict(epoch=epoch, score=score, best=best, stale=stale)

@@ -79,33 +79,45 @@ class MicConfig:
     retry_max: float = 30.0  # seconds between reconnection attempts at most
 
 
+AT_START = {"at_start": True}  # field metadata: read at start only, kept as it was on reload
+
+
 @dataclass
 class ServiceConfig:
     models: list[ServedModel] = field(default_factory=list, metadata={"table": ServedModel})
-    sources: list[str] = field(default_factory=list)  # FILE, -, mic[:DEVICE], pull:ADDR, sub:ADDR, wyoming:URI
-    publish: str = DEFAULT_PUBLISH
+    # source specs, as `streamrnn.service.sources.open_source` reads them
+    sources: list[str] = field(default_factory=list, metadata=AT_START)
+    publish: str = field(default=DEFAULT_PUBLISH, metadata=AT_START)
     thresholds: dict[str, float] = field(default_factory=dict)  # per label, for every model that has it
-    fast: bool = False  # file sources as fast as possible instead of real time
-    stdin_rate: int = 16000  # sample rate of raw 16-bit PCM on stdin
-    device: str = field(default="cpu", metadata={"choices": DEVICES})
-    threads: int = 1  # onnxruntime threads per model
-    log_level: str = field(default="info", metadata={"choices": ("debug", "info", "warning", "error")})
+    fast: bool = field(default=False, metadata=AT_START)  # file sources as fast as possible instead of real time
+    stdin_rate: int = field(default=16000, metadata=AT_START)  # sample rate of raw 16-bit PCM on stdin
+    device: str = field(default="cpu", metadata={**AT_START, "choices": DEVICES})
+    threads: int = field(default=1, metadata=AT_START)  # onnxruntime threads per model
+    log_level: str = field(default="info", metadata={**AT_START, "choices": ("debug", "info", "warning", "error")})
     heartbeat: float = 5.0  # seconds between heartbeats
     status_interval: float = 30.0  # seconds between status events (also on every change of note)
     scores_rate: float = 0.0  # scores.<stream> events per second per stream; 0: off
-    send_hwm: int = 1000  # events queued per subscriber before drops
-    max_subscriptions: int = 10000  # live topic subscriptions on the event socket; more are refused
-    handshake_timeout: float = 5.0  # seconds a new ZeroMQ connection has to complete its handshake
-    metrics: str = ""  # HOST:PORT to serve Prometheus metrics on; empty: none
-    instance: str = ""  # the name events carry as `instance`; empty: HOST:PID
-    wait_subscriber: float = 0.0  # seconds to wait for a first subscriber before reading sources
+    send_hwm: int = field(default=1000, metadata=AT_START)  # events queued per subscriber before drops
+    # live topic subscriptions on the event socket; more are refused
+    max_subscriptions: int = field(default=10000, metadata=AT_START)
+    # seconds a new ZeroMQ connection has to complete its handshake
+    handshake_timeout: float = field(default=5.0, metadata=AT_START)
+    metrics: str = field(default="", metadata=AT_START)  # HOST:PORT to serve Prometheus metrics on; empty: none
+    instance: str = field(default="", metadata=AT_START)  # the name events carry as `instance`; empty: HOST:PID
+    # seconds to wait for a first subscriber before reading sources
+    wait_subscriber: float = field(default=0.0, metadata=AT_START)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    mic: MicConfig = field(default_factory=MicConfig)
-    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig, metadata=AT_START)
+    mic: MicConfig = field(default_factory=MicConfig, metadata=AT_START)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig, metadata=AT_START)
+    capture: CaptureConfig = field(default_factory=CaptureConfig, metadata=AT_START)
+    security: SecurityConfig = field(default_factory=SecurityConfig, metadata=AT_START)
     source: str = field(default="defaults", metadata={"internal": True})
+
+    @classmethod
+    def at_start_only(cls) -> tuple[str, ...]:
+        """The settings a reload leaves as they were (sockets, sources, devices, limits)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("at_start"))
 
     def thresholds_for(self, model: ServedModel, labels: tuple[str, ...]) -> dict[str, float]:
         """The thresholds a model is served with: the top-level ones of its labels, then its own."""

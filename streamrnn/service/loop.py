@@ -25,14 +25,13 @@ from pathlib import Path
 import zmq
 
 from streamrnn.addresses import BindError, bind
-from streamrnn.catalog import resolve_model
-from streamrnn.decision import Decider
 from streamrnn.keys import ServerKeys
 from streamrnn.service.capture import Capturer
-from streamrnn.service.config import ConfigError, ServedModel, ServiceConfig, bound_addresses, config_path, load_config
+from streamrnn.service.config import ConfigError, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
-from streamrnn.service.pipeline import ModelSlot, Pipeline, check_thresholds, file_fingerprint, load_slot
+from streamrnn.service.pipeline import Pipeline, check_thresholds, load_slot, plan_models
+from streamrnn.service.problems import Problems
 from streamrnn.service.publisher import Publisher
 from streamrnn.service.signals import EarlySignals
 from streamrnn.service.sources import (
@@ -41,8 +40,8 @@ from streamrnn.service.sources import (
     Source,
     SourceState,
     StreamEnd,
+    open_source,
     open_sources,
-    open_wyoming,
     spec_kind,
 )
 from streamrnn.wire import Event, HeartbeatEvent, StatusEvent
@@ -51,28 +50,7 @@ log = logging.getLogger("streamrnn")
 
 TICK = 0.05  # longest wait for input before timers and flags are looked at
 QUEUE_LIMIT = 10000  # messages from sources not yet handled
-AT_START_ONLY = (  # settings a reload leaves as they were (sockets, sources, devices, limits)
-    "sources",
-    "publish",
-    "fast",
-    "stdin_rate",
-    "device",
-    "threads",
-    "send_hwm",
-    "max_subscriptions",
-    "handshake_timeout",
-    "metrics",
-    "instance",
-    "wait_subscriber",
-    "log_level",
-    "ingest",
-    "mic",
-    "wyoming",
-    "capture",
-    "security",
-)
 SOURCE_RESTART = 1.0  # seconds before a failed source that runs until stopped starts again
-PROBLEM_LOG_EVERY = 10.0  # seconds between log lines about the same kind of problem
 
 
 def check_service(config: ServiceConfig) -> None:
@@ -91,17 +69,10 @@ def check_service(config: ServiceConfig) -> None:
         except ConfigError as exc:
             problems.append(str(exc))
     for source in config.sources:
+        if spec_kind(source) in ("stdin", "ingest"):  # stdin needs nothing; ingest addresses are bound below
+            continue
         try:
-            if spec_kind(source) == "mic":
-                from streamrnn.service.sources.mic import MicSource
-
-                MicSource(source.partition(":")[2], config.mic)
-            elif spec_kind(source) == "file":
-                from streamrnn.service.sources.file import FileSource
-
-                FileSource(source, source, realtime=False)
-            elif spec_kind(source) == "wyoming":
-                open_wyoming(source, config, lambda: [s.info for s in slots])
+            open_source(source, config, models=lambda: [s.info for s in slots]).close()
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
     context = zmq.Context()
@@ -151,12 +122,10 @@ class Service:
         self.config = config
         self._config_path, self._overrides = path, overrides or {}
         self.started = time.monotonic()
-        self.problems: dict[str, int] = {}
-        self._problem_logged: dict[str, float] = {}
+        self._problems = Problems()
         self.source_states: dict[str, str] = {}
         self.failed_sources: list[str] = []  # files or stdin that failed before their end: exit status 1
         self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
-        self._problem_lock = threading.Lock()  # problems are counted from source threads too
         self._stop = threading.Event()
         self._stop_requested = self._reload_requested = False
         self._status_due = True
@@ -205,62 +174,22 @@ class Service:
         and their clock; settings read only at start are kept, and status says which changed."""
         try:
             config = load_config(self._config_path, self._overrides)
-            plans = self._load_models(config)
+            plans = plan_models(config, self.pipeline.slots)
         except ValueError as exc:
             self._problem("reload_failures", f"reload: {exc}; nothing changed")
             self._publish_status("running", f"reload failed, nothing changed: {exc}")
             return
-        kept = [key for key in AT_START_ONLY if getattr(config, key) != getattr(self.config, key)]
-        self.config = dataclasses.replace(config, **{key: getattr(self.config, key) for key in AT_START_ONLY})
-        slots = []
-        for spec, slot in plans:
-            if slot in self.pipeline.slots:
-                slots.append(self._reuse(slot, spec))
-                continue
-            for stream, record in self.pipeline.streams.items():
-                if slot.takes(record.kind, record.channels) and not record.ended:
-                    slot.add_stream(stream, record.rate, record.channels, record.seconds)
-            log.info("reload: loaded %s %s from %s", slot.info.name, slot.info.version, slot.path)
-            slots.append(slot)
-        for slot in self.pipeline.slots:
-            if slot not in slots:
-                log.info("reload: removed %s", slot.info.name)
-        self.pipeline.slots, self.pipeline.scores_rate = slots, self.config.scores_rate
+        at_start = ServiceConfig.at_start_only()
+        kept = [key for key in at_start if getattr(config, key) != getattr(self.config, key)]
+        self.config = dataclasses.replace(config, **{key: getattr(self.config, key) for key in at_start})
+        self.pipeline.swap_models(plans, self.config)
         if self.keys:
             log.info("reload: %d client key(s) allowed from %s", self.keys.reload_clients(), self.keys.clients)
-        message = f"models: {', '.join(s.info.name for s in slots)}"
+        message = f"models: {', '.join(s.info.name for s in self.pipeline.slots)}"
         if kept:
             message += f"; {', '.join(kept)} changed: read at start only, kept until a restart"
         log.info("reload: %s", message)
         self._publish_status("reloaded", message)
-
-    def _load_models(self, config: ServiceConfig) -> list[tuple[ServedModel, ModelSlot]]:
-        """Each configured model's slot: the running one where its file is unchanged, else newly
-        loaded; raises ValueError on the first that fails (then nothing is changed)."""
-        running = {s.spec.model: s for s in self.pipeline.slots}
-        plans = []
-        for i, spec in enumerate(config.models):
-            current = running.get(spec.model)
-            try:
-                path = resolve_model(spec.model)
-                unchanged = current and current.path == path and current.fingerprint == file_fingerprint(path)
-                plans.append((spec, current if current and unchanged else load_slot(config, spec, i)))
-            except OSError as exc:
-                raise ValueError(f"models[{i}] {spec.model}: {exc}") from None
-        return plans
-
-    def _reuse(self, slot: ModelSlot, spec: ServedModel) -> ModelSlot:
-        """Same model file: streams keep their state; new decision settings start new deciders
-        where the old ones were in stream time."""
-        settings = self.config.decision_for(spec)
-        thresholds = self.config.thresholds_for(spec, slot.info.labels)
-        if settings != slot.settings or thresholds != slot.thresholds:
-            slot.settings, slot.spec, slot.thresholds = settings, spec, thresholds
-            slot.deciders = {
-                s: Decider(slot.info, settings, thresholds, d.position, slot.near_misses)
-                for s, d in slot.deciders.items()
-            }
-        return slot
 
     # ----- the loop ---------------------------------------------------------------------
 
@@ -443,17 +372,14 @@ class Service:
         return event
 
     def _problem(self, counter: str, message: str) -> None:
-        """Count one dropped or failed thing (from any thread); log the first of each kind and
-        then at most one every PROBLEM_LOG_EVERY seconds."""
-        with self._problem_lock:
-            count = self.problems[counter] = self.problems.get(counter, 0) + 1
-            now = time.monotonic()
-            loud = now - self._problem_logged.get(counter, -PROBLEM_LOG_EVERY) >= PROBLEM_LOG_EVERY
-            if loud:
-                self._problem_logged[counter] = now
+        """Count one dropped or failed thing (from any thread); status goes out soon after."""
+        self._problems.count(counter, message)
         self._status_due = True
-        if loud:
-            log.warning("%s (%s: %d so far)", message, counter, count)
+
+    @property
+    def problems(self) -> dict[str, int]:
+        """Every problem counted so far, by kind."""
+        return self._problems.counts()
 
     def _snapshot(self) -> Snapshot:
         """The counts a metrics scrape reads (from the metrics server's thread)."""
@@ -463,14 +389,10 @@ class Service:
             drops=self.publisher.drops,
             streams=len(self.pipeline.streams),
             subscribers=max(0, self.publisher.subscribers),
-            problems=self._problem_counts(),
+            problems=self.problems,
             detections=dict(self.pipeline.detections),
             load_seconds={s.info.name: s.load_seconds for s in self.pipeline.slots},
         )
-
-    def _problem_counts(self) -> dict[str, int]:
-        with self._problem_lock:
-            return dict(self.problems)
 
     def _stats(self) -> dict:
         return {
@@ -480,7 +402,7 @@ class Service:
             "events": self.publisher.published,
             "drops": self.publisher.drops,
             "subscribers": max(0, self.publisher.subscribers),
-            "problems": self._problem_counts(),
+            "problems": self.problems,
         }
 
     def _publish_status(self, state: str, message: str) -> None:
@@ -491,7 +413,7 @@ class Service:
         )
 
     def _summary(self) -> str:
-        problems = sum(self._problem_counts().values())
+        problems = sum(self.problems.values())
         return (
             f"{len(self.pipeline.streams)} streams, {self.pipeline.frames} frames, {self.publisher.published} events, "
             f"{self.publisher.drops} drops, {problems} problems"

@@ -104,6 +104,22 @@ def load_slot(config: ServiceConfig, spec: ServedModel, index: int) -> ModelSlot
     return ModelSlot(spec, path, file_fingerprint(path), runtime, settings, thresholds, load_seconds, near_misses)
 
 
+def plan_models(config: ServiceConfig, running: list[ModelSlot]) -> list[tuple[ServedModel, ModelSlot]]:
+    """Each configured model's slot on reload: the running one where its file is unchanged, else
+    newly loaded; raises ValueError on the first that fails (then nothing is changed)."""
+    by_model = {s.spec.model: s for s in running}
+    plans = []
+    for i, spec in enumerate(config.models):
+        current = by_model.get(spec.model)
+        try:
+            path = resolve_model(spec.model)
+            unchanged = current and current.path == path and current.fingerprint == file_fingerprint(path)
+            plans.append((spec, current if current and unchanged else load_slot(config, spec, i)))
+        except OSError as exc:
+            raise ValueError(f"models[{i}] {spec.model}: {exc}") from None
+    return plans
+
+
 def check_thresholds(config: ServiceConfig, slots: list[ModelSlot]) -> None:
     """Every top-level threshold names a label of some served model."""
     served = {label for slot in slots for label in slot.info.labels}
@@ -141,6 +157,31 @@ class Pipeline:
         self.frames = 0
         self.detections: dict[tuple[str, str], int] = {}  # (model, label) -> detections
         self.changed = False  # a stream started or ended since the owner last looked
+
+    def swap_models(self, plans: list[tuple[ServedModel, ModelSlot]], config: ServiceConfig) -> None:
+        """Serve the planned slots from now on. A running slot keeps its streams' state (new
+        decision settings start new deciders where the old ones were in stream time); a new one
+        joins every running stream on its clock, so event times go on from where the stream is."""
+        slots = []
+        for spec, slot in plans:
+            if slot in self.slots:
+                settings, thresholds = config.decision_for(spec), config.thresholds_for(spec, slot.info.labels)
+                if settings != slot.settings or thresholds != slot.thresholds:
+                    slot.settings, slot.spec, slot.thresholds = settings, spec, thresholds
+                    slot.deciders = {
+                        s: Decider(slot.info, settings, thresholds, d.position, slot.near_misses)
+                        for s, d in slot.deciders.items()
+                    }
+            else:
+                for stream, record in self.streams.items():
+                    if slot.takes(record.kind, record.channels) and not record.ended:
+                        slot.add_stream(stream, record.rate, record.channels, record.seconds)
+                log.info("reload: loaded %s %s from %s", slot.info.name, slot.info.version, slot.path)
+            slots.append(slot)
+        for slot in self.slots:
+            if slot not in slots:
+                log.info("reload: removed %s", slot.info.name)
+        self.slots, self.scores_rate = slots, config.scores_rate
 
     def feed(self, piece: Samples) -> None:
         """Samples of a stream to every model that takes them; a new id starts a stream."""

@@ -130,35 +130,41 @@ def open_wyoming(spec: str, config, models) -> Source:
     return WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming.zeroconf)
 
 
-def open_sources(specs: list[str], config, context, keys=None, models=list) -> list[Source]:
-    """Sources for `--source` specs: FILE, `-` (stdin), `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR`,
-    `wyoming:tcp://HOST:PORT` (which describes `models()`, the infos of the models served now)."""
-    from streamrnn.service.sources.ingest import IngestSource
-    from streamrnn.service.sources.stdin import StdinSource
+def open_source(spec: str, config, context=None, keys=None, models=list, stream: str = "") -> Source:
+    """The source of one `--source` spec: FILE (stream id `stream`, default the spec), `-` (stdin),
+    `mic[:DEVICE]`, `pull:ADDR`, `sub:ADDR` (on `context`, with CURVE `keys`) or
+    `wyoming:tcp://HOST:PORT` (which describes `models()`, the infos of the models served now).
+    Each kind's modules are imported only when it is used (sounddevice, libsndfile, wyoming)."""
+    kind = spec_kind(spec)
+    if kind == "stdin":
+        from streamrnn.service.sources.stdin import StdinSource
 
+        return StdinSource(config.stdin_rate)
+    if kind == "mic":
+        from streamrnn.service.sources.mic import MicSource
+
+        return MicSource(spec.partition(":")[2], config.mic)
+    if kind == "wyoming":
+        return open_wyoming(spec, config, models)
+    if kind == "ingest":
+        from streamrnn.service.sources.ingest import IngestSource
+
+        socket_type, _, address = spec.partition(":")
+        return IngestSource(context, socket_type, address, config.ingest, keys)
+    from streamrnn.service.sources.file import FileSource
+
+    return FileSource(spec, stream or spec, realtime=not config.fast)
+
+
+def open_sources(specs: list[str], config, context, keys=None, models=list) -> list[Source]:
+    """The sources of every spec (see `open_source`), files given unique stream ids; if one fails,
+    those opened before it are closed."""
     sources: list[Source] = []
     files = [s for s in specs if spec_kind(s) == "file"]
     file_ids = dict(zip(files, unique_stream_ids(files)))
     try:
         for spec in specs:
-            kind = spec_kind(spec)
-            if kind == "stdin":
-                sources.append(StdinSource(config.stdin_rate))
-            elif kind == "mic":
-                from streamrnn.service.sources.mic import (
-                    MicSource,  # sounddevice/PortAudio only when a microphone is used
-                )
-
-                sources.append(MicSource(spec.partition(":")[2], config.mic))
-            elif kind == "wyoming":
-                sources.append(open_wyoming(spec, config, models))
-            elif kind == "ingest":
-                socket_type, _, address = spec.partition(":")
-                sources.append(IngestSource(context, socket_type, address, config.ingest, keys))
-            else:
-                from streamrnn.service.sources.file import FileSource  # libsndfile only when a file is read
-
-                sources.append(FileSource(spec, file_ids[spec], realtime=not config.fast))
+            sources.append(open_source(spec, config, context, keys, models, file_ids.get(spec, "")))
     except Exception:
         for source in sources:
             source.close()
