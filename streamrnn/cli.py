@@ -69,11 +69,13 @@ def cmd_train_wakeword(args) -> None:
 def cmd_fetch_negatives(args) -> None:
     from pathlib import Path
 
-    from streamrnn.evaluation.negatives import PACKAGES, default_folder, fetch
+    from streamrnn.evaluation.negatives import default_folder, fetch
+    from streamrnn.recipe.datasets import NEGATIVE_SETS
 
-    for folder in fetch(Path(args.folder) if args.folder else default_folder(), args.set):
-        kind = next(k for k, packages in PACKAGES.items() if folder.name in packages)
-        print(f"{kind:<5} {folder}  ({PACKAGES[kind][folder.name]})")
+    debs = Path(args.source) if args.source else None
+    for folder in fetch(Path(args.folder) if args.folder else default_folder(), args.set, debs):
+        kind = next(k for k, packages in NEGATIVE_SETS.items() if folder.name in packages)
+        print(f"{kind:<5} {folder}  ({NEGATIVE_SETS[kind][folder.name]})")
 
 
 def cmd_fetch_voices(args) -> None:
@@ -471,6 +473,9 @@ def _add_evaluation_commands(sub) -> None:
     )
     p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
     p.add_argument("--set", choices=["train", "validation", "eval", "all"], default="all")
+    p.add_argument(
+        "--from", dest="source", metavar="DIR", help="a folder of the packages' .deb files instead of apt-get download"
+    )
     p.set_defaults(run=cmd_fetch_negatives)
 
 

@@ -24,6 +24,7 @@ from streamrnn.runtime import StreamingModel
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT / "tests" / "data"
 DATA_ROOT = Path(os.environ.get("STREAMRNN_DATA", ROOT.parent / "shared" / "data"))
+os.environ["STREAMRNN_DATA"] = str(DATA_ROOT)  # the lab's data root, for recipes and every command the tests run
 STREAMRNN = [sys.executable, "-m", "streamrnn.cli"]
 
 DEMO = ROOT / "streamrnn" / "samples" / "demo.flac"

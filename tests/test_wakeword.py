@@ -125,7 +125,7 @@ def test_wakeword_recipe_data_positives_negatives_and_splits(tmp_path, monkeypat
     (heard / "t_room_hey-nova_3.json").write_text('{"label": "hey nova"}')
     path = write_recipe(["Hey,  Nova!"], tmp_path, recordings=[str(mine)], negatives=[str(heard.parent)])
     assert path.name == "hey_nova.toml"
-    text = re.sub(r'\[\[data.extra\]\]\npath = "~/.cache[^[]*', "", path.read_text())  # the fetched packages:
+    text = re.sub(r'\[\[data.extra\]\]\npath = "negatives:[^[]*', "", path.read_text())  # the fetched packages:
     text = re.sub(r"background = \[.*\]", "background = []", text)  # one local folder instead
     text = re.sub(r"sentence_texts = \[.*\]", f"sentence_texts = [{json.dumps(SENTENCE_TEXTS)}]", text)
     path.write_text(text + f'\n[[data.extra]]\npath = "{long}"\nlayout = "tree"\nlabel = "_background_"\n')

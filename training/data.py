@@ -24,6 +24,7 @@ from streamrnn.recipe.datasets import (
     recipe_clips,
     recipe_split,
     sensor_recordings,
+    skip_missing,
 )
 from streamrnn.recipe.schema import Recipe
 
@@ -165,7 +166,7 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
 
 def _read(recipe: Recipe, path: str) -> tuple[list[str], list[Example]]:
     root = data_path(recipe.data.root, path)
-    if not root.exists():
+    if not root.exists() and not (recipe.data.layout == "tree" and skip_missing(recipe.data, path, "data.path")):
         raise DataError(f"{root}: data path does not exist (data.root={recipe.data.root!r}, path={path!r})")
     if recipe.data.kind == "audio":
         return _read_audio_examples(recipe, path)
@@ -193,7 +194,8 @@ def load_noise(recipe: Recipe) -> list[torch.Tensor]:
     """Recordings mixed in as noise by augmentation, at the recipe's rate: the noise folder and
     the `augment.background` folders (at any depth)."""
     d = recipe.data
-    return noise_recordings(d.root, d.noise, recipe.augment.background, d.sample_rate)
+    noise = "" if skip_missing(d, d.noise, "data.noise") else d.noise
+    return noise_recordings(d.root, noise, recipe.augment.background, d.sample_rate)
 
 
 def noise_recordings(root: str, noise_folder: str, background: list[str], rate: int) -> list[torch.Tensor]:

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from streamrnn.audio import read_many
-from streamrnn.recipe.datasets import audio_files, data_path, group_of, split_of
+from streamrnn.recipe.datasets import audio_files, audio_sets, data_path, default_data_root, group_of, split_of
 from streamrnn.recipe.schema import TEACHER_RATE, AugmentConfig, RecipeError
 from streamrnn.settings import build, read_toml
 
@@ -43,7 +43,7 @@ BATCH = 32  # sequences per teacher call when caching
 
 @dataclass
 class DistillData:
-    root: str = "../shared/data"
+    root: str = ""  # "": $STREAMRNN_DATA or the user's data folder (as recipes)
     speech: list[str] = field(default_factory=lambda: ["speech_commands"])  # clip folders split by speaker
     group_regex: str = "([0-9a-f]{8})_nohash"
     validation: float = 0.1  # speaker shares held out, as the speech recipes split them
@@ -90,8 +90,10 @@ class DistillRecipe:
 
 def load_distill_recipe(path: str | Path, data_root: str | None = None) -> DistillRecipe:
     recipe = build(DistillRecipe, read_toml(path, RecipeError), str(path), error=RecipeError)
-    if data_root:
-        recipe.data.root = data_root
+    recipe.data.root = data_root or recipe.data.root or default_data_root()
+    recipe.data.negatives = audio_sets(recipe.data.negatives)
+    recipe.data.held_out = audio_sets(recipe.data.held_out)
+    recipe.augment.background = audio_sets(recipe.augment.background)
     d = recipe.data
     if d.seconds * TEACHER_RATE % 1280 or d.seconds <= 0:
         raise RecipeError(f"{path}: data.seconds must be a positive multiple of 0.08")

@@ -15,30 +15,7 @@ import tempfile
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from streamrnn.recipe.datasets import DataError, cache_folder
-
-PACKAGES = {
-    "train": {
-        "asterisk-core-sounds-es-wav": "Spanish telephone prompts, CC-BY-SA-3.0",
-        "asterisk-core-sounds-ru-wav": "Russian telephone prompts, CC-BY-SA-3.0",
-        "ktuberling-data": "isolated words in many languages, GPL-2+",
-        "drascula-music": "game music, Drascula license (free to use and redistribute)",
-        "fortunes": "English quotations as text, for synthetic voices to speak (synth.sentence_texts), BSD",
-    },
-    "validation": {
-        "tuxpaint-stamps-default": "spoken descriptions in 12 languages (the English ones removed), GPL-2",
-        "hedgewars-data": "game music and English voice lines in many characters, GPL-2 and others",
-        "fillets-ng-data-nl": "Dutch voice acting (the lines that say computer removed), GPL-2",
-    },
-    "eval": {
-        "fillets-ng-data-cs": "Czech voice acting, GPL-2",
-        "asterisk-core-sounds-en-wav": "English telephone prompts, CC-BY-SA-3.0",
-        "asterisk-core-sounds-fr-wav": "French telephone prompts, CC-BY-SA-3.0",
-        "asterisk-core-sounds-it-wav": "Italian telephone prompts, CC-BY-SA-3.0",
-        "asterisk-moh-opsound-wav": "music on hold, CC-BY-SA-3.0",
-    },
-}
-
+from streamrnn.recipe.datasets import NEGATIVE_SETS, DataError, cache_folder
 
 # Files removed after unpacking: English descriptions of stamps may name anything (a computer); the
 # Dutch voice lines whose text (the game's dialogs_nl.lua) holds "computer", which Dutch shares
@@ -78,11 +55,12 @@ def _remove_listed(unpacked: Path, name: str) -> None:
             path.unlink()
 
 
-def fetch(folder: Path, which: str = "all") -> list[Path]:
+def fetch(folder: Path, which: str = "all", debs: Path | None = None) -> list[Path]:
     """Download and unpack the packages of `which` (train, validation, eval or all) that are not
-    there yet; returns their folders."""
-    names = [n for kind, packages in PACKAGES.items() if which in (kind, "all") for n in packages]
-    for tool in ("apt-get", "dpkg-deb"):
+    there yet; returns their folders. With `debs`, a folder holding the packages' .deb files (as
+    `apt-get download` leaves them, e.g. fetched on another machine) instead of downloading."""
+    names = [n for kind, packages in NEGATIVE_SETS.items() if which in (kind, "all") for n in packages]
+    for tool in ("dpkg-deb",) if debs else ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise DataError(f"fetch-negatives needs {tool} (Debian or Ubuntu)")
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,13 +69,25 @@ def fetch(folder: Path, which: str = "all") -> list[Path]:
         target = folder / name
         if not target.is_dir():
             with tempfile.TemporaryDirectory(dir=folder) as work:
-                got = subprocess.run(["apt-get", "download", name], cwd=work, capture_output=True, text=True)
-                debs = list(Path(work).glob(f"{name}_*.deb"))
-                if got.returncode or not debs:
-                    raise DataError(f"apt-get download {name} failed: {got.stderr.strip().splitlines()[-1:]}")
+                deb = _local_deb(debs, name) if debs else _download(name, Path(work))
                 unpacked = Path(work) / "root"
-                subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True)
+                subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
                 _remove_listed(unpacked, name)
                 unpacked.rename(target)
         done.append(target)
     return done
+
+
+def _download(name: str, work: Path) -> Path:
+    got = subprocess.run(["apt-get", "download", name], cwd=work, capture_output=True, text=True)
+    debs = list(work.glob(f"{name}_*.deb"))
+    if got.returncode or not debs:
+        raise DataError(f"apt-get download {name} failed: {got.stderr.strip().splitlines()[-1:]}")
+    return debs[0]
+
+
+def _local_deb(folder: Path, name: str) -> Path:
+    debs = sorted(folder.glob(f"{name}_*.deb"))
+    if not debs:
+        raise DataError(f"{folder}: no {name}_*.deb (apt-get download {name} makes one)")
+    return debs[-1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,9 +64,78 @@ def audio_files(folder: Path, recursive: bool = False) -> list[Path]:
     )
 
 
+# The negatives sets `streamrnn fetch-negatives` fetches (Debian packages, each unpacked into a
+# folder of the negatives cache): what each package is and its licence. Recipes name a package's
+# folder as `negatives:PACKAGE` and a whole set's audio as `negatives:SET`.
+NEGATIVE_SETS = {
+    "train": {
+        "asterisk-core-sounds-es-wav": "Spanish telephone prompts, CC-BY-SA-3.0",
+        "asterisk-core-sounds-ru-wav": "Russian telephone prompts, CC-BY-SA-3.0",
+        "ktuberling-data": "isolated words in many languages, GPL-2+",
+        "drascula-music": "game music, Drascula license (free to use and redistribute)",
+        "fortunes": "English quotations as text, for synthetic voices to speak (synth.sentence_texts), BSD",
+    },
+    "validation": {
+        "fillets-ng-data-nl": "Dutch voice acting (the lines that say computer removed), GPL-2",
+        "tuxpaint-stamps-default": "spoken descriptions in 12 languages (the English ones removed), GPL-2",
+        "hedgewars-data": "game music and English voice lines in many characters, GPL-2 and others",
+    },
+    "eval": {
+        "fillets-ng-data-cs": "Czech voice acting, GPL-2",
+        "asterisk-core-sounds-en-wav": "English telephone prompts, CC-BY-SA-3.0",
+        "asterisk-core-sounds-fr-wav": "French telephone prompts, CC-BY-SA-3.0",
+        "asterisk-core-sounds-it-wav": "Italian telephone prompts, CC-BY-SA-3.0",
+        "asterisk-moh-opsound-wav": "music on hold, CC-BY-SA-3.0",
+    },
+}
+
+NEGATIVES = "negatives:"  # a recipe path in the negatives cache: negatives:PACKAGE[/...] or negatives:SET
+TEXT_ONLY = {"fortunes"}  # negatives packages of text, not audio
+
+
 def data_path(root: str, path: str) -> Path:
-    """`path` under the data root, unless it is absolute (`~` is expanded in both)."""
+    """`path` under the data root, unless it is absolute (`~` is expanded in both) or names the
+    negatives cache (`negatives:PACKAGE/...`)."""
+    if path.startswith(NEGATIVES):
+        return cache_folder("negatives") / path.removeprefix(NEGATIVES)
     return Path(root).expanduser() / Path(path).expanduser()
+
+
+def audio_sets(paths: list[str]) -> list[str]:
+    """`paths` with each `negatives:SET` replaced by the folders of that set's audio packages."""
+    out = []
+    for path in paths:
+        name = path.removeprefix(NEGATIVES)
+        if path.startswith(NEGATIVES) and name in NEGATIVE_SETS:
+            out += [NEGATIVES + p for p in NEGATIVE_SETS[name] if p not in TEXT_ONLY]
+        else:
+            out.append(path)
+    return out
+
+
+_SKIPPED: set[Path] = set()
+
+
+def skip_missing(data, path: str, setting: str) -> bool:
+    """Whether a folder a recipe names under its data root is to be skipped: it is missing and
+    the recipe's data is `optional` (a user without Speech Commands or the noise recordings still
+    trains). Said once per folder, on stderr. Folders in the negatives cache or given absolute are
+    never skipped: `streamrnn fetch-negatives` brings the former."""
+    folder = data_path(data.root, path)
+    if not data.optional or path.startswith(NEGATIVES) or Path(path).expanduser().is_absolute() or folder.exists():
+        return False
+    if folder not in _SKIPPED:
+        _SKIPPED.add(folder)
+        print(f"{setting} {path}: not under the data root {data.root}; going on without it", file=sys.stderr)
+    return True
+
+
+def default_data_root() -> str:
+    """Where recipes find their data unless they say: $STREAMRNN_DATA, else the user's own folder
+    $XDG_DATA_HOME/streamrnn/data (by default ~/.local/share/streamrnn/data)."""
+    if os.environ.get("STREAMRNN_DATA"):
+        return os.environ["STREAMRNN_DATA"]
+    return str(Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "streamrnn" / "data")
 
 
 def cache_folder(name: str) -> Path:
@@ -164,13 +234,17 @@ def recipe_clips(data, path: str, with_train_only: bool = True) -> tuple[list[st
     max_per_label and max_clips (the `train_only` ones only `with_train_only`: they never reach
     validation or test). Training and `streamrnn eval` both draw clips here, so they see the same ones."""
     d = data
-    labels, clips = list_clips(
-        data_path(d.root, path), d.layout, d.labels, d.group_regex, d.label_regex, d.label_map, d.max_per_label, d.label
-    )
+    if skip_missing(d, path, "data.path" if path == d.path else "data.test_path") and d.layout == "tree":
+        labels, clips = d.labels, list[Clip]()
+    else:
+        folder = data_path(d.root, path)
+        labels, clips = list_clips(
+            folder, d.layout, d.labels, d.group_regex, d.label_regex, d.label_map, d.max_per_label, d.label
+        )
     if d.layout == "tree":
         labels = d.labels
     for extra in d.extra if path == d.path else []:
-        if extra.train_only and not with_train_only:
+        if (extra.train_only and not with_train_only) or skip_missing(d, extra.path, "[[data.extra]] path"):
             continue
         _, more = list_clips(
             data_path(d.root, extra.path),

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrnn.recipe.datasets import audio_sets, default_data_root
 from streamrnn.settings import SettingsError, build, read_toml
 
 ENGINES = ("espeak-ng", "flite", "piper", "pico", "rhvoice", "festival", "mbrola", "kokoro")  # synthetic speech
@@ -42,7 +43,8 @@ class ExtraData:
 
 @dataclass
 class DataConfig:
-    root: str = "../shared/data"  # data root; relative paths are taken from the working dir
+    root: str = ""  # data root (relative: from the working dir); "": $STREAMRNN_DATA or the user's data folder
+    optional: bool = False  # folders under the root that are missing (Speech Commands, noise) are skipped, said once
     path: str = ""  # dataset folder (or .ts file) under the root
     test_path: str = ""  # a separate test set under the root (then `test` is unused)
     layout: str = choice("folders", "speech_commands", "files", "tree", "ts", "csv")
@@ -242,8 +244,12 @@ def load_recipe(path: str | Path, data_root: str | None = None) -> Recipe:
 
 
 def finish(recipe: Recipe) -> Recipe:
-    """Check a recipe and fill in its derived values (window and hop in samples)."""
+    """Check a recipe and fill in its derived values (window and hop in samples, the data root,
+    each `negatives:SET` as its packages' folders)."""
     _check(recipe)
+    recipe.data.root = recipe.data.root or default_data_root()
+    recipe.train.validation_negatives = audio_sets(recipe.train.validation_negatives)
+    recipe.augment.background = audio_sets(recipe.augment.background)
     m, rate = recipe.model, recipe.data.sample_rate
     if recipe.train.encoder_lr and not (recipe.data.kind == "audio" and m.encoder == "student"):
         raise RecipeError(
