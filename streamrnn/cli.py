@@ -338,8 +338,9 @@ def cmd_proxy(args) -> None:
 def cmd_keys(args) -> None:
     from streamrnn.keys import make_key_pair
 
-    public, secret = make_key_pair(args.dir, args.name)
-    print(f"public key {public} (give it to the other side); secret key {secret} (keep it)")
+    public, secret = make_key_pair(args.dir, args.name, args.allow)
+    allowed = f"; allowed in {args.allow}" if args.allow else ""
+    print(f"public key {public} (give it to the other side{allowed}); secret key {secret} (keep it, mode 600)")
 
 
 def cmd_review(args) -> None:
@@ -419,6 +420,9 @@ def _add_recognition_commands(sub) -> None:
     p = sub.add_parser("keys", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret)")
     p.add_argument("name", help="whose keys: server, or a client's name")
     p.add_argument("--dir", default=".", help="folder to write them to (default: here)")
+    p.add_argument(
+        "--allow", metavar="DIR", help="also put the public key into this folder of clients a service lets in"
+    )
     p.set_defaults(run=cmd_keys)
 
     p = sub.add_parser("review", help="mark captured detections and near misses as holding their phrase or not")

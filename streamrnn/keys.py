@@ -4,6 +4,8 @@ socket and a ZAP authenticator that lets in only the public keys found in a fold
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,24 +17,41 @@ class KeyFileError(ValueError):
     """A key file or folder that cannot be used; the message names it."""
 
 
-def make_key_pair(folder: str | Path, name: str) -> tuple[Path, Path]:
-    """Write NAME.key and NAME.key_secret into `folder` (made if missing); refuses to overwrite."""
+def make_key_pair(folder: str | Path, name: str, allow: str | Path | None = None) -> tuple[Path, Path]:
+    """Write NAME.key and NAME.key_secret (readable by its owner only) into `folder` (made if
+    missing); refuses to overwrite. `allow`: also copy the public key into that folder of client
+    keys a service lets in."""
     folder = Path(folder)
     if (folder / f"{name}.key_secret").exists() or (folder / f"{name}.key").exists():
         raise KeyFileError(f"{folder / name}.key: a key pair of that name exists already")
+    if allow and (Path(allow) / f"{name}.key").exists():
+        raise KeyFileError(f"{Path(allow) / name}.key: a client key of that name is allowed already")
+    if allow and Path(allow).resolve() == folder.resolve():
+        raise KeyFileError(f"{folder}: the secret key must not lie in the folder of allowed client keys")
     folder.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(folder, name)
+    mask = os.umask(0o077)  # the secret key is never readable by others, not even for a moment
+    try:
+        public, secret = zmq.auth.create_certificates(folder, name)
+    finally:
+        os.umask(mask)
+    Path(public).chmod(0o644)
+    if allow:
+        Path(allow).mkdir(parents=True, exist_ok=True)
+        (Path(allow) / f"{name}.key").write_bytes(Path(public).read_bytes())
     return Path(public), Path(secret)
 
 
 def read_key(path: str | Path, secret: bool) -> tuple[bytes, bytes | None]:
-    """(public, secret) of a certificate file; `secret` demands a secret key file."""
+    """(public, secret) of a certificate file; `secret` demands a secret key file, and one that
+    other users may read is refused (as ssh refuses such a key)."""
     try:
         public_key, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"{path}: not a ZeroMQ key file ({exc})") from None
     if secret and not secret_key:
         raise KeyFileError(f"{path}: holds no secret key (give the .key_secret file)")
+    if secret and (mode := Path(path).stat().st_mode & 0o777) & 0o007:
+        raise KeyFileError(f"{path}: a secret key that other users can read (mode {mode:o}): chmod 600 {path}")
     return public_key, secret_key
 
 
@@ -68,23 +87,40 @@ def client_keys(server_key: str | None, key: str | None) -> ClientKeys | None:
 
 
 class ServerKeys:
-    """The service's key pair and the folder of client public keys it lets in (ZAP)."""
+    """The service's key pair and the folder of client public keys it lets in (ZAP). Each client
+    refused is reported to `refused(counter, message)` (from the authenticator's thread)."""
 
-    def __init__(self, context: zmq.Context, secret_key: str | Path, clients: str | Path):
+    def __init__(
+        self,
+        context: zmq.Context,
+        secret_key: str | Path,
+        clients: str | Path,
+        refused: Callable[[str, str], None] = lambda counter, message: None,
+    ):
         self.public, secret = read_key(secret_key, secret=True)
         assert secret is not None
-        self.secret, self.clients = secret, Path(clients)
-        self.allowed = count_client_keys(self.clients)
+        self.secret, self.clients, self._refused = secret, Path(clients), refused
+        self._keys = client_keys_in(self.clients)
         from zmq.auth.thread import ThreadAuthenticator  # asyncio and ssl: only when CURVE is used
 
         self._authenticator = ThreadAuthenticator(context)
         self._authenticator.start()
-        self._authenticator.configure_curve(domain="*", location=str(self.clients))
+        self._authenticator.configure_curve_callback(domain="*", credentials_provider=self)
+
+    @property
+    def allowed(self) -> int:
+        return len(self._keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP's question for each new connection: is this client's public key (Z85) let in?"""
+        if key in self._keys:
+            return True
+        self._refused("curve_refused", f"CURVE: client key {key[:8].decode()}... refused (not in {self.clients})")
+        return False
 
     def reload_clients(self) -> int:
         """Read the client folder again (SIGHUP); the number of keys now allowed."""
-        self.allowed = count_client_keys(self.clients)
-        self._authenticator.configure_curve(domain="*", location=str(self.clients))
+        self._keys = client_keys_in(self.clients)
         return self.allowed
 
     def apply(self, socket: zmq.Socket) -> None:
@@ -97,8 +133,12 @@ class ServerKeys:
         self._authenticator.stop()
 
 
-def count_client_keys(folder: Path) -> int:
-    """How many public keys (*.key) a client folder holds; a missing folder is an error."""
+def client_keys_in(folder: Path) -> frozenset[bytes]:
+    """The public keys (Z85 text, as the files hold them and ZAP asks) of the `*.key` files in a
+    folder of allowed clients. A missing folder, a file that is no key, or a secret key lying
+    among them is an error naming it."""
     if not folder.is_dir():
         raise KeyFileError(f"{folder}: no such folder of client public keys")
-    return len(list(folder.glob("*.key")))
+    if secrets := sorted(folder.glob("*.key_secret")):
+        raise KeyFileError(f"{secrets[0]}: a secret key in the folder of allowed client keys: move it out")
+    return frozenset(read_key(path, secret=False)[0] for path in sorted(folder.glob("*.key")))

@@ -7,16 +7,19 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
 import zmq
 
 from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, demo_pcm
 from streamrnn.client import Subscription
-from streamrnn.keys import ClientKeys
+from streamrnn.keys import ClientKeys, KeyFileError
 from streamrnn.send import messages
 
 
-def make_keys(folder, name):
-    done = subprocess.run(STREAMRNN + ["keys", name, "--dir", folder], capture_output=True, text=True, timeout=30)
+def make_keys(folder, name, *more):
+    done = subprocess.run(
+        STREAMRNN + ["keys", name, "--dir", folder, *more], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0 and "secret key" in done.stdout, done.stderr
 
 
@@ -38,7 +41,7 @@ def push_demo(address: str, stream: str, keys: ClientKeys | None) -> None:
 def test_only_allowed_keys_get_in_or_out(service, tmp_path):
     keys = tmp_path / "keys"
     make_keys(keys, "server")
-    make_keys(keys / "clients", "alice")
+    make_keys(tmp_path / "alice", "alice", "--allow", keys / "clients")  # her public key let in, her secret hers
     make_keys(tmp_path / "other", "mallory")
     ingest = f"ipc://{tmp_path}/in"
     config = tmp_path / "curve.toml"
@@ -46,14 +49,14 @@ def test_only_allowed_keys_get_in_or_out(service, tmp_path):
         f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "commands"\n'
         f'[security]\nserver_key = "{keys}/server.key_secret"\nclients = "{keys}/clients"\n'
     )
-    alice = ClientKeys.load(keys / "server.key", keys / "clients" / "alice.key_secret")
+    alice = ClientKeys.load(keys / "server.key", tmp_path / "alice" / "alice.key_secret")
     mallory = ClientKeys.load(keys / "server.key", tmp_path / "other" / "mallory.key_secret")
     s = service("--config", config, keys=alice)
     s.collect(lambda e: e.kind == "status")
     outsiders = [Subscription(s.address, keys=mallory), Subscription(s.address)]
     push_demo(ingest, "mallory", mallory)
     push_demo(ingest, "anyone", None)
-    curve = ["--server-key", keys / "server.key", "--key", keys / "clients" / "alice.key_secret"]
+    curve = ["--server-key", keys / "server.key", "--key", tmp_path / "alice" / "alice.key_secret"]
     sent = subprocess.run(
         STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "alice", "--fast", *curve],
         capture_output=True,
@@ -80,3 +83,31 @@ def test_only_allowed_keys_get_in_or_out(service, tmp_path):
     assert {e.stream for e in s.events if e.stream} == {"alice"}  # nothing from mallory or anyone got in
     assert heard_by_outsiders == [None, None]  # heartbeats every 0.5 s, and not one reached them
     assert s.final_status().frames == -(-len(demo_pcm()) // 1280)  # alice's frames alone were scored
+    assert s.final_status().problems["curve_refused"] >= 2  # mallory's subscriber and sender, each counted
+    assert "CURVE: client key" in log and "refused" in log, log
+
+
+def test_secret_keys_stay_secret(tmp_path):
+    """`keys` writes the secret key for its owner alone and the public key for all; a secret key
+    others can read is refused in one line saying how to fix it; `--allow` puts only the public key
+    among a service's allowed clients, and a secret key found there stops `serve --check`."""
+    make_keys(tmp_path / "me", "kitchen", "--allow", tmp_path / "clients")
+    secret = tmp_path / "me" / "kitchen.key_secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "me" / "kitchen.key").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "clients").iterdir()) == ["kitchen.key"]
+    make_keys(tmp_path, "server")
+    secret.chmod(0o644)
+    with pytest.raises(KeyFileError, match=f"{secret}: a secret key that other users can read .*: chmod 600 {secret}"):
+        ClientKeys.load(tmp_path / "server.key", secret)
+    (tmp_path / "clients" / "kitchen.key_secret").write_bytes(secret.read_bytes())  # the old README's mistake
+    config = tmp_path / "curve.toml"
+    config.write_text(
+        f'sources = ["pull:ipc://{tmp_path}/in"]\n[[models]]\nmodel = "commands"\n'
+        f'[security]\nserver_key = "{tmp_path}/server.key_secret"\nclients = "{tmp_path}/clients"\n'
+    )
+    done = subprocess.run(
+        STREAMRNN + ["serve", "--config", config, "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert f"{tmp_path}/clients/kitchen.key_secret: a secret key in the folder of allowed client keys" in done.stderr

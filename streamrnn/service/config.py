@@ -13,7 +13,7 @@ from streamrnn.addresses import DEFAULT_PUBLISH, address_problem, is_loopback
 from streamrnn.contract import DEVICES, is_threshold
 from streamrnn.decision import DecisionSettings
 from streamrnn.ingest_format import IngestLimits
-from streamrnn.keys import KeyFileError, count_client_keys, read_key
+from streamrnn.keys import KeyFileError, client_keys_in, read_key
 from streamrnn.service.capture import CaptureConfig
 from streamrnn.service.metrics import MetricsError, parse_address
 from streamrnn.settings import SettingsError, build, read_toml
@@ -213,7 +213,7 @@ def _check_security(config: ServiceConfig, need) -> None:
     if sec.server_key:
         try:
             read_key(sec.server_key, secret=True)
-            count_client_keys(Path(sec.clients))
+            client_keys_in(Path(sec.clients))
         except KeyFileError as exc:
             need(False, "security", str(exc))
         return

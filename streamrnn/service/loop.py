@@ -139,7 +139,7 @@ class Service:
         # this long: ZeroMQ has no cap on connections, the file limit is the cap
         self._context.setsockopt(zmq.HANDSHAKE_IVL, round(config.handshake_timeout * 1000))
         sec = config.security
-        self.keys = ServerKeys(self._context, sec.server_key, sec.clients) if sec.server_key else None
+        self.keys = ServerKeys(self._context, sec.server_key, sec.clients, self._problem) if sec.server_key else None
         try:
             self.publisher = Publisher(
                 self._context,
