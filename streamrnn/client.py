@@ -22,6 +22,10 @@ from streamrnn.wire import BadEvent, Event, decode
 log = logging.getLogger(__name__)
 
 
+class RefusedError(ValueError):
+    """The service turned this client's CURVE key away."""
+
+
 class Subscription:
     """A SUB socket on the service's events, filtered by topic prefixes."""
 
@@ -48,9 +52,27 @@ class Subscription:
             self.keys.apply(socket)
         for topic in set(self._wanted) | {b"heartbeat"}:
             socket.setsockopt(zmq.SUBSCRIBE, topic)
+        # with CURVE, a refused handshake is seen on a monitor socket (without, the client would wait for ever)
+        self._monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH) if self.keys else None
         socket.connect(self.address)
         self._heard = time.monotonic()
         return socket
+
+    def _wait(self, seconds: float) -> bool:
+        """Whether an event is waiting within `seconds`; raises RefusedError if the service
+        refuses this client's key."""
+        if self._monitor is None:
+            return bool(self._socket.poll(int(seconds * 1000)))
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        ready = dict(poller.poll(int(seconds * 1000)))
+        if self._monitor in ready:
+            raise RefusedError(
+                f"{self.address}: the service refused this client's CURVE key (is its public key among the "
+                "service's allowed clients?)"
+            )
+        return self._socket in ready
 
     def receive(self, timeout: float | None = None) -> Event | None:
         """The next wanted event, or None after `timeout` seconds (None: wait for ever)."""
@@ -59,9 +81,9 @@ class Subscription:
             wait = self.silence if deadline is None else min(self.silence, deadline - time.monotonic())
             if wait <= 0:
                 return None
-            if not self._socket.poll(int(wait * 1000)):
+            if not self._wait(wait):
                 if time.monotonic() - self._heard >= self.silence:
-                    self._socket.close(linger=0)  # a dead or restarted service: start afresh
+                    self.close()  # a dead or restarted service: start afresh
                     self._socket = self._open()
                 continue
             self._heard = time.monotonic()
@@ -92,6 +114,9 @@ class Subscription:
         self._last_seq[instance] = seq  # a lower seq is a publisher that started again
 
     def close(self) -> None:
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
         self._socket.close(linger=0)
 
 

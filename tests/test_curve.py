@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, demo_pcm
-from streamrnn.client import Subscription
+from streamrnn.client import RefusedError, Subscription
 from streamrnn.keys import ClientKeys, KeyFileError
 from streamrnn.send import messages
 
@@ -72,7 +72,18 @@ def test_only_allowed_keys_get_in_or_out(service, tmp_path):
         timeout=30,
         cwd=ROOT,
     )
-    heard_by_outsiders = [sub.receive(timeout=1.0) for sub in outsiders]
+    refused = subprocess.run(  # mallory's key: said in one line, not a silent wait
+        STREAMRNN
+        + ["listen", "--connect", s.address, "--server-key", keys / "server.key"]
+        + ["--key", tmp_path / "other" / "mallory.key_secret"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    heard_by_outsiders = [sub.receive(timeout=1.0) for sub in outsiders[1:]]
+    with pytest.raises(RefusedError, match="the service refused this client's CURVE key"):
+        outsiders[0].receive(timeout=5.0)
     time.sleep(0.1)
     code, _, log = s.stop()
     for sub in outsiders:
@@ -81,7 +92,8 @@ def test_only_allowed_keys_get_in_or_out(service, tmp_path):
     assert listened.returncode == 0 and '"kind":"heartbeat"' in listened.stdout.replace(" ", ""), listened.stderr
     assert_demo_words(s.events, stream="alice")
     assert {e.stream for e in s.events if e.stream} == {"alice"}  # nothing from mallory or anyone got in
-    assert heard_by_outsiders == [None, None]  # heartbeats every 0.5 s, and not one reached them
+    assert heard_by_outsiders == [None]  # heartbeats every 0.5 s, and not one reached the keyless one
+    assert refused.returncode == 1 and "refused this client's CURVE key" in refused.stderr, refused.stderr
     assert s.final_status().frames == -(-len(demo_pcm()) // 1280)  # alice's frames alone were scored
     assert s.final_status().problems["curve_refused"] >= 2  # mallory's subscriber and sender, each counted
     assert "CURVE: client key" in log and "refused" in log, log
