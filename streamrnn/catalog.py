@@ -1,19 +1,22 @@
 """Finding models: bundled contract files, installed ones, and `--model NAME|PATH` resolution.
 
 Search order: the folders in $STREAMRNN_MODEL_PATH (colon-separated), the user's
-$XDG_DATA_HOME/streamrnn/models (default ~/.local/share/streamrnn/models),
-/usr/share/streamrnn/models, then the models bundled in the package.
+$XDG_DATA_HOME/streamrnn/models (default ~/.local/share/streamrnn/models), the system service's
+/var/lib/streamrnn/models, /usr/share/streamrnn/models, then the models bundled in the package.
+`install_model` copies a contract file into the user's folder or the service's.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from streamrnn.contract import ContractError, ModelInfo
 from streamrnn.runtime import open_contract
 
 BUNDLED = Path(__file__).parent / "models"
+SERVICE_MODELS = Path("/var/lib/streamrnn/models")  # where the systemd units look (their state folder)
 
 
 def model_dirs() -> list[tuple[str, Path]]:
@@ -22,6 +25,7 @@ def model_dirs() -> list[tuple[str, Path]]:
     data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     dirs += [
         ("user", data_home / "streamrnn" / "models"),
+        ("service", SERVICE_MODELS),
         ("system", Path("/usr/share/streamrnn/models")),
         ("bundled", BUNDLED),
     ]
@@ -61,3 +65,19 @@ def resolve_model(spec: str) -> Path:
     raise ContractError(
         f"model {spec!r} not found (available: {', '.join(names) or 'none'}; or give a path to a .onnx contract file)"
     )
+
+
+def install_model(path: str | Path, folder: str | Path | None = None) -> Path:
+    """Copy a contract file (checked first) into `folder`, by default the user's models folder,
+    as NAME.onnx after its metadata name, with its model card (NAME.md beside it) if there is
+    one; returns the installed file. `--model NAME` then finds it, and a running service that
+    names it in its config loads it on reload."""
+    _, info = open_contract(path)
+    target = Path(folder) if folder else dict(model_dirs())["user"]
+    target.mkdir(parents=True, exist_ok=True)
+    installed = target / f"{info.name}.onnx"
+    shutil.copyfile(path, installed)
+    card = Path(path).with_suffix(".md")
+    if card.is_file():
+        shutil.copyfile(card, target / f"{info.name}.md")
+    return installed

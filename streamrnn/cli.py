@@ -63,7 +63,12 @@ def cmd_train_wakeword(args) -> None:
     )
     print(f"recipe: {path}", flush=True)
     if not args.recipe_only:
-        train_and_release(load_recipe(path, args.data_root))
+        model = train_and_release(load_recipe(path, args.data_root))
+        print(f"model: {model}", flush=True)
+        if args.install and model:
+            from streamrnn.catalog import install_model
+
+            _print_installed(install_model(model))
 
 
 def cmd_fetch_negatives(args) -> None:
@@ -92,6 +97,23 @@ def cmd_export(args) -> None:
     from streamrnn.deploy.export import export_checkpoint
 
     print(export_checkpoint(args.checkpoint, args.out, args.chunk))
+
+
+def cmd_install_model(args) -> None:
+    from streamrnn.catalog import SERVICE_MODELS, install_model
+
+    _print_installed(install_model(args.file, SERVICE_MODELS if args.service else args.dir))
+
+
+def _print_installed(path) -> None:
+    from streamrnn.contract import ModelInfo
+    from streamrnn.runtime import open_contract
+
+    info: ModelInfo = open_contract(path)[1]
+    print(
+        f"installed {info.name} {info.version} as {path}: serve it with --model {info.name} (a running service:"
+        f" add it to the config's [[models]] and reload)"
+    )
 
 
 def cmd_models(args) -> None:
@@ -368,6 +390,13 @@ def _add_recognition_commands(sub) -> None:
     _add_json_flag(p, "one JSON array")
     p.set_defaults(run=cmd_models)
 
+    p = sub.add_parser("install-model", help="install a contract file where serve and the systemd units find it")
+    p.add_argument("file", metavar="FILE", help="a .onnx contract file (e.g. what train-wakeword exported)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--dir", help="into this folder (default: your ~/.local/share/streamrnn/models)")
+    where.add_argument("--service", action="store_true", help="into /var/lib/streamrnn/models, for the systemd units")
+    p.set_defaults(run=cmd_install_model)
+
     p = sub.add_parser("detect", help="run models over audio files or sensor CSVs, print detections as JSON lines")
     p.add_argument("--model", required=True, action="append", help="bundled model name or .onnx path (repeatable)")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg) or sensor CSVs")
@@ -526,6 +555,7 @@ def _add_training_commands(sub) -> None:
     )
     p.add_argument("--recipe-out", metavar="PATH", help="where to write the recipe (default runs/recipes/)")
     p.add_argument("--recipe-only", action="store_true", help="write the recipe, do not train")
+    p.add_argument("--install", action="store_true", help="install the trained model (see install-model)")
     _add_data_root_flag(p)
     p.set_defaults(run=cmd_train_wakeword)
 

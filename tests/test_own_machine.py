@@ -51,7 +51,7 @@ def test_a_wake_word_trains_without_the_lab_data(tmp_path):
     """With no data root (no Speech Commands, no noise folder) and an empty home: fetch-negatives
     unpacks the train and validation sets from local .deb files into the user's cache, the
     wake-word template says in one line what it goes on without, trains (a small run: a few dozen
-    synthetic clips, one epoch) and exports a model that `detect` loads."""
+    synthetic clips, one epoch), exports a model, installs it, and `detect` finds it by name."""
     debs = tmp_path / "debs"
     for name in [*NEGATIVE_SETS["train"], *NEGATIVE_SETS["validation"]]:
         package(debs, name)
@@ -97,6 +97,8 @@ def test_a_wake_word_trains_without_the_lab_data(tmp_path):
     ], done.stderr[-2000:]
     model = tmp_path / "runs" / "hey_nova" / "hey_nova.onnx"
     assert f"exported {model.relative_to(tmp_path)}" in done.stdout or f"exported {model}" in done.stdout
-    detected = run("detect", "--model", str(model), str(DEMO), "--scores")
+    installed = run("install-model", str(model)).stdout
+    assert installed.startswith(f"installed hey_nova 0.1.0 as {home}/.local/share/streamrnn/models/hey_nova.onnx")
+    detected = run("detect", "--model", "hey_nova", str(DEMO), "--scores")
     rows = [json.loads(line) for line in detected.stdout.splitlines()]
     assert rows and set(rows[0]["scores"]) == {"hey nova", "_background_"}

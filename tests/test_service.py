@@ -375,13 +375,18 @@ def test_check_finds_every_problem_that_would_stop_start_up(tmp_path):
         f"bind ipc://{tmp_path}/same more than once",
     ):
         assert sum(expected in line for line in lines) == 1, (expected, lines)
-    path.write_text(f'sources = ["pull:tcp://127.0.0.1:{port}"]\n[[models]]\nmodel = "nosuch"\n')
+    (tmp_path / "afile").write_text("")  # a capture folder that cannot be made (as a sandbox refuses one)
+    path.write_text(
+        f'sources = ["pull:tcp://127.0.0.1:{port}"]\n[[models]]\nmodel = "nosuch"\n'
+        f'[capture]\ndir = "{tmp_path}/afile/captures"\n'
+    )
     done = subprocess.run(
         STREAMRNN + ["serve", "--config", path, "--check"], capture_output=True, text=True, timeout=60
     )
     held.close(linger=0)
-    assert done.returncode == 1 and len(done.stderr.splitlines()) == 2, done.stderr
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 3, done.stderr
     assert "model 'nosuch' not found" in done.stderr and "Address already in use" in done.stderr
+    assert f"capture.dir {tmp_path}/afile/captures: cannot write captures there (Not a directory)" in done.stderr
 
 
 def test_a_second_service_on_a_live_ipc_path_is_refused(service, tmp_path):

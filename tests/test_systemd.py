@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ EXECUTABLE = Path(sys.executable).parent / "streamrnn"
 
 def installed_copy(tmp_path, name: str) -> Path:
     """The unit with ExecStart pointing at this environment's streamrnn (verify checks it exists)."""
-    text = (UNITS / name).read_text().replace("/usr/local/bin/streamrnn", str(EXECUTABLE))
+    text = (UNITS / name).read_text().replace("/opt/streamrnn/bin/streamrnn", str(EXECUTABLE))
     path = tmp_path / name
     path.write_text(text)
     return path
@@ -86,6 +87,27 @@ def test_example_config_is_valid(config):
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_install_script_gives_a_service_that_runs(tmp_path):
+    """systemd/install.sh (a venv under /opt/streamrnn, as Debian 12 refuses `sudo pip install`),
+    here under a temporary prefix: the units run the venv's streamrnn, the example configs are in
+    place and serve (checked), and the models folder the units see is there."""
+    where = {name: tmp_path / name for name in ("PREFIX", "ETC", "UNITS", "STATE")}
+    env = {**os.environ, **{k: str(v) for k, v in where.items()}, "EXTRAS": ""}
+    done = subprocess.run(["sh", UNITS / "install.sh"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    program = where["PREFIX"] / "bin" / "streamrnn"
+    for unit in ("streamrnn.service", "streamrnn@.service"):
+        text = (where["UNITS"] / unit).read_text()
+        assert f"ExecStart={program} serve --config {where['ETC']}/" in text
+    assert (UNITS / "streamrnn.service").read_text().count("ExecStart=/opt/streamrnn/bin/streamrnn ") == 1
+    assert (where["STATE"] / "models").is_dir()
+    config = where["ETC"] / "streamrnn.toml"
+    check = subprocess.run(
+        [program, "serve", "--config", config, "--source", DEMO, "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stderr
 
 
 SAMPLES = ROOT / "streamrnn" / "samples"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.info import Describe, Info
 from wyoming.wake import Detect, Detection, NotDetected
 
-from conftest import DEMO, STREAMRNN, demo_pcm
+from conftest import DEMO, STREAMRNN, demo_pcm, export_test_model
 
 
 def free_port() -> int:
@@ -137,6 +138,28 @@ def test_describe_tells_the_models_served_now_after_a_reload(service, tmp_path):
     assert "yes" in before and "seven" not in before
     assert {m.name for m in after.models} == set("zero one two three four five six seven eight nine".split())
     assert all("Free Spoken Digit Dataset" in m.attribution.name for m in after.models)
+
+
+def test_a_model_installed_by_a_user_reaches_home_assistant_on_reload(service, tmp_path):
+    """`streamrnn install-model` puts a new model where the service looks; named in the config, a
+    running Wyoming server loads it on SIGHUP and Home Assistant's describe lists its labels, with
+    no restart."""
+    _, recipe, path = export_test_model(tmp_path)
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    done = subprocess.run(STREAMRNN + ["install-model", path], capture_output=True, text=True, timeout=60, env=env)
+    installed = tmp_path / "data" / "streamrnn" / "models" / f"{recipe.name}.onnx"
+    assert done.returncode == 0 and done.stdout.startswith(f"installed {recipe.name} 0.1.0 as {installed}"), done
+    port = free_port()
+    config = tmp_path / "streamrnn.toml"
+    config.write_text(f'sources = ["wyoming:tcp://127.0.0.1:{port}"]\n[[models]]\nmodel = "commands"\n')
+    s = service("--config", config, env=env)
+    s.collect(lambda e: e.kind == "status")
+    config.write_text(config.read_text() + f'[[models]]\nmodel = "{recipe.name}"\n')
+    s.process.send_signal(signal.SIGHUP)
+    s.collect(lambda e: e.kind == "status" and e.state == "reloaded", timeout=10)
+    names = {m.name for m in asyncio.run(describe(port)).wake[0].models}
+    assert s.stop()[0] == 0
+    assert {"a", "b", "c", "yes"} <= names
 
 
 def test_check_names_every_wyoming_address_it_cannot_serve():

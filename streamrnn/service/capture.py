@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -154,6 +155,17 @@ class Capturer:
             for suffix in (".flac", ".json"):
                 old.with_suffix(suffix).unlink(missing_ok=True)
             total -= size
+
+
+def unwritable(folder: str | Path) -> str | None:
+    """Why captures cannot be written into `folder` (made if missing), or None: what `serve
+    --check` says of a capture folder a service could not use (e.g. outside a unit's sandbox)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return None
+    except OSError as exc:
+        return f"capture.dir {folder}: cannot write captures there ({exc.strerror or exc})"
 
 
 def _size(base: Path) -> int:

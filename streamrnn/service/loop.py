@@ -26,7 +26,7 @@ import zmq
 
 from streamrnn.addresses import BindError, bind
 from streamrnn.keys import ServerKeys
-from streamrnn.service.capture import Capturer
+from streamrnn.service.capture import Capturer, unwritable
 from streamrnn.service.config import ConfigError, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
@@ -75,6 +75,8 @@ def check_service(config: ServiceConfig) -> None:
             open_source(source, config, models=lambda: [s.info for s in slots]).close()
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
+    if config.capture.dir and (problem := unwritable(config.capture.dir)):
+        problems.append(problem)
     context = zmq.Context()
     for key, address in bound_addresses(config):
         try:
