@@ -1,9 +1,9 @@
 """streamrnn: streaming recognition with stateful recurrent networks, served over ZeroMQ.
 
 The public surface: `StreamingModel` (a contract file served to many streams in batched calls),
-`Decider` (one stream's scores -> detections), `resolve_model` (a bundled name or a path -> the
-file), `subscribe` (a service's events), `__version__`. The layout of the package is in
-docs/architecture.md; a device that only recognizes uses this and `streamrnn.service`.
+`Decider` (one stream's scores -> detections) and its `DecisionSettings`, `resolve_model` (a
+bundled name or a path -> the file), `subscribe` (a service's events), `__version__`. The layout
+of the package is in docs/architecture.md; a device that only recognizes uses this and `streamrnn.service`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from streamrnn.catalog import resolve_model
     from streamrnn.client import subscribe
-    from streamrnn.decision import Decider
+    from streamrnn.decision import Decider, DecisionSettings
     from streamrnn.runtime import StreamingModel
 
-__all__ = ["Decider", "StreamingModel", "__version__", "resolve_model", "subscribe"]
+__all__ = ["Decider", "DecisionSettings", "StreamingModel", "__version__", "resolve_model", "subscribe"]
 _HOMES = {
     "Decider": "streamrnn.decision",
+    "DecisionSettings": "streamrnn.decision",
     "StreamingModel": "streamrnn.runtime",
     "resolve_model": "streamrnn.catalog",
     "subscribe": "streamrnn.client",

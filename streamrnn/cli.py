@@ -11,7 +11,7 @@ import sys
 from streamrnn.addresses import DEFAULT_PUBLISH
 from streamrnn.contract import DEVICES, is_threshold
 
-TRAIN_EXTRA = "needs the training extra: pip install 'streamrnn[train]' (torch, torchaudio, onnx)"
+TRAIN_EXTRA = "needs the training extra: pip install '.[train]' in the streamrnn clone (torch, torchaudio, onnx)"
 
 
 class CommandError(Exception):
@@ -116,6 +116,14 @@ def _print_installed(path) -> None:
     )
 
 
+def cmd_samples(args) -> None:
+    from streamrnn.samples import FOLDER, samples
+
+    for path in samples():
+        print(path)
+    print(f"(what each holds: {FOLDER / 'README.md'})", file=sys.stderr)
+
+
 def cmd_models(args) -> None:
     from streamrnn.catalog import list_models
 
@@ -149,7 +157,7 @@ def cmd_models(args) -> None:
 
 def cmd_detect(args) -> None:
     from streamrnn.catalog import resolve_model
-    from streamrnn.detect import detect_files, score_files
+    from streamrnn.detect import detect_files, route, score_files
     from streamrnn.runtime import StreamingModel
     from streamrnn.wire import Stamper
 
@@ -159,10 +167,12 @@ def cmd_detect(args) -> None:
     if unknown:
         raise CommandError(f"--threshold: {', '.join(unknown)} not a label of {', '.join(args.model)}")
     stamper = Stamper()
-    for model in models:
+    for model, files in zip(models, route(models, args.files)):
+        if not files:
+            continue
         if args.scores:
             hop, labels = model.info.frame_seconds, model.info.labels
-            for stream, scores in score_files(model, args.files, args.rate).items():
+            for stream, scores in score_files(model, files, args.rate).items():
                 for i, row in enumerate(scores.tolist()):
                     end, values = round((i + 1) * hop, 4), {x: round(v, 5) for x, v in zip(labels, row)}
                     print(
@@ -172,7 +182,7 @@ def cmd_detect(args) -> None:
                     )
             continue
         thresholds = {label: v for label, v in args.threshold if label in model.info.labels}
-        for event in detect_files(model, args.files, _decision_settings(args), thresholds, args.rate):
+        for event in detect_files(model, files, _decision_settings(args), thresholds, args.rate):
             print(json.dumps(stamper.stamp(event).to_dict()), flush=True)
 
 
@@ -390,6 +400,9 @@ def _add_recognition_commands(sub) -> None:
     _add_json_flag(p, "one JSON array")
     p.set_defaults(run=cmd_models)
 
+    p = sub.add_parser("samples", help="list the bundled example recordings (paths to try detect or serve on)")
+    p.set_defaults(run=cmd_samples)
+
     p = sub.add_parser("install-model", help="install a contract file where serve and the systemd units find it")
     p.add_argument("file", metavar="FILE", help="a .onnx contract file (e.g. what train-wakeword exported)")
     where = p.add_mutually_exclusive_group()
@@ -417,7 +430,10 @@ def _add_recognition_commands(sub) -> None:
     _add_service_flags(p)
     p.set_defaults(run=cmd_serve)
 
-    p = sub.add_parser("listen", help="print the service's events as JSON lines")
+    p = sub.add_parser(
+        "listen",
+        help="print the service's events as JSON lines (until --count, --timeout or Ctrl-C; it outlives the service)",
+    )
     p.add_argument("--connect", default=DEFAULT_PUBLISH, help="event address")
     p.add_argument("--topic", action="append", help="topic prefix, e.g. detection or detection.mic (repeatable)")
     p.add_argument("--count", type=int, help="exit after this many events")
@@ -585,7 +601,11 @@ def _add_maintainer_commands(sub) -> None:
 def parser() -> argparse.ArgumentParser:
     from importlib import metadata
 
-    top = argparse.ArgumentParser(prog="streamrnn", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="streamrnn",
+        description="Streaming speech and sensor recognition: serve models to microphones, files, remote "
+        "senders and Home Assistant; detect in files; train wake words from text. `streamrnn demo` shows it.",
+    )
     top.add_argument(
         "--version",
         action="version",

@@ -34,6 +34,26 @@ def read_input(model: StreamingModel, path: str | Path, rate: float | None = Non
     return to_model_rate(frames, rate or info.sample_rate, info.sample_rate)
 
 
+def route(models: list[StreamingModel], files: list[str | Path]) -> list[list[str | Path]]:
+    """Each model's files, routed as the service routes streams: audio files to the audio models,
+    sensor CSVs to the sensor models with as many channels as the file has columns. With one
+    model every file is its own (and read_input says what does not fit); with several, a file no
+    model takes is an error naming it."""
+    if len(models) == 1:
+        return [list(files)]
+    takes = []
+    for f in files:
+        if Path(f).suffix.lower() == ".csv" and Path(f).is_file():
+            channels = read_csv(Path(f)).shape[1]
+            takes.append([m.info.kind == "sensor" and m.info.channels == channels for m in models])
+        else:
+            takes.append([m.info.kind == "audio" for m in models])
+    for f, fits in zip(files, takes):
+        if not any(fits):
+            raise AudioError(f"{f}: none of the models {', '.join(m.info.name for m in models)} takes it")
+    return [[f for f, fits in zip(files, takes) if fits[i]] for i in range(len(models))]
+
+
 def score_files(model: StreamingModel, files: list[str | Path], rate: float | None = None) -> dict[str, np.ndarray]:
     """Per-frame scores [frames, labels] of each file, all files run as batched streams."""
     signals = [read_input(model, f, rate) for f in files]

@@ -6,6 +6,7 @@ subscriptions up and every event down; events say which service sent them (`inst
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 import zmq
@@ -39,6 +40,7 @@ def proxy(upstream: list[str], publish: str, insecure: bool = False) -> None:
     for address in upstream:
         services.connect(address)
     bind(subscribers, publish, "--publish")
+    print(f"streamrnn proxy: relaying the events of {', '.join(upstream)} on {publish}", file=sys.stderr, flush=True)
     unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the relay thread inherits the block
     relay = threading.Thread(target=zmq.proxy_steerable, args=(services, subscribers, None, control))
     relay.start()

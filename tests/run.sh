@@ -15,6 +15,7 @@ command -v RHVoice-test >/dev/null || need+=(rhvoice rhvoice-english)
 command -v text2wave >/dev/null || need+=(festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 command -v mbrola >/dev/null || need+=(mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tests/run.sh: installing Debian packages: ${need[*]}"
     debian=/etc/apt/sources.list.d/debian.sources
     extra=/etc/apt/sources.list.d/streamrnn-contrib-non-free.sources
     if [ -f "$debian" ] && [ ! -f "$extra" ] && ! grep -q non-free "$debian"; then
@@ -22,10 +23,13 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null;
     fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+echo "tests/run.sh: installing the package with its training and test extras into .venv (about a minute)"
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[train,test]'
 # lint, format and types (rules in pyproject.toml): CI fails on any of them
+echo "tests/run.sh: ruff, ruff format, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash tests/mypy.sh
-exec .venv/bin/python -m pytest "$@"
+echo "tests/run.sh: pytest (skipped tests say why at the end)"
+exec .venv/bin/python -m pytest -rs "$@"

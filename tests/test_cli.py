@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,15 @@ def test_detect_runs_every_model_given_on_audio_and_sensor_files():
     scores = run("detect", "--model", "motions", "--scores", wrist).stdout.splitlines()
     assert len(scores) == len(wrist.read_text().splitlines()) - 1  # a frame per row (a header row)
     assert all(len(str(v)) <= 7 for v in json.loads(scores[0])["scores"].values())  # 5 decimals, not float32 noise
+    wand = ROOT / "streamrnn" / "samples" / "wand.csv"  # 3 channels; wrist.csv has 6: each goes to its model
+    routed = run("detect", "--model", "motions", "--model", "wand", "--model", "commands", wrist, wand, DEMO)
+    pairs = {(e["model"], Path(e["stream"]).name) for e in map(json.loads, routed.stdout.splitlines())}
+    assert pairs == {("motions", "wrist.csv"), ("wand", "wand.csv"), ("commands", "demo.flac")}
+    nobody = run("detect", "--model", "motions", "--model", "wand", DEMO, check=False)
+    assert (
+        nobody.returncode == 1
+        and nobody.stderr.strip() == f"streamrnn: error: {DEMO}: none of the models motions, wand takes it"
+    )
 
 
 def test_output_into_a_closed_pipe_ends_quietly():
@@ -144,7 +154,7 @@ def test_training_commands_without_the_extra_say_how_to_install(tmp_path):
     for command in (["train", "any.toml"], ["export", "any.pt"]):
         done = run(*command, env=env, check=False)
         assert done.returncode == 1
-        assert "pip install 'streamrnn[train]'" in done.stderr and done.stderr.count("\n") == 1
+        assert "pip install '.[train]' in the streamrnn clone" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_serving_loads_only_what_a_device_runs(tmp_path):

@@ -71,12 +71,12 @@ def test_the_contract_table_names_every_metadata_key():
     assert documented == set(METADATA), (sorted(set(METADATA) - documented), sorted(documented - set(METADATA)))
 
 
-def test_the_readme_python_example_runs_as_it_says():
-    """The README's first Python block, run as it stands from the repository root, prints the line it
-    quotes and the six other words of the demo's commands."""
+def test_the_readme_python_example_runs_as_it_says(tmp_path):
+    """The README's first Python block, run as it stands away from the clone (the package as
+    installed), prints the line it quotes and the six other words of the demo's commands."""
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
     quoted = re.search(r"prints `([^`]+)`", README).group(1)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == quoted and len(lines) == 7, lines

@@ -55,7 +55,9 @@ def test_one_subscriber_hears_three_instances_through_the_proxy(tmp_path):
         seqs = [e.seq for e in mine]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # every event of it, in order
     assert subscription.missed == 0
-    assert proxy_code == 130, proxy.stderr.read() if proxy.stderr else ""
+    said = proxy.stderr.read() if proxy.stderr else ""
+    assert proxy_code == 130, said
+    assert said.startswith(f"streamrnn proxy: relaying the events of {', '.join(backs)} on {front}\n"), said
 
 
 def flood(service: zmq.Socket, seconds: float) -> None:

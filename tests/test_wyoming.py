@@ -5,6 +5,7 @@ Assistant and wyoming-satellite drive it: describe, several clients at once, aud
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import signal
@@ -109,6 +110,7 @@ def test_wyoming_clients_as_home_assistant_drives_them(service, tmp_path):
     assert code == 0, log
     names = {m.name for m in info.wake[0].models}
     assert {"yes", "no", "up", "go"} <= names and "_silence_" not in names
+    assert info.wake[0].version == importlib.metadata.version("streamrnn")
     labels = [d.name for d in plain]
     assert labels[:3] == ["yes", "no", "up"], labels
     assert all(isinstance(d, Detection) and 0 < d.timestamp < 13000 for d in plain)

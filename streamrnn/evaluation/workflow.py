@@ -67,7 +67,10 @@ def write_reports(folder: str, report: dict, text: str, png: str, plot: Callable
     try:
         plot(report, out / png)
     except ImportError:
-        print(f"streamrnn: no {png}: plots need matplotlib (pip install 'streamrnn[plots]')", file=sys.stderr)
+        print(
+            f"streamrnn: no {png}: plots need matplotlib (pip install '.[plots]' in the streamrnn clone)",
+            file=sys.stderr,
+        )
 
 
 def _items(request: EvalRequest, model: StreamingModel) -> tuple[list[Item], str]:

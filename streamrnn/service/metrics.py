@@ -45,7 +45,9 @@ class Metrics:
             from prometheus_client import CollectorRegistry, Histogram, start_http_server
             from prometheus_client.process_collector import ProcessCollector
         except ImportError:
-            raise MetricsError("metrics need prometheus-client: pip install 'streamrnn[metrics]'") from None
+            raise MetricsError(
+                "metrics need prometheus-client: pip install '.[metrics]' in the streamrnn clone"
+            ) from None
         host, port = parse_address(address)
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # resident memory, CPU seconds, open files

@@ -126,7 +126,9 @@ def open_wyoming(spec: str, config, models) -> Source:
     try:
         from streamrnn.service.sources.wyoming import WyomingSource
     except ImportError:
-        raise ValueError(f"source {spec}: needs the wyoming package: pip install 'streamrnn[wyoming]'") from None
+        raise ValueError(
+            f"source {spec}: needs the wyoming package: pip install '.[wyoming]' in the streamrnn clone"
+        ) from None
     return WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming.zeroconf)
 
 

@@ -14,6 +14,7 @@ disconnected; audio that cannot be used is counted and dropped; the others never
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import itertools
 import json
 import logging
@@ -271,7 +272,7 @@ class _Client(AsyncEventHandler):
             attribution=Attribution(name="streamrnn", url=""),
             installed=True,
             description="streaming recognition with stateful recurrent networks",
-            version=None,
+            version=importlib.metadata.version("streamrnn"),
             models=models,
         )
         return Info(wake=[program])
