@@ -6,6 +6,7 @@ into DIR/positive/LABEL/ or DIR/negative/LABEL/: the folders `train-wakeword --r
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import secrets
@@ -49,10 +50,26 @@ class Capture:
     def describe(self) -> str:
         e = self.event
         what = "near miss" if self.near_miss else "detection"
+        threshold = model_threshold(e.get("model"), self.label)
+        against = f", threshold {threshold:g} in the model" if threshold is not None else ""
         return (
-            f"{what} of {self.label!r} by {e.get('model')} (score {e.get('score')}) in stream "
+            f"{what} of {self.label!r} by {e.get('model')} (score {e.get('score')}{against}) in stream "
             f"{e.get('stream')!r} at {e.get('start')}-{e.get('end')} s, {e.get('time')}"
         )
+
+
+@functools.cache
+def model_threshold(model: object, label: str) -> float | None:
+    """The threshold a model's file gives a label (a service may have overridden it), or None
+    where the model is not installed here."""
+    from streamrnn.catalog import resolve_model
+    from streamrnn.contract import ContractError
+    from streamrnn.runtime import open_contract
+
+    try:
+        return open_contract(resolve_model(str(model)))[1].thresholds.get(label)
+    except (ContractError, OSError):
+        return None
 
 
 def pending(folder: Path, problem: Callable[[str], None]) -> list[Capture]:
@@ -171,12 +188,14 @@ def serve_page(path: str, address: str, insecure: bool = False) -> None:
     if not insecure and not is_loopback(f"tcp://{host}:{port}"):
         raise ReviewError(f"--html {address} is reachable from other machines and the page has no login: --insecure")
     token = secrets.token_urlsafe(16)  # only forms this page served can move captures
+    moves: list[tuple[Path, Path]] = []  # (where a capture was, where it went), the last last: for undo
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             captures = pending(folder, _warn)
             if self.path == "/":
-                self._send(200, "text/html; charset=utf-8", _page(captures, token).encode())
+                last = moves[-1][1].relative_to(folder).as_posix() if moves else ""
+                self._send(200, "text/html; charset=utf-8", _page(captures, token, last).encode())
             elif self.path.startswith("/audio/") and self.path.endswith(".flac"):
                 found = [c for c in captures if c.key == self.path[len("/audio/") : -len(".flac")]]
                 if found:
@@ -188,20 +207,30 @@ def serve_page(path: str, address: str, insecure: bool = False) -> None:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if self.path != "/mark" or not 0 < length <= MAX_FORM_BYTES:
-                self._send(400, "text/plain", b"expected a form posted to /mark\n")
+            if self.path not in ("/mark", "/undo") or not 0 < length <= MAX_FORM_BYTES:
+                self._send(400, "text/plain", b"expected a form posted to /mark or /undo\n")
                 return
             form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
-            key, verdict = form.get("capture", [""])[0], form.get("verdict", [""])[0]
             if form.get("token", [""])[0] != token:
                 self._send(403, "text/plain", b"this form is not from this page: reload it\n")
                 return
-            found = [c for c in pending(folder, _warn) if c.key == key]
-            if not found or verdict not in VERDICTS:
-                self._send(400, "text/plain", b"no such capture or verdict\n")
-                return
-            moved = mark(found[0], folder, verdict)
-            print(f"{key}: {verdict} ({moved.parent})", flush=True)
+            if self.path == "/undo":
+                if not moves:
+                    self._send(400, "text/plain", b"nothing to undo\n")
+                    return
+                was, went = moves.pop()
+                for suffix in (".flac", ".json"):
+                    shutil.move(went.with_suffix(suffix), was.with_suffix(suffix))
+                print(f"{was.relative_to(folder).as_posix()}: back to review", flush=True)
+            else:
+                key, verdict = form.get("capture", [""])[0], form.get("verdict", [""])[0]
+                found = [c for c in pending(folder, _warn) if c.key == key]
+                if not found or verdict not in VERDICTS:
+                    self._send(400, "text/plain", b"no such capture or verdict\n")
+                    return
+                moved = mark(found[0], folder, verdict)
+                moves.append((found[0].base, moved))
+                print(f"{key}: {verdict} ({moved.parent})", flush=True)
             self.send_response(303)
             self.send_header("Location", "/")
             self.send_header("Content-Length", "0")
@@ -226,7 +255,26 @@ def serve_page(path: str, address: str, insecure: bool = False) -> None:
         server.serve_forever()
 
 
-def _page(captures: list[Capture], token: str) -> str:
+KEYS = """<script>
+document.addEventListener("keydown", (e) => {
+  if (e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey) return;
+  const first = document.querySelector("li");
+  const press = (selector) => { const b = document.querySelector(selector); if (b) b.click(); };
+  if (e.key === "y") press("li button[value=positive]");
+  else if (e.key === "n") press("li button[value=negative]");
+  else if (e.key === "u") press("#undo button");
+  else if ((e.key === "p" || e.key === " ") && first) { e.preventDefault(); const a = first.querySelector("audio");
+    if (a.paused) { a.currentTime = 0; a.play(); } else a.pause(); }
+});
+window.addEventListener("load", () => {
+  const a = document.querySelector("li audio"); if (a) a.play().catch(() => {});
+});
+</script>"""
+
+
+def _page(captures: list[Capture], token: str, last: str = "") -> str:
+    """The page: what is left, oldest first, each with a player and its two buttons; an undo of
+    the last move; keys y, n (the first capture), p or space (play it again), u (undo)."""
     rows = []
     for c in captures:
         key, label = html.escape(c.key, quote=True), html.escape(c.label)
@@ -239,7 +287,17 @@ def _page(captures: list[Capture], token: str) -> str:
             f'<button name="verdict" value="negative">does not</button></form></li>'
         )
     body = "<ol>" + "".join(rows) + "</ol>" if rows else "<p>No captures to review.</p>"
+    near = sum(c.near_miss for c in captures)
+    undo = (
+        f'<form id="undo" method="post" action="/undo"><input type="hidden" name="token" value="{token}">'
+        f"Last: {html.escape(last)} <button>undo</button></form>"
+        if last
+        else ""
+    )
     return (
         '<!doctype html><html><head><meta charset="utf-8"><title>streamrnn review</title></head><body>'
-        f"<h1>streamrnn review: {len(captures)} captures</h1>{body}</body></html>"
+        f"<h1>streamrnn review: {len(captures)} captures left "
+        f"({len(captures) - near} detections, {near} near misses)</h1>"
+        f"<p>Keys: y holds it, n does not (the first capture below), p or space plays it, u undoes.</p>"
+        f"{undo}{body}{KEYS}</body></html>"
     )

@@ -14,7 +14,8 @@ import urllib.parse
 
 import soundfile as sf
 
-from conftest import DEMO, STREAMRNN, free_tcp_address
+from conftest import DEMO, ROOT, STREAMRNN, free_tcp_address
+from streamrnn.runtime import StreamingModel
 
 
 def capture_demo(service, folder, *args) -> list[str]:
@@ -99,7 +100,11 @@ def test_the_page_plays_each_capture_and_its_buttons_move_them(service, tmp_path
         assert page.stdout is not None and f"http://{address}/" in page.stdout.readline()
         code, _, body = request(address, "GET", "/")
         text = body.decode()
-        assert code == 200 and f"{len(names)} captures" in text
+        assert code == 200 and f"{len(names)} captures left ({len(names) - 1} detections, 1 near misses)" in text
+        yes = StreamingModel(ROOT / "streamrnn" / "models" / "commands.onnx").info.thresholds["yes"]
+        assert text.count(" in the model) in stream") == len(names)  # each score beside its threshold
+        assert f"threshold {yes:g} in the model" in text
+        assert 'if (e.key === "y")' in text and "Keys: y holds it" in text
         sources = re.findall(r'<audio controls preload="none" src="([^"]+)">', text)
         assert sources == [f"/audio/{n}.flac" for n in sorted(names, key=lambda n: n.split("/")[-1])]  # oldest first
         key = sources[1].removeprefix("/audio/").removesuffix(".flac")
@@ -116,10 +121,18 @@ def test_the_page_plays_each_capture_and_its_buttons_move_them(service, tmp_path
         assert code == 303 and headers["Location"] == "/"
         assert list((folder / "negative").glob(f"*/{key}.flac"))
         assert request(address, "GET", sources[1])[0] == 404  # reviewed: no longer on the page
-        assert f"{len(names) - 1} captures" in request(address, "GET", "/")[2].decode()
+        after = request(address, "GET", "/")[2].decode()
+        assert f"{len(names) - 1} captures left" in after and "Last: negative/" in after  # and its undo
+        assert request(address, "POST", "/undo", {"token": token[1]})[0] == 303
+        assert (folder / f"{key}.flac").is_file() and (folder / f"{key}.json").is_file()  # back for review
+        assert f"{len(names)} captures left" in request(address, "GET", "/")[2].decode()
+        assert request(address, "POST", "/undo", {"token": token[1]})[0] == 400  # nothing more to undo
+        assert request(address, "POST", "/mark", {"capture": key, "verdict": "negative", "token": token[1]})[0] == 303
         near = {"capture": near_yes[0], "verdict": "positive", "token": token[1]}
         assert request(address, "POST", "/mark", near)[0] == 303  # a near miss that was the word: a miss
         assert list((folder / "positive" / "yes").glob(f"{near_yes[0].removeprefix('near-misses/')}.flac"))
+        assert page.stdout.readline().startswith(f"{key}: negative")
+        assert page.stdout.readline().startswith(f"{key}: back to review")
         assert page.stdout.readline().startswith(f"{key}: negative")
         assert page.stdout.readline().startswith(f"{near_yes[0]}: positive")
     finally:
