@@ -103,7 +103,16 @@ class ServerKeys:
         self._keys = client_keys_in(self.clients)
         from zmq.auth.thread import ThreadAuthenticator  # asyncio and ssl: only when CURVE is used
 
-        self._authenticator = ThreadAuthenticator(context)
+        class Authenticator(ThreadAuthenticator):
+            """Keeps the address of the request being answered, for the refusal's log line."""
+
+            address = ""
+
+            async def handle_zap_message(self, msg: list[bytes]) -> None:
+                self.address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+                await super().handle_zap_message(msg)
+
+        self._authenticator = Authenticator(context)
         self._authenticator.start()
         self._authenticator.configure_curve_callback(domain="*", credentials_provider=self)
 
@@ -115,7 +124,9 @@ class ServerKeys:
         """ZAP's question for each new connection: is this client's public key (Z85) let in?"""
         if key in self._keys:
             return True
-        self._refused("curve_refused", f"CURVE: client key {key[:8].decode()}... refused (not in {self.clients})")
+        where = self._authenticator.address or "a local socket"
+        message = f"CURVE: client key {key[:8].decode()}... from {where} refused (not in {self.clients})"
+        self._refused("curve_refused", message)
         return False
 
     def reload_clients(self) -> int:
