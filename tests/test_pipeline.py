@@ -74,7 +74,7 @@ def test_a_source_that_dies_is_counted_and_started_again(tmp_path):
     service._stop.set()
     thread.join(timeout=5)
     service.close()
-    handed = [service._queue.get_nowait() for _ in range(service._queue.qsize())]
+    handed = service.inputs.take(timeout=0, budget=float("inf"))
     states = [m.state for m in handed if isinstance(m, SourceState)]
     assert source.runs == 2 and service.problems == {"source_failures": 1}
     assert states == ["restarting: OSError: device gone", "running", "ended"]

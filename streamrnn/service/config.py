@@ -54,6 +54,8 @@ class IngestConfig(IngestLimits):
     max_streams: int = 1000  # live streams per ingest source; messages starting more are refused
     max_speed: float = 20.0  # seconds of signal per second a stream may send, sustained
     burst_seconds: float = 120.0  # seconds of signal a stream may send ahead of that
+    sender_speed: float = 300.0  # seconds of signal per second one sender (a peer) may send over all its streams
+    sender_burst: float = 120.0  # seconds of signal a sender may send ahead of that
 
 
 @dataclass
@@ -106,6 +108,10 @@ class ServiceConfig:
     instance: str = field(default="", metadata=AT_START)  # the name events carry as `instance`; empty: HOST:PID
     # seconds to wait for a first subscriber before reading sources
     wait_subscriber: float = field(default=0.0, metadata=AT_START)
+    # seconds of signal and megabytes of samples waiting for the loop, all sources together; each live
+    # source (mic, ingest, Wyoming) may hold an equal share, files and stdin one share together
+    input_seconds: float = field(default=600.0, metadata=AT_START)
+    input_mb: float = field(default=128.0, metadata=AT_START)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig, metadata=AT_START)
     mic: MicConfig = field(default_factory=MicConfig, metadata=AT_START)
@@ -157,6 +163,7 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(config.heartbeat > 0, "heartbeat", f"= {config.heartbeat} must be positive")
     need(config.status_interval > 0, "status_interval", f"= {config.status_interval} must be positive")
     need(config.scores_rate >= 0, "scores_rate", f"= {config.scores_rate} must not be negative")
+    need(config.input_seconds > 0 and config.input_mb > 0, "input_seconds", "and input_mb must be positive")
     need(config.send_hwm >= 1, "send_hwm", f"= {config.send_hwm} must be at least 1")
     need(config.max_subscriptions >= 1, "max_subscriptions", f"= {config.max_subscriptions} must be at least 1")
     need(config.handshake_timeout > 0, "handshake_timeout", f"= {config.handshake_timeout} must be positive")
@@ -170,6 +177,8 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(g.max_streams >= 1, "ingest.max_streams", f"= {g.max_streams} must be at least 1")
     need(g.max_speed >= 1, "ingest.max_speed", f"= {g.max_speed} must be at least 1 (real time)")
     need(g.burst_seconds >= 0, "ingest.burst_seconds", "must not be negative")
+    need(g.sender_speed >= 1, "ingest.sender_speed", f"= {g.sender_speed} must be at least 1 (real time)")
+    need(g.sender_burst >= 0, "ingest.sender_burst", "must not be negative")
     need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
     cap = config.capture
     need(cap.before >= 0 and cap.after >= 0, "capture", "before and after must not be negative")

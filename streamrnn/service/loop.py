@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
 import resource
 import signal
 import socket as pysocket
@@ -28,6 +27,7 @@ from streamrnn.addresses import BindError, bind
 from streamrnn.keys import ServerKeys
 from streamrnn.service.capture import Capturer, unwritable
 from streamrnn.service.config import ConfigError, ServiceConfig, bound_addresses, config_path, load_config
+from streamrnn.service.inputs import InputQueue
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import Pipeline, check_thresholds, load_slot, plan_models
@@ -49,7 +49,6 @@ from streamrnn.wire import Event, HeartbeatEvent, StatusEvent
 log = logging.getLogger("streamrnn")
 
 TICK = 0.05  # longest wait for input before timers and flags are looked at
-QUEUE_LIMIT = 10000  # messages from sources not yet handled
 SOURCE_RESTART = 1.0  # seconds before a failed source that runs until stopped starts again
 
 
@@ -96,29 +95,6 @@ def check_service(config: ServiceConfig) -> None:
         raise ConfigError("\n".join(problems))
 
 
-class QueueShares:
-    """The places in the input queue that each source running until stopped (mic, ingest,
-    Wyoming) may hold at once: an equal share, so one that floods (a device without a clock, a
-    burst) cannot crowd out the others' input. Files and stdin wait for room instead."""
-
-    def __init__(self, live: list[str]):
-        self.share = QUEUE_LIMIT // max(1, len(live))
-        self._held = dict.fromkeys(live, 0)
-        self._lock = threading.Lock()  # taken from source threads, given back by the loop
-
-    def take(self, source: str) -> bool:
-        with self._lock:
-            if self._held[source] >= self.share:
-                return False
-            self._held[source] += 1
-            return True
-
-    def give_back(self, source: str) -> None:
-        if source in self._held:
-            with self._lock:
-                self._held[source] -= 1
-
-
 class Service:
     def __init__(self, config: ServiceConfig, path: Path | None = None, overrides: dict | None = None):
         self.config = config
@@ -127,7 +103,6 @@ class Service:
         self._problems = Problems()
         self.source_states: dict[str, str] = {}
         self.failed_sources: list[str] = []  # files or stdin that failed before their end: exit status 1
-        self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
         self._stop = threading.Event()
         self._stop_requested = self._reload_requested = False
         self._status_due = True
@@ -165,7 +140,9 @@ class Service:
         except Exception:
             self.close()
             raise
-        self._shares = QueueShares([s.name for s in self.sources if not s.finite])
+        live = [s.name for s in self.sources if not s.finite]
+        held = config.input_seconds, round(config.input_mb * 2**20)
+        self.inputs = InputQueue(live, any(s.finite for s in self.sources), *held)
         self.notifier = Notifier()
 
     # ----- reload -----------------------------------------------------------------------
@@ -268,7 +245,7 @@ class Service:
 
     def _emitter(self, source: Source) -> Callable[[object], None]:
         """The `emit` of one source: problems are counted at once; samples of a source that runs
-        until stopped are dropped (and counted) when the loop falls behind; stream ends, states,
+        until stopped are dropped (and counted) past its share of the input; stream ends, states,
         and the samples of files and stdin wait for room, so none of them is ever lost."""
 
         def emit(message: object) -> None:
@@ -278,44 +255,26 @@ class Service:
             if isinstance(message, (Samples, StreamEnd)):
                 message.source = source.name
             if isinstance(message, Samples) and not source.finite:
-                if self._shares.take(source.name):
-                    try:
-                        self._queue.put_nowait(message)
-                        return
-                    except queue.Full:
-                        self._shares.give_back(source.name)
-                self._problem("queue_overflows", f"input from {source.name} dropped: the service fell behind")
+                if not self.inputs.offer(source.name, message):
+                    self._problem("queue_overflows", f"input from {source.name} dropped: past its share of the input")
                 return
-            while True:  # offered even after stop, but never waited for once stopping
-                try:
-                    self._queue.put(message, timeout=TICK)
-                    return
-                except queue.Full:
-                    if self._stop.is_set():
-                        return
+            self.inputs.put(message, self._stop, TICK)  # offered even after stop, but never waited for then
 
         return emit
 
     def _take_input(self) -> None:
+        """One tick's input: what is waiting, up to the signal one tick scores (inputs.TICK_SIGNAL)."""
         self._input_seconds = 0.0
-        try:
-            message = self._queue.get(timeout=TICK)
-        except queue.Empty:
-            return
+        messages = self.inputs.take(timeout=TICK)
         started = time.monotonic()
-        for _ in range(QUEUE_LIMIT):
+        for message in messages:
             if self.metrics and isinstance(message, Samples):
-                self.metrics.lag.observe(time.monotonic() - message.received)
+                self.metrics.lag.observe(started - message.received)
             self._handle(message)
-            try:
-                message = self._queue.get_nowait()
-            except queue.Empty:
-                break
         self._input_seconds = time.monotonic() - started
 
     def _handle(self, message) -> None:
         if isinstance(message, Samples):
-            self._shares.give_back(message.source)
             try:
                 self.pipeline.feed(message)
             except Exception as exc:  # one piece of input never stops the service
@@ -329,7 +288,7 @@ class Service:
 
     def _finished(self) -> bool:
         ended = [self.source_states.get(s.name) == "ended" for s in self.sources]
-        return all(ended) and all(s.finite for s in self.sources) and self._queue.empty()
+        return all(ended) and all(s.finite for s in self.sources) and not self.inputs.waiting()
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
         self._stop.set()

@@ -4,7 +4,9 @@ Each message has three parts: the stream id (UTF-8), a JSON header, the raw samp
 is in streamrnn.wire, which reads it). New ids start streams; seq 0 on a known id starts it over;
 streams idle past `idle_timeout` end. Every message that cannot be used is counted and dropped:
 malformed ones, ones over the limits of `[ingest]` (message size, live streams, speed), and any
-that fails in a way nobody foresaw; sequence gaps are counted.
+that fails in a way nobody foresaw; sequence gaps are counted. Speed is held per stream and per
+sender (the peer ZeroMQ names: an IP address, or a local process), so a sender that starts stream
+after stream gets no fresh credit with each.
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ class IngestSource(Source):
             self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         bind(self.socket, address, "ingest")
         self.streams: dict[str, _Remote] = {}
+        self.senders: dict[str, SpeedCredit] = {}  # by peer address
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         while not stop.is_set():
             if self.socket.poll(POLL_MS):
-                parts = self.socket.recv_multipart()
+                frames = self.socket.recv_multipart(copy=False)
                 try:
-                    self._take(parts, emit)
+                    self._take([f.bytes for f in frames], frames[0].get("Peer-Address") or "", emit)
                 except Reject as r:
                     emit(Problem(r.counter, str(r)))
                 except Exception as exc:  # one message never ends ingest for every sender
@@ -64,8 +67,10 @@ class IngestSource(Source):
                     )
                 )
                 self._end(stream, emit)
+            for sender in [p for p, c in self.senders.items() if now - c.seen > self.config.idle_timeout]:
+                del self.senders[sender]  # refilled long ago: nothing to remember
 
-    def _take(self, parts: list[bytes], emit: Emit) -> None:
+    def _take(self, parts: list[bytes], sender: str, emit: Emit) -> None:
         stream, header, samples = parse_ingest(parts, self.config)
         remote = self.streams.get(stream)
         if remote is not None and header.seq == 0:  # the sender started over: a new stream
@@ -91,12 +96,15 @@ class IngestSource(Source):
                 )
             )
         remote.seq = header.seq
-        if not remote.credit.take(len(samples) / header.rate):
+        seconds = len(samples) / header.rate
+        credit = self.senders.setdefault(sender, SpeedCredit(self.config.sender_speed, self.config.sender_burst))
+        if not remote.credit.take(seconds) or not credit.take(seconds):
             if header.end:  # the samples are dropped, the end is kept
                 self._end(stream, emit)
             raise Reject(
                 "ingest_over_speed",
-                f"stream {stream}: faster than {self.config.max_speed:g}x real time (ingest.max_speed); dropped",
+                f"stream {stream}: faster than {self.config.max_speed:g}x real time (ingest.max_speed), or its "
+                f"sender {sender or '(unknown)'} than {self.config.sender_speed:g} s/s (ingest.sender_speed); dropped",
             )
         emit(Samples(stream, samples, header.rate, header.kind))
         if header.end:

@@ -213,8 +213,7 @@ class _Client(AsyncEventHandler):
     def _start(self) -> None:
         if self.stream is not None:  # audio-start again without a stop: the old stream ends
             self.emit(StreamEnd(self.stream))
-        self.stream, self.fired = self.source.new_stream(self), False
-        self.credit = SpeedCredit(self.limits.max_speed, self.limits.burst_seconds)
+        self.stream, self.fired = self.source.new_stream(self), False  # the connection keeps its credit
 
     def _chunk(self, event: WyomingEvent) -> None:
         if self.stream is None:

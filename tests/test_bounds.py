@@ -1,0 +1,146 @@
+"""Bounded in seconds and bytes, through real sockets to a real `streamrnn serve`: a sender gets
+no fresh speed credit with each stream it starts, a Wyoming client none with each audio-start, and
+no tick of the loop runs long whatever waits (a long file at full speed); a good client's
+detections stay exactly those of offline `detect`, and memory stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import soundfile as sf
+import zmq
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.wake import Detection, NotDetected
+
+from conftest import DEMO, ROOT, STREAMRNN, demo_pcm
+from streamrnn.ingest_format import IngestHeader, ingest_message
+
+FRAME = 0.08  # seconds per frame of the commands model
+
+
+def offline(stream: str) -> list[tuple[str, float, float]]:
+    """What `streamrnn detect` finds in the demo: the exact detections a served stream must give."""
+    done = subprocess.run(STREAMRNN + ["detect", "--model", "commands", DEMO], capture_output=True, text=True, cwd=ROOT)
+    return [(e["label"], e["start"], e["end"]) for e in map(json.loads, done.stdout.splitlines())]
+
+
+def found(events, stream: str) -> list[tuple[str, float, float]]:
+    return [(e.label, e.start, e.end) for e in events if e.kind == "detection" and e.stream == stream]
+
+
+def test_a_sender_gets_no_fresh_credit_with_each_stream(service, tmp_path):
+    """One sender starting 150 streams of 2 s each at once (and restarting one with seq 0) gets
+    only its sender credit through; the rest is counted as over speed. A good sender (another
+    process) keeps every detection, exactly."""
+    ingest = f"ipc://{tmp_path}/ingest"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "commands"\n[ingest]\nsender_speed = 5\nsender_burst = 20\n'
+    )
+    s = service("--config", config)
+    s.collect(lambda e: e.kind == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingest)
+    noise = (np.random.default_rng(0).standard_normal(32000) * 0.01).astype(np.float32)
+    started = time.monotonic()
+    for k in range(150):
+        push.send_multipart(ingest_message(f"flood{k % 100}", IngestHeader("s16le", 16000.0, 0), noise))
+    flood_seconds = time.monotonic() - started
+    good = subprocess.run(
+        STREAMRNN + ["send", DEMO, "--connect", ingest, "--stream", "good", "--fast"], capture_output=True, timeout=60
+    )
+    assert good.returncode == 0, good.stderr
+    s.collect(lambda e: e.kind == "detection" and e.stream == "good" and e.label == "go", timeout=30)
+    code, _, log = s.stop()
+    push.close(linger=0)
+    assert code == 0, log
+    status = s.final_status()
+    good_frames = -(-len(demo_pcm()) // 1280)
+    accepted = (status.frames - good_frames) * FRAME  # seconds of flood signal scored
+    assert accepted <= 20 + 5 * flood_seconds + 2, (accepted, flood_seconds)
+    assert status.problems["ingest_over_speed"] >= 150 - (20 + 5 * flood_seconds + 2) / 2
+    assert found(s.events, "good") == offline("good"), status.problems
+
+
+async def _wyoming(port: int, audio: np.ndarray, starts: int = 1) -> list:
+    """A client: audio-start, the audio in 1-s chunks, `starts` times over, then audio-stop; the
+    detections it got back."""
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        for _ in range(starts):
+            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+            for i in range(0, len(pcm), 32000):
+                await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm[i : i + 32000]).event())
+        await client.write_event(AudioStop().event())
+        got = []
+        while True:
+            event = await asyncio.wait_for(client.read_event(), timeout=30)
+            if event is None or NotDetected.is_type(event.type):
+                return got
+            if Detection.is_type(event.type):
+                got.append(Detection.from_event(event).name)
+                if len(got) == 7:
+                    return got
+
+
+def test_a_wyoming_client_gets_no_fresh_credit_with_each_audio_start(service, tmp_path):
+    """A client that sends an audio-start before every 12 s of audio, 20 times as fast as it can,
+    gets its connection's credit through (20 s ahead, 20x real time), not 240 s; a good client
+    beside it gets every word."""
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'sources = ["wyoming:tcp://127.0.0.1:{port}"]\n[[models]]\nmodel = "commands"\n[ingest]\nburst_seconds = 20\n'
+    )
+    s = service("--config", config)
+    s.collect(lambda e: e.kind == "status")
+    noise = (np.random.default_rng(0).standard_normal(12 * 16000) * 0.01).astype(np.float32)
+
+    async def both():
+        started = time.monotonic()
+        flood = asyncio.create_task(_wyoming(port, noise, starts=20))
+        words = await _wyoming(port, demo_pcm())
+        await flood
+        return words, time.monotonic() - started
+
+    words, seconds = asyncio.run(both())
+    s.collect(lambda e: e.kind == "heartbeat" and e.streams == 0, timeout=60)
+    code, _, log = s.stop()
+    assert code == 0, log
+    assert words == [label for label, _, _ in offline("wyoming")]
+    status = s.final_status()
+    accepted = status.frames * FRAME - len(demo_pcm()) / 16000
+    assert accepted <= 20 + 20 * seconds + 2, (accepted, seconds)
+    assert status.problems["wyoming_over_limits"] > 0
+
+
+def test_no_tick_runs_long_on_a_long_file_at_full_speed(service, tmp_path):
+    """An hour of audio served with --fast: heartbeats keep coming (each tick scores at most a
+    minute of signal), SIGTERM ends it within a second or two, memory stays bounded."""
+    long = tmp_path / "hour.flac"
+    sf.write(long, np.tile(demo_pcm(), 282), 16000)  # 60 min
+    s = service("--model", "commands", "--source", long, "--fast", topics=("heartbeat", "status"))
+    s.collect(lambda e: e.kind == "status")
+    beats = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        event = s.subscription.receive(timeout=0.5)
+        if event is not None and event.kind == "heartbeat":
+            beats.append(time.monotonic())
+    rss = s.serve.rss_mb()
+    stopped = time.monotonic()
+    s.process.send_signal(signal.SIGTERM)
+    code = s.process.wait(timeout=30)
+    took = time.monotonic() - stopped
+    gaps = np.diff(beats)
+    assert code == 0 and took < 2.0, took
+    assert len(beats) >= 5 and gaps.max() < 1.5, gaps
+    assert rss < 400, rss
