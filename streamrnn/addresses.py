@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket as pysocket
+import time
 from urllib.parse import urlsplit
 
 import zmq
@@ -68,6 +69,17 @@ def bind(socket: zmq.Socket, address: str, what: str, close: bool = False) -> No
         raise
     if close:
         socket.close(linger=0)
+
+
+def rebind(socket: zmq.Socket, address: str, what: str) -> None:
+    """Unbind `socket` and bind it again: every connection made through it ends, and each peer
+    reconnects (and is asked for its key again). libzmq closes the old listener in its own
+    thread, so an ipc:// path is bound again once that listener is gone (within a second)."""
+    socket.unbind(address)
+    deadline = time.monotonic() + 1.0
+    while address.startswith("ipc://") and _listening(address[len("ipc://") :]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bind(socket, address, what)
 
 
 def _listening(path: str) -> bool:

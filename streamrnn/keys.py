@@ -129,10 +129,15 @@ class ServerKeys:
         self._refused("curve_refused", message)
         return False
 
-    def reload_clients(self) -> int:
-        """Read the client folder again (SIGHUP); the number of keys now allowed."""
-        self._keys = client_keys_in(self.clients)
-        return self.allowed
+    def read_clients(self) -> frozenset[bytes]:
+        """The client folder read again (a reload); KeyFileError names a file that is no key."""
+        return client_keys_in(self.clients)
+
+    def allow(self, keys: frozenset[bytes]) -> int:
+        """Let in these keys from now on; how many that were let in before no longer are."""
+        revoked = len(self._keys - keys)
+        self._keys = keys
+        return revoked
 
     def apply(self, socket: zmq.Socket) -> None:
         """Make `socket` (before it binds) a CURVE server that asks ZAP about each client."""

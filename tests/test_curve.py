@@ -5,6 +5,7 @@ key gets nothing in and nothing out."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import time
 
@@ -124,3 +125,49 @@ def test_secret_keys_stay_secret(tmp_path):
     )
     assert done.returncode != 0
     assert f"{tmp_path}/clients/kitchen.key_secret: a secret key in the folder of allowed client keys" in done.stderr
+
+
+def test_a_revoked_key_is_out_at_once_and_a_bad_key_file_refuses_the_reload(service, tmp_path):
+    """Bob's public key removed and SIGHUP: his subscriber, connected before, hears nothing more
+    and his sender's new stream never starts, while Alice goes on. A key file that is no key in
+    the clients folder makes the reload fail whole, naming it (Bob stays out), and --check says so."""
+    keys = tmp_path / "keys"
+    make_keys(keys, "server")
+    for name in ("alice", "bob"):
+        make_keys(tmp_path / name, name, "--allow", keys / "clients")
+    ingest = f"ipc://{tmp_path}/in"
+    config = tmp_path / "curve.toml"
+    config.write_text(
+        f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "commands"\n'
+        f'[security]\nserver_key = "{keys}/server.key_secret"\nclients = "{keys}/clients"\n'
+    )
+    alice, bob = (ClientKeys.load(keys / "server.key", tmp_path / n / f"{n}.key_secret") for n in ("alice", "bob"))
+    s = service("--config", config, keys=alice)
+    s.collect(lambda e: e.kind == "status")
+    bobs_ear = Subscription(s.address, keys=bob)
+    assert bobs_ear.receive(timeout=3.0) is not None  # in, before the revocation
+    (keys / "clients" / "bob.key").unlink()
+    s.process.send_signal(signal.SIGHUP)
+    s.collect(lambda e: e.kind == "status" and e.state == "reloaded", timeout=10)
+    time.sleep(0.5)  # connections made anew: Alice's subscription is back, Bob's refused
+    while bobs_ear._socket.poll(0):  # what reached him before the reload took effect
+        bobs_ear._socket.recv_multipart()
+    try:
+        heard = bobs_ear.receive(timeout=3.0)  # heartbeats every 0.5 s: not one reaches him
+    except RefusedError:
+        heard = None
+    bobs_ear.close()
+    push_demo(ingest, "bob", bob)
+    (keys / "clients" / "broken.key").write_text("not a key\n")
+    s.process.send_signal(signal.SIGHUP)
+    failed = s.collect(lambda e: e.kind == "status" and "reload failed" in e.message, timeout=10)
+    checked = subprocess.run(STREAMRNN + ["serve", "--config", config, "--check"], capture_output=True, text=True)
+    push_demo(ingest, "bob2", bob)
+    s.collect(lambda e: e.kind == "heartbeat", timeout=5)  # Alice still hears the service
+    code, _, log = s.stop()
+    assert code == 0, log
+    assert "broken.key" in failed.message and s.final_status().problems["reload_failures"] == 1
+    assert checked.returncode == 1 and f"{keys}/clients/broken.key: not a ZeroMQ key file" in checked.stderr
+    assert not {e.stream for e in s.events if e.kind == "detection"}  # nothing of Bob's got in
+    assert heard is None and "1 revoked" in log
+    assert re.search(r"CURVE: client key \S+ from \S+ refused", log)  # Bob, asked again

@@ -154,6 +154,8 @@ class Service:
         try:
             config = load_config(self._config_path, self._overrides)
             plans = plan_models(config, self.pipeline.slots)
+            check_thresholds(config, [slot for _, slot in plans])
+            clients = self.keys.read_clients() if self.keys else None
         except ValueError as exc:
             self._problem("reload_failures", f"reload: {exc}; nothing changed")
             self._publish_status("running", f"reload failed, nothing changed: {exc}")
@@ -162,13 +164,18 @@ class Service:
         kept = [key for key in at_start if getattr(config, key) != getattr(self.config, key)]
         self.config = dataclasses.replace(config, **{key: getattr(self.config, key) for key in at_start})
         self.pipeline.swap_models(plans, self.config)
-        if self.keys:
-            log.info("reload: %d client key(s) allowed from %s", self.keys.reload_clients(), self.keys.clients)
+        revoked = self.keys.allow(clients) if self.keys and clients is not None else 0
+        if self.keys and clients is not None:
+            log.info("reload: %d client key(s) allowed from %s, %d revoked", len(clients), self.keys.clients, revoked)
         message = f"models: {', '.join(s.info.name for s in self.pipeline.slots)}"
         if kept:
             message += f"; {', '.join(kept)} changed: read at start only, kept until a restart"
         log.info("reload: %s", message)
         self._publish_status("reloaded", message)
+        if revoked:  # established connections of a revoked key end now: every client reconnects
+            self.publisher.reconnect_all()
+            for source in self.sources:
+                source.reconnect_all()
 
     # ----- the loop ---------------------------------------------------------------------
 

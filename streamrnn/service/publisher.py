@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import zmq
 
-from streamrnn.addresses import BindError, bind
+from streamrnn.addresses import BindError, bind, rebind
 from streamrnn.keys import ServerKeys
 from streamrnn.wire import Event, Stamper
 
@@ -61,6 +61,11 @@ class Publisher:
         self.published = 0
         self.drops = 0
         self.subscribers = 0
+
+    def reconnect_all(self) -> None:
+        """Drop every subscriber's connection (the socket bound anew): each that may still come in
+        reconnects and is asked for its key again; a revoked one is refused."""
+        rebind(self._socket, self.address, "publish")
 
     def publish(self, event: Event) -> Event:
         """Stamp and send one event; count it as dropped if a subscriber's queue is full."""

@@ -92,6 +92,10 @@ class Source:
         """Every event the service publishes, from the loop's thread (a source that answers its
         senders, as Wyoming does, takes its streams' detections here)."""
 
+    def reconnect_all(self) -> None:
+        """Drop every remote sender's connection, so each is asked for its key again (a reload
+        that revoked a key; from the loop's thread: a source acts on it in its own)."""
+
     def on_stream_done(self, stream: str) -> None:
         """A stream has ended and all its audio is scored (from the loop's thread)."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from streamrnn.addresses import bind
+from streamrnn.addresses import bind, rebind
 from streamrnn.ingest_format import Reject, parse_ingest
 from streamrnn.keys import ServerKeys
 from streamrnn.service.sources import Emit, Problem, Samples, Source, SpeedCredit, StreamEnd
@@ -48,9 +48,17 @@ class IngestSource(Source):
         bind(self.socket, address, "ingest")
         self.streams: dict[str, _Remote] = {}
         self.senders: dict[str, SpeedCredit] = {}  # by peer address
+        self.address = address
+        self._reconnect = threading.Event()  # set by the loop, acted on in run's thread
+
+    def reconnect_all(self) -> None:
+        self._reconnect.set()
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         while not stop.is_set():
+            if self._reconnect.is_set():  # a ZeroMQ socket is used by one thread only: this one
+                self._reconnect.clear()
+                rebind(self.socket, self.address, "ingest")
             if self.socket.poll(POLL_MS):
                 frames = self.socket.recv_multipart(copy=False)
                 try:
