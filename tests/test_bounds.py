@@ -144,3 +144,35 @@ def test_no_tick_runs_long_on_a_long_file_at_full_speed(service, tmp_path):
     assert code == 0 and took < 2.0, took
     assert len(beats) >= 5 and gaps.max() < 1.5, gaps
     assert rss < 400, rss
+
+
+def test_no_wyoming_slot_is_held_forever(service, tmp_path):
+    """Connections that send nothing, or a header a byte at a time, hold every slot
+    (`max_streams` 4) only until their timeouts; then a good client gets in and gets every word."""
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'sources = ["wyoming:tcp://127.0.0.1:{port}"]\n[[models]]\nmodel = "commands"\n'
+        "[ingest]\nmax_streams = 4\n[wyoming]\nfirst_event_timeout = 0.5\nread_timeout = 1.0\nidle_timeout = 1.0\n"
+    )
+    s = service("--config", config)
+    s.collect(lambda e: e.kind == "status")
+    socket = __import__("socket")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    slow = socket.create_connection(("127.0.0.1", port))
+    for byte in b'{"type": "describe"':  # a byte every 0.1 s: never a whole event within 1 s
+        slow.sendall(bytes([byte]))
+        time.sleep(0.1)
+        if byte == ord(":"):
+            break
+    words = asyncio.run(_wyoming(port, demo_pcm()))
+    time.sleep(1.0)  # the slow one's event past its read_timeout
+    for c in [*idle, slow]:
+        c.close()
+    code, _, log = s.stop()
+    assert code == 0, log
+    assert words == [label for label, _, _ in offline("wyoming")]
+    problems = s.final_status().problems
+    assert problems["wyoming_idle_closed"] == 3 and problems["wyoming_slow_closed"] == 1, problems

@@ -72,6 +72,9 @@ class WyomingConfig:
     """The [wyoming] table: what the Wyoming sources (wyoming:tcp://HOST:PORT) do besides serving."""
 
     zeroconf: str = ""  # a name to announce over mDNS, so Home Assistant discovers it; empty: none
+    first_event_timeout: float = 10.0  # seconds a new connection has to send its first event
+    read_timeout: float = 10.0  # seconds an event that began has to arrive whole (a partial line)
+    idle_timeout: float = 300.0  # seconds a connection may go without an event
 
 
 @dataclass
@@ -179,6 +182,9 @@ def check(config: ServiceConfig) -> ServiceConfig:
     need(g.burst_seconds >= 0, "ingest.burst_seconds", "must not be negative")
     need(g.sender_speed >= 1, "ingest.sender_speed", f"= {g.sender_speed} must be at least 1 (real time)")
     need(g.sender_burst >= 0, "ingest.sender_burst", "must not be negative")
+    w = config.wyoming
+    for key in ("first_event_timeout", "read_timeout", "idle_timeout"):
+        need(getattr(w, key) > 0, f"wyoming.{key}", "must be positive")
     need(config.mic.block_ms > 0 and config.mic.rate >= 0, "mic", "block_ms must be positive and rate not negative")
     cap = config.capture
     need(cap.before >= 0 and cap.after >= 0, "capture", "before and after must not be negative")

@@ -133,7 +133,7 @@ def open_wyoming(spec: str, config, models) -> Source:
         raise ValueError(
             f"source {spec}: needs the wyoming package: pip install '.[wyoming]' in the streamrnn clone"
         ) from None
-    return WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming.zeroconf)
+    return WyomingSource(spec.partition(":")[2], models, config.ingest, config.wyoming)
 
 
 def open_source(spec: str, config, context=None, keys=None, models=list, stream: str = "") -> Source:

@@ -34,7 +34,7 @@ from wyoming.wake import Detect, Detection, NotDetected
 from streamrnn.addresses import is_loopback
 from streamrnn.contract import ModelInfo
 from streamrnn.ingest_format import MAX_CHANNELS
-from streamrnn.service.config import IngestConfig
+from streamrnn.service.config import IngestConfig, WyomingConfig
 from streamrnn.service.sources import Emit, Problem, Samples, Source, SpeedCredit, StreamEnd
 from streamrnn.wire import DetectionEvent, Event
 
@@ -51,15 +51,38 @@ class NotWyoming(ValueError):
     """What a client sent is not a Wyoming event the server takes."""
 
 
-async def read_event(reader: asyncio.StreamReader, max_bytes: int) -> WyomingEvent | None:
+class Closed(Exception):
+    """A connection closed for the time it took; `counter` names what is counted."""
+
+    def __init__(self, counter: str, message: str):
+        super().__init__(message)
+        self.counter = counter
+
+
+async def read_event(
+    reader: asyncio.StreamReader, max_bytes: int, wait: float | None = None, within: float | None = None
+) -> WyomingEvent | None:
     """The next event (a JSON line, then its data and payload), or None at the end of the
-    connection; raises NotWyoming for anything else, before reading more than `max_bytes`."""
+    connection; raises NotWyoming for anything else, before reading more than `max_bytes`.
+    Raises Closed if no event begins within `wait` seconds, or one that began is not whole within
+    `within` (a client that holds its connection, or sends a byte at a time)."""
     try:
-        line = await reader.readline()
+        first = await asyncio.wait_for(reader.readexactly(1), wait)
+    except asyncio.IncompleteReadError:
+        return None
+    except TimeoutError:
+        raise Closed("wyoming_idle_closed", f"no event in {wait:g} s; closed") from None
+    try:
+        return await asyncio.wait_for(_rest_of_event(first, reader, max_bytes), within)
+    except TimeoutError:
+        raise Closed("wyoming_slow_closed", f"an event not whole within {within:g} s; closed") from None
+
+
+async def _rest_of_event(first: bytes, reader: asyncio.StreamReader, max_bytes: int) -> WyomingEvent:
+    try:
+        line = first + await reader.readline()
     except ValueError:  # a line past the reader's limit
         raise NotWyoming("a header line too long to be an event") from None
-    if not line:
-        return None
     try:
         header = json.loads(line)
     except (ValueError, RecursionError):
@@ -94,9 +117,11 @@ def _integer(event: WyomingEvent, key: str) -> int:
 class WyomingSource(Source):
     finite = False
 
-    def __init__(self, uri: str, models: Callable[[], list[ModelInfo]], limits: IngestConfig, zeroconf: str = ""):
-        """`models` gives the infos of the models served now (they change on reload)."""
-        self.name, self.uri, self.limits, self.zeroconf = f"wyoming:{uri}", uri, limits, zeroconf
+    def __init__(self, uri: str, models: Callable[[], list[ModelInfo]], limits: IngestConfig, timeouts: WyomingConfig):
+        """`models` gives the infos of the models served now (they change on reload); `timeouts`
+        (the [wyoming] table) how long a connection may wait and take."""
+        self.name, self.uri, self.limits, self.timeouts = f"wyoming:{uri}", uri, limits, timeouts
+        self.zeroconf = timeouts.zeroconf
         parts = urlsplit(uri)  # tcp://HOST:PORT, as the config's check has made sure
         host, self.port = parts.hostname or "", parts.port or 0
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -181,8 +206,13 @@ class _Client(AsyncEventHandler):
             if self.source.connections > self.source.limits.max_streams:
                 self._problem("wyoming_too_many_clients", f"{self.source.connections - 1} clients connected")
                 return
-            while (event := await read_event(self.reader, self.limits.max_message_bytes)) is not None:
+            t = self.source.timeouts
+            wait = t.first_event_timeout
+            while event := await read_event(self.reader, self.limits.max_message_bytes, wait, t.read_timeout):
                 await self.handle_event(event)
+                wait = t.idle_timeout
+        except Closed as closed:
+            self._problem(closed.counter, str(closed))
         except Exception as exc:  # not Wyoming: this client goes, the others stay
             self._problem("wyoming_bad_events", f"{type(exc).__name__}: {exc}; disconnected")
         finally:
