@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import html
+import ipaddress
 import json
 import secrets
 import shutil
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import soundfile
@@ -77,6 +78,9 @@ def pending(folder: Path, problem: Callable[[str], None]) -> list[Capture]:
     that cannot be read or has no FLAC beside it is reported through `problem` and left out."""
     captures = []
     for path in sorted([*folder.glob("*.json"), *folder.glob(f"{NEAR_MISSES}/*.json")], key=lambda p: p.name):
+        if any(p.is_symlink() for p in (path, path.with_suffix(".flac"), path.parent)):
+            problem(f"{path}: a symbolic link; left as it is (review serves only the files in its folder)")
+            continue
         try:
             event = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -191,7 +195,22 @@ def serve_page(path: str, address: str, insecure: bool = False) -> None:
     moves: list[tuple[Path, Path]] = []  # (where a capture was, where it went), the last last: for undo
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # seconds a client may take over its request: slow ones do not hold the server
+
+        def _foreign(self) -> bool:
+            """A request that names a host by a DNS name, or a form from a page of one (DNS
+            rebinding: another site's name pointed at this address): refused with 403. The page
+            answers to an IP address or localhost only."""
+            named = urlsplit(f"//{self.headers.get('Host', '')}").hostname
+            origin = self.headers.get("Origin")
+            if not _own(named) or (origin is not None and not _own(urlsplit(origin).hostname)):
+                self._send(403, "text/plain", b"this page answers requests for its own address only\n")
+                return True
+            return False
+
         def do_GET(self) -> None:
+            if self._foreign():
+                return
             captures = pending(folder, _warn)
             if self.path == "/":
                 last = moves[-1][1].relative_to(folder).as_posix() if moves else ""
@@ -206,7 +225,9 @@ def serve_page(path: str, address: str, insecure: bool = False) -> None:
                 self._send(404, "text/plain", b"not found\n")
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            if self._foreign():
+                return
+            length = int(value) if (value := self.headers.get("Content-Length", "0")).isdigit() else -1
             if self.path not in ("/mark", "/undo") or not 0 < length <= MAX_FORM_BYTES:
                 self._send(400, "text/plain", b"expected a form posted to /mark or /undo\n")
                 return
@@ -270,6 +291,17 @@ window.addEventListener("load", () => {
   const a = document.querySelector("li audio"); if (a) a.play().catch(() => {});
 });
 </script>"""
+
+
+def _own(name: str | None) -> bool:
+    """Whether a host name in a request is an address, not a DNS name someone could point here."""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name or "")
+        return True
+    except ValueError:
+        return False
 
 
 def _page(captures: list[Capture], token: str, last: str = "") -> str:

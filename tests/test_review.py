@@ -155,3 +155,47 @@ def test_a_page_others_can_reach_needs_insecure_and_a_missing_folder_is_named(tm
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         done = subprocess.run(review + [str(tmp_path), "--html", address], capture_output=True, text=True)
     assert done.returncode == 1 and f"--html {address}: cannot serve (Address already in use)" in done.stderr
+
+
+def test_the_page_refuses_other_hosts_other_origins_links_and_broken_requests(tmp_path):
+    """A request naming a DNS host (DNS rebinding) or posting from another site's page is refused;
+    a capture planted as a symbolic link to a file elsewhere is left alone, not served; a broken
+    Content-Length is answered 400, not a dropped connection."""
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    secret = tmp_path / "secret.flac"
+    secret.write_bytes(b"not for the page")
+    (folder / "t_s_yes_1.flac").symlink_to(secret)
+    (folder / "t_s_yes_1.json").write_text('{"label": "yes", "model": "commands", "score": 0.9}')
+    address = free_tcp_address().removeprefix("tcp://")
+    page = subprocess.Popen(
+        STREAMRNN + ["review", str(folder), "--html", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    host, port = address.rsplit(":", 1)
+    try:
+        assert page.stdout is not None and f"http://{address}/" in page.stdout.readline()
+
+        def ask(method, path, headers, body=b""):
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+            connection.putrequest(method, path, skip_host=True)
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            return response.status, response.read()
+
+        assert ask("GET", "/", {"Host": "evil.example:" + port})[0] == 403
+        assert ask("GET", "/", {"Host": "localhost:" + port})[0] == 200
+        status, body = ask("GET", "/", {"Host": address})
+        assert status == 200 and b"No captures to review" in body  # the link is not a capture
+        assert ask("GET", "/audio/t_s_yes_1.flac", {"Host": address})[0] == 404
+        form = {"Host": address, "Origin": "http://evil.example", "Content-Length": "9"}
+        assert ask("POST", "/mark", form, b"token=x&a")[0] == 403
+        assert ask("POST", "/mark", {"Host": address, "Content-Length": "nine"})[0] == 400
+    finally:
+        page.terminate()
+        _, err = page.communicate(timeout=10)
+    assert "a symbolic link; left as it is" in err and "Traceback" not in err
