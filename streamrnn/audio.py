@@ -29,6 +29,16 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples
 
 
+MIN_AUDIO_RATE = 4000.0  # Hz: audio below it is refused (1 Hz would be upsampled 16,000-fold)
+
+
+def audio_problem(path: str | Path, rate: float) -> str | None:
+    """Why an audio file at `rate` Hz cannot be used, or None."""
+    if rate < MIN_AUDIO_RATE:
+        return f"{path}: {rate:g} Hz is below {MIN_AUDIO_RATE:g} Hz, too slow to be audio"
+    return None
+
+
 def read_native(path: str | Path) -> tuple[np.ndarray, float]:
     """A wav/flac/ogg file as mono float32 in [-1, 1] at its own rate: (samples, rate)."""
     import soundfile  # here, not above: a service without file input never loads libsndfile (3 MB)
@@ -39,6 +49,10 @@ def read_native(path: str | Path) -> tuple[np.ndarray, float]:
         raise AudioError(f"{path}: cannot read audio ({exc})") from None
     if len(samples) == 0:
         raise EmptyAudio(f"{path}: holds no samples")
+    if problem := audio_problem(path, rate):
+        raise AudioError(problem)
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{path}: {int((~np.isfinite(samples)).sum())} sample(s) are NaN or infinity")
     return to_mono(samples), float(rate)
 
 

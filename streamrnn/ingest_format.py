@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrnn.audio import MIN_AUDIO_RATE
 from streamrnn.contract import KINDS
 
 INGEST_FORMATS = {"s16le": ("<i2", 1 / 32768.0), "f32le": ("<f4", 1.0)}  # dtype, scale to [-1, 1]
@@ -35,7 +36,7 @@ class IngestLimits:
     """What one ingest message may be (the `[ingest]` table's message limits)."""
 
     max_rate: float = 384000.0  # Hz; higher rates are refused
-    min_audio_rate: float = 4000.0  # Hz; audio below this is refused
+    min_audio_rate: float = MIN_AUDIO_RATE  # Hz; audio below this is refused
     min_sensor_rate: float = 0.1  # Hz; sensor frames below this are refused
     max_message_bytes: int = 1 << 20  # bytes of samples in one message
     max_message_seconds: float = 10.0  # seconds of signal in one message

@@ -176,3 +176,49 @@ def test_no_wyoming_slot_is_held_forever(service, tmp_path):
     assert words == [label for label, _, _ in offline("wyoming")]
     problems = s.final_status().problems
     assert problems["wyoming_idle_closed"] == 3 and problems["wyoming_slow_closed"] == 1, problems
+
+
+def test_an_empty_wyoming_stream_is_answered(service, tmp_path):
+    """audio-start then audio-stop with no audio between: the client gets not-detected (it waited
+    for ever before), a hundred times over, and nothing is kept of them."""
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    s = service("--model", "commands", "--source", f"wyoming:tcp://127.0.0.1:{port}")
+    s.collect(lambda e: e.kind == "status")
+
+    async def empties() -> list[bool]:
+        answers = []
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            for _ in range(100):
+                await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+                await client.write_event(AudioStop().event())
+                event = await asyncio.wait_for(client.read_event(), timeout=5)
+                answers.append(event is not None and NotDetected.is_type(event.type))
+        return answers
+
+    assert all(asyncio.run(empties()))
+    assert s.stop()[0] == 0
+
+
+def test_files_get_the_audio_rate_floor_and_their_bad_samples_are_counted(service, tmp_path):
+    """A file whose header says 1 Hz is refused in one line by serve --check and detect (it cost
+    1.6 GB and two minutes); NaN and infinity in a float file are counted and heard as silence, and
+    the words around them are still found."""
+    slow = tmp_path / "slow.wav"
+    sf.write(slow, np.zeros(16, np.float32), 1, subtype="FLOAT")
+    check = subprocess.run(
+        STREAMRNN + ["serve", "--model", "commands", "--source", slow, "--check"], capture_output=True, text=True
+    )
+    detect = subprocess.run(STREAMRNN + ["detect", "--model", "commands", slow], capture_output=True, text=True)
+    for done in (check, detect):
+        assert done.returncode == 1 and "1 Hz is below 4000 Hz, too slow to be audio" in done.stderr, done.stderr
+    broken = demo_pcm().copy()
+    broken[[100, 200, 300]] = [np.nan, np.inf, -np.inf]  # in the silence before "yes"
+    bad = tmp_path / "bad.wav"
+    sf.write(bad, broken, 16000, subtype="FLOAT")
+    s = service("--model", "commands", "--source", bad, "--fast")
+    code, log = s.finish()
+    assert code == 0, log
+    assert s.final_status().problems["file_not_finite"] == 1
+    assert found(s.events, "bad") == offline("bad")

@@ -10,6 +10,7 @@ import numpy as np
 
 from conftest import DEMO, assert_demo_words
 from streamrnn.audio import read_native
+from streamrnn.service.capture import Capturer
 from streamrnn.service.config import load_config
 from streamrnn.service.loop import Service
 from streamrnn.service.pipeline import Pipeline, load_slot
@@ -78,3 +79,16 @@ def test_a_source_that_dies_is_counted_and_started_again(tmp_path):
     states = [m.state for m in handed if isinstance(m, SourceState)]
     assert source.runs == 2 and service.problems == {"source_failures": 1}
     assert states == ["restarting: OSError: device gone", "running", "ended"]
+
+
+def test_captures_hold_no_audio_of_streams_no_model_serves(tmp_path):
+    """The capture buffer keeps a stream's audio only while a model scores it (which lets it go):
+    an audio stream no model takes would otherwise be kept whole (about 225 MB an hour)."""
+    config = load_config(None, {"models": ["motions"], "sources": [str(DEMO)], "capture.dir": str(tmp_path)})
+    capture = Capturer(config.capture, lambda counter, message: None)
+    pipeline = Pipeline([load_slot(config, config.models[0], 0)], lambda e: e, lambda c, m: None, 0.0, capture)
+    audio, rate = read_native(DEMO)
+    pipeline.feed(Samples("talk", audio, rate))
+    pipeline.run_models()
+    capture.close()
+    assert "talk" in pipeline.streams and "talk" not in capture._recent

@@ -238,6 +238,11 @@ def test_sighup_reload_is_whole_or_nothing_keeps_stream_time_and_says_what_it_ke
     failed = s.collect(lambda e: e.kind == "status" and e.problems.get("reload_failures"), timeout=10)
     assert failed.state == "running" and "reload failed, nothing changed" in failed.message
     assert [m["name"] for m in failed.models] == ["commands", "digits"]
+    # thresholds for a label no model has: refused at reload as at start
+    config.write_text(f'sources = ["pull:{ingest}"]\nthresholds = {{ nosuch = 0.5 }}\n{models}')
+    s.process.send_signal(signal.SIGHUP)
+    label = s.collect(lambda e: e.kind == "status" and e.problems.get("reload_failures") == 2, timeout=10)
+    assert "thresholds: nosuch not a label of any model" in label.message
     # the digits file changes (loaded anew) and send_hwm changes (kept until a restart)
     shutil.copy(ROOT / "streamrnn" / "models" / "digits.onnx", digits)
     config.write_text(f'sources = ["pull:{ingest}"]\nsend_hwm = 77\n{models}')

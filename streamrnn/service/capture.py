@@ -73,7 +73,8 @@ class Capturer:
         self._pending: dict[str, list[DetectionEvent]] = {}
         self._queue: queue.Queue = queue.Queue(config.queue)
         self._written: deque[tuple[Path, int]] = deque()  # (capture without suffix, bytes), oldest first
-        for path in sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        kept = [*self.folder.glob("*.json"), *self.folder.glob(f"{NEAR_MISSES}/*.json")]  # a restart counts both
+        for path in sorted(kept, key=lambda p: p.stat().st_mtime):
             self._written.append((path.with_suffix(""), _size(path.with_suffix(""))))
         self._thread = threading.Thread(target=self._write_all, name="capture", daemon=True)
         self._thread.start()
@@ -146,8 +147,13 @@ class Capturer:
         folder = self.folder if event.seq is not None else self.folder / NEAR_MISSES
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / _name(event)
-        soundfile.write(str(base.with_suffix(".flac")), audio, int(rate), subtype="PCM_16")
-        base.with_suffix(".json").write_text(json.dumps(event.to_dict()) + "\n")
+        try:
+            soundfile.write(str(base.with_suffix(".flac")), audio, int(rate), subtype="PCM_16")
+            base.with_suffix(".json").write_text(json.dumps(event.to_dict()) + "\n")
+        except Exception:  # a full disk: no half-written capture is left behind
+            for suffix in (".flac", ".json"):
+                base.with_suffix(suffix).unlink(missing_ok=True)
+            raise
         self._written.append((base, _size(base)))
         total, cap = sum(size for _, size in self._written), self.config.max_mb * 1e6
         while total > cap and len(self._written) > 1:  # the newest capture always stays

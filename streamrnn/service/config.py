@@ -55,7 +55,7 @@ class IngestConfig(IngestLimits):
     max_speed: float = 20.0  # seconds of signal per second a stream may send, sustained
     burst_seconds: float = 120.0  # seconds of signal a stream may send ahead of that
     sender_speed: float = 300.0  # seconds of signal per second one sender (a peer) may send over all its streams
-    sender_burst: float = 120.0  # seconds of signal a sender may send ahead of that
+    sender_burst: float = 300.0  # seconds of signal a sender may send ahead of that (half the input)
 
 
 @dataclass

@@ -287,7 +287,11 @@ class Service:
             except Exception as exc:  # one piece of input never stops the service
                 self._problem("input_failures", f"stream {message.stream}: {type(exc).__name__}: {exc}; dropped")
         elif isinstance(message, StreamEnd):
-            self.pipeline.end_stream(message.stream, message.source)
+            if message.stream in self.pipeline.streams:
+                self.pipeline.end_stream(message.stream, message.source)
+            else:  # it never started (no audio got in): done already, its source may answer now
+                for source in self.sources:
+                    source.on_stream_done(message.stream)
         elif isinstance(message, SourceState):
             self.source_states[message.source] = message.state
             self._status_due = True

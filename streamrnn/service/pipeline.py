@@ -218,8 +218,8 @@ class Pipeline:
             return
         record.seconds += len(piece.samples) / piece.rate
         audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
-        if self.capture and piece.kind == "audio":
-            self.capture.feed(piece.stream, piece.rate, audio)
+        if self.capture and piece.kind == "audio" and any(piece.stream in s.deciders for s in self.slots):
+            self.capture.feed(piece.stream, piece.rate, audio)  # only what a model scores: it is let go then
         for slot in self.slots:
             if piece.stream in slot.deciders:
                 slot.feed(piece.stream, audio)
