@@ -53,9 +53,18 @@ class BindError(ValueError):
     """An address the service cannot bind; the message names it."""
 
 
+def for_address(socket: zmq.Socket, address: str) -> zmq.Socket:
+    """`socket` made ready for `address`: IPv6 on for an IPv6 host (tcp://[::1]:PORT), which
+    ZeroMQ sockets refuse otherwise ("No such device")."""
+    if "://[" in address:
+        socket.setsockopt(zmq.IPV6, 1)
+    return socket
+
+
 def bind(socket: zmq.Socket, address: str, what: str, close: bool = False) -> None:
     """Bind `socket` (closed again if `close`, as `serve --check` does); an ipc:// path where a
     running service listens is refused, where libzmq would take it over silently."""
+    for_address(socket, address)
     try:
         if address.startswith("ipc://") and _listening(address[len("ipc://") :]):
             raise BindError(f"{what} {address}: cannot bind (another process is listening there)")

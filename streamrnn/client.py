@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import zmq
 
-from streamrnn.addresses import DEFAULT_PUBLISH
+from streamrnn.addresses import DEFAULT_PUBLISH, for_address
 from streamrnn.keys import ClientKeys
 from streamrnn.wire import BadEvent, Event, decode
 
@@ -54,7 +54,7 @@ class Subscription:
             socket.setsockopt(zmq.SUBSCRIBE, topic)
         # with CURVE, a refused handshake is seen on a monitor socket (without, the client would wait for ever)
         self._monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH) if self.keys else None
-        socket.connect(self.address)
+        for_address(socket, self.address).connect(self.address)
         self._heard = time.monotonic()
         return socket
 

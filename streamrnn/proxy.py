@@ -11,7 +11,7 @@ import threading
 
 import zmq
 
-from streamrnn.addresses import address_problem, bind, is_loopback
+from streamrnn.addresses import address_problem, bind, for_address, is_loopback
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -38,7 +38,7 @@ def proxy(upstream: list[str], publish: str, insecure: bool = False) -> None:
     control.bind("inproc://proxy-control")
     steer.connect("inproc://proxy-control")
     for address in upstream:
-        services.connect(address)
+        for_address(services, address).connect(address)
     bind(subscribers, publish, "--publish")
     print(f"streamrnn proxy: relaying the events of {', '.join(upstream)} on {publish}", file=sys.stderr, flush=True)
     unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the relay thread inherits the block

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from streamrnn.addresses import for_address
 from streamrnn.audio import read_native
 from streamrnn.ingest_format import IngestHeader, ingest_message, stream_id_problem
 from streamrnn.keys import ClientKeys
@@ -65,7 +66,7 @@ def send(
     socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
     if keys:
         keys.apply(socket)
-    socket.connect(address)
+    for_address(socket, address).connect(address)
     pacer, count = Pacer(), 0
     try:
         for parts, seconds in messages(stream, samples, rate, kind, block_seconds):

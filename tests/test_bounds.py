@@ -57,6 +57,7 @@ def test_a_sender_gets_no_fresh_credit_with_each_stream(service, tmp_path):
     )
     assert good.returncode == 0, good.stderr
     s.collect(lambda e: e.kind == "detection" and e.stream == "good" and e.label == "go", timeout=30)
+    rss = s.serve.rss_mb()
     code, _, log = s.stop()
     push.close(linger=0)
     assert code == 0, log
@@ -66,6 +67,7 @@ def test_a_sender_gets_no_fresh_credit_with_each_stream(service, tmp_path):
     assert accepted <= 20 + 5 * flood_seconds + 2, (accepted, flood_seconds)
     assert status.problems["ingest_over_speed"] >= 150 - (20 + 5 * flood_seconds + 2) / 2
     assert found(s.events, "good") == offline("good"), status.problems
+    assert rss < 400, rss  # well under the units' 768 MB MemoryHigh
 
 
 async def _wyoming(port: int, audio: np.ndarray, starts: int = 1) -> list:
@@ -113,6 +115,7 @@ def test_a_wyoming_client_gets_no_fresh_credit_with_each_audio_start(service, tm
 
     words, seconds = asyncio.run(both())
     s.collect(lambda e: e.kind == "heartbeat" and e.streams == 0, timeout=60)
+    rss = s.serve.rss_mb()
     code, _, log = s.stop()
     assert code == 0, log
     assert words == [label for label, _, _ in offline("wyoming")]
@@ -120,6 +123,7 @@ def test_a_wyoming_client_gets_no_fresh_credit_with_each_audio_start(service, tm
     accepted = status.frames * FRAME - len(demo_pcm()) / 16000
     assert accepted <= 20 + 20 * seconds + 2, (accepted, seconds)
     assert status.problems["wyoming_over_limits"] > 0
+    assert rss < 400, rss
 
 
 def test_no_tick_runs_long_on_a_long_file_at_full_speed(service, tmp_path):
@@ -222,3 +226,43 @@ def test_files_get_the_audio_rate_floor_and_their_bad_samples_are_counted(servic
     assert code == 0, log
     assert s.final_status().problems["file_not_finite"] == 1
     assert found(s.events, "bad") == offline("bad")
+
+
+def test_ipv6_loopback_serves_and_metrics_for_other_machines_need_insecure(service, tmp_path):
+    """tcp://[::1] binds (ingest) and connects (send), where ZeroMQ sockets refused it before; a
+    metrics address other machines reach is refused without [security] insecure, as any bound
+    address is; a Wyoming client that resets its connection is not a bad event."""
+    with __import__("socket").socket(__import__("socket").AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    s = service("--model", "commands", "--source", f"pull:tcp://[::1]:{port}")
+    s.collect(lambda e: e.kind == "status")
+    sent = subprocess.run(STREAMRNN + ["send", DEMO, "--connect", f"tcp://[::1]:{port}", "--fast"], capture_output=True)
+    assert sent.returncode == 0, sent.stderr
+    s.collect(lambda e: e.kind == "detection" and e.label == "go", timeout=30)
+    assert s.stop()[0] == 0
+    assert found(s.events, "demo") == offline("demo")
+    check = STREAMRNN + ["serve", "--model", "commands", "--source", DEMO, "--check", "--metrics"]
+    wide = subprocess.run(check + ["0.0.0.0:9464"], capture_output=True, text=True)
+    assert wide.returncode == 1 and "metrics 0.0.0.0:9464 is reachable from other machines" in wide.stderr
+    assert subprocess.run(check + ["127.0.0.1:9464"], capture_output=True).returncode == 0
+
+
+def test_a_wyoming_client_that_resets_is_no_bad_event(service, tmp_path):
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    s = service("--model", "commands", "--source", f"wyoming:tcp://127.0.0.1:{port}")
+    s.collect(lambda e: e.kind == "status")
+    socket = __import__("socket")
+    for _ in range(5):  # half an event, then a reset (SO_LINGER 0: RST instead of FIN)
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(
+            b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 64000}\n'
+        )
+        c.sendall(b"\0" * 1000)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, __import__("struct").pack("ii", 1, 0))
+        c.close()
+    time.sleep(0.5)
+    assert s.stop()[0] == 0
+    assert "wyoming_bad_events" not in s.final_status().problems, s.final_status().problems

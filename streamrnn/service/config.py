@@ -225,6 +225,12 @@ def bound_addresses(config: ServiceConfig) -> list[tuple[str, str]]:
 def _check_security(config: ServiceConfig, need) -> None:
     sec = config.security
     need(bool(sec.server_key) == bool(sec.clients), "security", "server_key and clients go together (CURVE)")
+    if config.metrics and not sec.insecure:  # metrics have no login: other machines only when said so
+        need(
+            is_loopback(f"tcp://{config.metrics}") or ":" not in config.metrics,
+            "metrics",
+            f"{config.metrics} is reachable from other machines and has no login: [security] insecure = true",
+        )
     if sec.server_key:
         try:
             read_key(sec.server_key, secret=True)

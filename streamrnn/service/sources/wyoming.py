@@ -213,6 +213,8 @@ class _Client(AsyncEventHandler):
                 wait = t.idle_timeout
         except Closed as closed:
             self._problem(closed.counter, str(closed))
+        except ConnectionError:  # the client reset its connection: it left, nothing it sent was wrong
+            pass
         except Exception as exc:  # not Wyoming: this client goes, the others stay
             self._problem("wyoming_bad_events", f"{type(exc).__name__}: {exc}; disconnected")
         finally:
