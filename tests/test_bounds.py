@@ -266,3 +266,39 @@ def test_a_wyoming_client_that_resets_is_no_bad_event(service, tmp_path):
     time.sleep(0.5)
     assert s.stop()[0] == 0
     assert "wyoming_bad_events" not in s.final_status().problems, s.final_status().problems
+
+
+def test_no_tick_runs_long_when_64_streams_burst_at_once(service, tmp_path):
+    """64 streams each sending a minute of audio at once (sender limits raised so that one
+    process may): heartbeats keep coming, what is past the input bound is refused and counted,
+    SIGTERM ends it within a second or two, memory stays bounded."""
+    ingest = f"ipc://{tmp_path}/ingest"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "commands"\n'
+        "[ingest]\nsender_speed = 100000\nsender_burst = 100000\n"
+    )
+    s = service("--config", config, topics=("heartbeat", "status"))
+    s.collect(lambda e: e.kind == "status")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 0)
+    push.connect(ingest)
+    noise = (np.random.default_rng(0).standard_normal(32000) * 0.01).astype(np.float32)
+    for seq in range(30):
+        for k in range(64):
+            push.send_multipart(ingest_message(f"s{k}", IngestHeader("s16le", 16000.0, seq), noise))
+    beats = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        event = s.subscription.receive(timeout=0.5)
+        if event is not None and event.kind == "heartbeat":
+            beats.append(time.monotonic())
+    rss = s.serve.rss_mb()
+    stopped = time.monotonic()
+    s.process.send_signal(signal.SIGTERM)
+    code = s.process.wait(timeout=30)
+    took = time.monotonic() - stopped
+    push.close(linger=0)
+    assert code == 0 and took < 2.0, took
+    assert len(beats) >= 5 and np.diff(beats).max() < 1.5, np.diff(beats)
+    assert rss < 400, rss
