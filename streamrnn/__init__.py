@@ -28,9 +28,9 @@ _HOMES = {
 
 
 def __getattr__(name: str):
-    """The public names, imported when first used: `import streamrnn.cli` stays light (numpy,
+    """The public names, imported when first used: `import streamrnn` stays light (numpy,
     onnxruntime and pyzmq load only when a command needs them, after `serve` has taken over its
-    signals)."""
+    signals in streamrnn/__main__.py)."""
     if name == "__version__":
         return importlib.import_module("importlib.metadata").version("streamrnn")
     if name in _HOMES:

@@ -7,9 +7,13 @@ import importlib
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from streamrnn.addresses import DEFAULT_PUBLISH
 from streamrnn.contract import DEVICES, is_threshold
+
+if TYPE_CHECKING:
+    from streamrnn.service.signals import EarlySignals
 
 TRAIN_EXTRA = "needs the training extra: pip install '.[train]' in the streamrnn clone (torch, torchaudio, onnx)"
 
@@ -620,15 +624,11 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early_signals: EarlySignals | None = None) -> int:
+    """Run one command; `early_signals` are those a service kept before this (streamrnn/__main__.py)."""
     argv = sys.argv[1:] if argv is None else argv
-    early = None
-    if argv[:1] in (["serve"], ["wyoming"]) and "--check" not in argv:  # the service takes its signals from the start
-        from streamrnn.service.signals import EarlySignals
-
-        early = EarlySignals()
     args = parser().parse_args(argv)
-    args.early_signals = early
+    args.early_signals = early_signals
     try:
         args.run(args)
     except (
@@ -644,7 +644,3 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,7 @@ INGEST_FORMATS = {"s16le": ("<i2", 1 / 32768.0), "f32le": ("<f4", 1.0)}  # dtype
 MAX_CHANNELS = 64
 MAX_STREAM_ID = 200  # characters
 MAX_HEADER_BYTES = 4096
+MAX_START = 10 * 365 * 86400.0  # seconds: a `start` beyond ten years is no stream clock
 
 
 def stream_id_problem(stream: str) -> str | None:
@@ -52,6 +53,7 @@ class IngestHeader:
     channels: int = 1
     kind: str = "audio"
     end: bool = False
+    start: float | None = None  # stream seconds of the first sample, as the sender counts them
 
     def encode(self) -> bytes:
         fields: dict = {
@@ -63,6 +65,8 @@ class IngestHeader:
         }
         if self.end:
             fields["end"] = True
+        if self.start is not None:
+            fields["start"] = self.start
         return json.dumps(fields).encode()
 
 
@@ -135,7 +139,7 @@ def parse_ingest(parts: list[bytes], limits: IngestLimits) -> tuple[str, IngestH
 def _header(stream: str, fields: dict, limits: IngestLimits) -> IngestHeader:
     fmt, rate = fields.get("format"), fields.get("rate")
     channels, seq = fields.get("channels", 1), fields.get("seq")
-    kind, end = fields.get("kind", "audio"), fields.get("end") is True
+    kind, end, start = fields.get("kind", "audio"), fields.get("end") is True, fields.get("start")
     if not isinstance(fmt, str) or fmt not in INGEST_FORMATS:
         raise Reject("ingest_bad_format", f"stream {stream}: unknown format {str(fmt)[:20]!r} (s16le, f32le)")
     if not isinstance(kind, str) or kind not in KINDS:
@@ -152,4 +156,8 @@ def _header(stream: str, fields: dict, limits: IngestLimits) -> IngestHeader:
         )
     if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
         raise Reject("ingest_bad_seq", f"stream {stream}: seq {str(seq)[:20]} is not a counter")
-    return IngestHeader(fmt, float(rate), seq, channels, kind, end)
+    if start is not None and (
+        not isinstance(start, (int, float)) or isinstance(start, bool) or not 0 <= start <= MAX_START
+    ):
+        raise Reject("ingest_bad_start", f"stream {stream}: start {str(start)[:20]} is not within [0, {MAX_START:g}] s")
+    return IngestHeader(fmt, float(rate), seq, channels, kind, end, None if start is None else float(start))

@@ -40,7 +40,8 @@ def messages(stream: str, samples: np.ndarray, rate: float, kind: str, block_sec
     count = max(1, -(-len(samples) // block))
     for seq in range(count):
         piece = samples[seq * block : (seq + 1) * block]
-        header = IngestHeader("s16le" if kind == "audio" else "f32le", rate, seq, channels, kind, seq == count - 1)
+        fmt = "s16le" if kind == "audio" else "f32le"
+        header = IngestHeader(fmt, rate, seq, channels, kind, seq == count - 1, seq * block / rate)
         yield ingest_message(stream, header, piece), len(piece) / rate
 
 

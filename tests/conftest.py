@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT / "tests" / "data"
 DATA_ROOT = Path(os.environ.get("STREAMRNN_DATA", ROOT.parent / "shared" / "data"))
 os.environ["STREAMRNN_DATA"] = str(DATA_ROOT)  # the lab's data root, for recipes and every command the tests run
-STREAMRNN = [sys.executable, "-m", "streamrnn.cli"]
+STREAMRNN = [sys.executable, "-m", "streamrnn"]
 
 DEMO = ROOT / "streamrnn" / "samples" / "demo.flac"
 DEMO_WORDS = [

@@ -9,9 +9,12 @@ import asyncio
 import json
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import zmq
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -302,3 +305,22 @@ def test_no_tick_runs_long_when_64_streams_burst_at_once(service, tmp_path):
     assert code == 0 and took < 2.0, took
     assert len(beats) >= 5 and np.diff(beats).max() < 1.5, np.diff(beats)
     assert rss < 400, rss
+
+
+@pytest.mark.parametrize("entry", ["console script", "python -m streamrnn"])
+def test_a_service_takes_its_signals_before_anything_heavy_loads(tmp_path, entry):
+    """A SIGTERM or SIGHUP early in start-up is kept, not fatal: both entries install the service's
+    handlers before pyzmq, numpy or onnxruntime load (seen in the import order `-X importtime`
+    prints, which a timed signal could only sample)."""
+    command = [str(Path(sys.executable).parent / "streamrnn")] if entry == "console script" else ["-m", "streamrnn"]
+    args = ["serve", "--fast", "--model", "computer", "--source", str(ROOT / "streamrnn/samples/wake.flac")]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *command, *args, "--publish", f"ipc://{tmp_path}/events"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = [line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    installed = loaded.index("streamrnn.service.signals")
+    assert all(loaded.index(heavy) > installed for heavy in ("zmq", "numpy", "onnxruntime"))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import DEMO, ROOT, STREAMRNN, assert_demo_words, demo_frames, demo_pcm, ingest_service
+from conftest import DEMO, DEMO_WORDS, ROOT, STREAMRNN, assert_demo_words, demo_frames, demo_pcm, ingest_service
 from streamrnn.dev.harness import ServeProcess
 from streamrnn.ingest_format import IngestHeader, ingest_message
 from streamrnn.send import messages
@@ -129,6 +129,7 @@ def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, 
         [b"bad", json.dumps(header).encode(), b"\0\0\0"],  # odd byte count
         [b"bad", json.dumps({**header, "format": "f32le"}).encode(), np.array([0.1, np.nan], "<f4").tobytes()],  # NaN
         [b"bad", json.dumps({**header, "rate": 1e9}).encode(), b"\0\0"],  # absurd rate
+        [b"bad", json.dumps({**header, "start": -1.0}).encode(), b"\0\0"],  # a clock before 0
     ]
     for i, (parts, _) in enumerate(good):
         push.send_multipart(parts)
@@ -153,10 +154,27 @@ def test_bad_ingest_is_counted_and_dropped_while_a_good_stream_goes_on(service, 
         "ingest_odd_bytes",
         "ingest_not_finite",
         "ingest_bad_rate",
+        "ingest_bad_start",
         "ingest_seq_backwards",
         "ingest_seq_gaps",
     ):
         assert problems.get(counter) == 1, (counter, problems)
+
+
+def test_a_stream_joined_midway_keeps_the_senders_clock(service, tmp_path):
+    """A sender that outlived a restart of the service goes on at seq 160 (3.2 s in): the service
+    has never seen the stream, and its `start` puts the stream's clock where the sender is, so the
+    words after it are detected at their times in the recording, not 3.2 s early."""
+    s, push = ingest_service(service, tmp_path)
+    for parts, _ in list(messages("joined", demo_pcm(), 16000.0, "audio", 0.02))[160:]:
+        push.send_multipart(parts)
+    s.collect(lambda e: e.kind == "detection" and e.label == "go", timeout=30)
+    push.close(linger=0)
+    assert s.stop()[0] == 0
+    later = DEMO_WORDS[2:7]  # up, down, left, stop, go
+    found = [e for e in s.events if e.kind == "detection" and e.stream == "joined"]
+    hits = [w for w, start, end in later if any(e.label == w and start - 0.2 <= e.end <= end + 0.6 for e in found)]
+    assert len(hits) >= 4 and len(found) <= len(hits) + 1, found
 
 
 def test_stream_that_stops_mid_chunk_expires_and_is_scored(service, tmp_path):

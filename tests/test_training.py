@@ -159,7 +159,7 @@ def test_ddp_under_torchrun(tmp_path):
             "--standalone",
             "--nproc_per_node=2",
             "-m",
-            "streamrnn.cli",
+            "streamrnn",
             "train",
             str(recipe),
             "--data-root",

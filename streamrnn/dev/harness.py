@@ -38,7 +38,7 @@ class ServeProcess:
         self.log = None if log_to_terminal else open(folder / "service.log", "w+b")
         self.spawned = time.time()
         self.process = subprocess.Popen(
-            [*(python or [sys.executable]), "-m", "streamrnn.cli", "serve", *args],
+            [*(python or [sys.executable]), "-m", "streamrnn", "serve", *args],
             env={**(env if env is not None else os.environ), "NOTIFY_SOCKET": self.notify_path},
             stdin=stdin,
             stderr=self.log,

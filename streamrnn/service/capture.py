@@ -41,10 +41,10 @@ class _Recent:
     """One stream's recent mono audio, with the stream time where it begins: kept from a little
     before what the models have scored (input can run ahead of them) to what has arrived."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, start: float):
         self.rate = rate
         self.pieces: deque[np.ndarray] = deque()
-        self.held, self.start = 0, 0.0  # samples held; stream seconds of the first
+        self.held, self.start = 0, start  # samples held; stream seconds of the first
 
     @property
     def end(self) -> float:
@@ -81,9 +81,11 @@ class Capturer:
 
     # ----- the loop's side (never blocks) ------------------------------------------------
 
-    def feed(self, stream: str, rate: float, samples: np.ndarray) -> None:
-        """A stream's mono samples as they arrive."""
-        self._recent.setdefault(stream, _Recent(rate)).add(samples)
+    def feed(self, stream: str, rate: float, samples: np.ndarray, at: float) -> None:
+        """A stream's mono samples as they arrive; `at`: stream seconds of the first."""
+        if stream not in self._recent:
+            self._recent[stream] = _Recent(rate, at)
+        self._recent[stream].add(samples)
         self._complete(stream)
 
     def detected(self, event: DetectionEvent) -> None:

@@ -198,14 +198,15 @@ class Pipeline:
             )
             return
         if record is None:
-            record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels, piece.source)
+            start = piece.start or 0.0  # a sender that outlived a restart of the service says where it is
+            record = self.streams[piece.stream] = StreamRecord(piece.kind, piece.rate, channels, piece.source, start)
             takers = [s for s in self.slots if s.takes(piece.kind, channels)]
             if not takers:
                 self.problem(
                     "streams_unserved", f"stream {piece.stream}: no model takes {piece.kind} with {channels} channel(s)"
                 )
             for slot in takers:
-                slot.add_stream(piece.stream, piece.rate, channels)
+                slot.add_stream(piece.stream, piece.rate, channels, start)
             log.info("stream %s: started (%s, %g Hz, %d channel(s))", piece.stream, piece.kind, piece.rate, channels)
             self.changed = True
         elif (piece.kind, piece.rate, channels) != (record.kind, record.rate, record.channels):
@@ -216,10 +217,10 @@ class Pipeline:
                 f"{piece.kind}/{piece.rate:g} Hz/{channels} ch); piece dropped",
             )
             return
-        record.seconds += len(piece.samples) / piece.rate
+        at, record.seconds = record.seconds, record.seconds + len(piece.samples) / piece.rate
         audio = to_mono(piece.samples) if piece.kind == "audio" else piece.samples
         if self.capture and piece.kind == "audio" and any(piece.stream in s.deciders for s in self.slots):
-            self.capture.feed(piece.stream, piece.rate, audio)  # only what a model scores: it is let go then
+            self.capture.feed(piece.stream, piece.rate, audio, at)  # only what a model scores: it is let go then
         for slot in self.slots:
             if piece.stream in slot.deciders:
                 slot.feed(piece.stream, audio)

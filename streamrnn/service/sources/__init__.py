@@ -28,6 +28,8 @@ class Samples:
     kind: str = "audio"  # audio | sensor
     received: float = field(default_factory=time.monotonic)  # when the service was handed them
     source: str = ""  # the source that sent them (set by the loop): a stream belongs to one source
+    start: float | None = None  # stream seconds of the first sample as the sender counts them: where
+    # the clock of a stream the service has not seen begins (a sender that outlived a service restart)
 
 
 @dataclass

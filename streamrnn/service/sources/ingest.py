@@ -114,7 +114,7 @@ class IngestSource(Source):
                 f"stream {stream}: faster than {self.config.max_speed:g}x real time (ingest.max_speed), or its "
                 f"sender {sender or '(unknown)'} than {self.config.sender_speed:g} s/s (ingest.sender_speed); dropped",
             )
-        emit(Samples(stream, samples, header.rate, header.kind))
+        emit(Samples(stream, samples, header.rate, header.kind, start=header.start))
         if header.end:
             self._end(stream, emit)
 
