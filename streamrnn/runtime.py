@@ -223,6 +223,11 @@ class StreamingModel:
         empty = np.zeros((0, len(self.info.labels)), np.float32)
         return [scores.get(sid, empty) for sid in ids]
 
+    def warm_up(self) -> None:
+        """One call on a chunk of silence: onnxruntime plans a graph's work on its first call, so
+        a stream's first chunk then costs what every later one does."""
+        self.score([np.zeros((self.chunk, *self.sample_shape), np.float32)])
+
     def _start(self, stream_id: Hashable, row: int) -> None:
         for s in self._states:
             s[row] = 0.0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import warnings
 
 import pytest
 
 from conftest import ROOT, STREAMRNN
-from streamrnn.dev import bench
+from streamrnn.dev import bench, bench_service
 from streamrnn.runtime import StreamingModel
 
 COMMANDS = ROOT / "streamrnn" / "models" / "commands.onnx"
@@ -33,15 +34,35 @@ def test_batched_streams_and_gpu_skip():
         assert "no CUDAExecutionProvider" in gpu["skipped"]
 
 
+def test_batched_streams_of_sensor_models_read_different_parts():
+    """Sensor models run at 10-25 Hz: the offsets once divided by zero (motions, 10 s) or fell
+    before the signal (2 s), and 1,024 wand streams shared 20 starts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seconds in (2.0, 10.0):
+            assert bench.batched_cost(ROOT / "streamrnn/models/motions.onnx", 16, seconds, 1)["streams_per_core"] > 16
+    assert len(set(bench.stream_offsets(1024, max(25, 1024)))) == 1024
+
+
+def test_one_stream_beside_porcupine_in_the_same_runs():
+    reference = bench.Reference.open(1.0)
+    if isinstance(reference, str):
+        pytest.skip(reference)
+    result = bench.stream_cost(COMMANDS, None, seconds=1.0, repeats=2, reference=reference)
+    ratio, theirs = result["ratio_to_porcupine"], result["porcupine"]
+    assert theirs["runs"] == ratio["runs"] == 2 and 0 < theirs["min"] <= theirs["max"] < 1
+    assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"] < 10
+
+
 def test_service_latency_counts_from_hand_over_to_subscriber():
-    result = bench.service_latency("stdin", passes=1)
+    result = bench_service.service_latency("stdin", passes=1)
     assert result["detections"] >= 6 and result["expected"] == 9  # the demo's words
     assert all(0 < x < 5 for x in result["latencies"])  # after the hand-over, not before it
     assert 0 < result["startup_to_ready_s"] < 60
 
 
 def test_service_memory_and_install_size():
-    assert 20 < bench.service_memory(2, seconds=1.0) < 1000
+    assert 20 < bench_service.service_memory(2, seconds=1.0) < 1000
     size = bench.install_size_mb()
     assert {"streamrnn", "onnxruntime", "numpy", "pyzmq"} <= set(size["distributions"])
     assert "torch" not in size["distributions"] and size["mb"] > 10
@@ -55,7 +76,9 @@ def test_bench_command_prints_every_figure():
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["models"]["commands"]["rtf_single_stream"] > 0
-    assert report["models"]["commands"]["streams_per_core"] > 0
+    assert report["models"]["computer"]["streams_per_core"] > 0
+    if report["reference"].startswith("pvporcupine"):  # every speech model beside Porcupine
+        assert all(0 < m["ratio_to_porcupine"] < 10 for m in report["models"].values() if m["kind"] == "audio")
     assert {"p50", "p95", "p99"} <= set(report["latency_ms"])
     assert {"1", "256"} <= set(report["rss_mb"])
     for name, entry in report["models"].items():  # each chunk length once (10, 20, 80 ms are one 80-ms frame)

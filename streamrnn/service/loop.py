@@ -28,6 +28,7 @@ from streamrnn.keys import ServerKeys
 from streamrnn.service.capture import Capturer, unwritable
 from streamrnn.service.config import ConfigError, ServiceConfig, bound_addresses, config_path, load_config
 from streamrnn.service.inputs import InputQueue
+from streamrnn.service.memory import release_unused_library_pages
 from streamrnn.service.metrics import Metrics, Snapshot, parse_address
 from streamrnn.service.notify import Notifier
 from streamrnn.service.pipeline import Pipeline, check_thresholds, load_slot, plan_models
@@ -171,6 +172,7 @@ class Service:
         if kept:
             message += f"; {', '.join(kept)} changed: read at start only, kept until a restart"
         log.info("reload: %s", message)
+        release_unused_library_pages()
         self._publish_status("reloaded", message)
         if revoked:  # established connections of a revoked key end now: every client reconnects
             self.publisher.reconnect_all()
@@ -192,6 +194,7 @@ class Service:
             ", ".join(s.name for s in self.sources),
             self.config.publish,
         )
+        release_unused_library_pages()  # after the models' first load: what start-up read and serving won't
         self.notifier.send("READY=1", f"STATUS={self._summary()}")
         if self.config.wait_subscriber > 0:
             self.publisher.wait_for_subscriber(self.config.wait_subscriber)

@@ -91,6 +91,7 @@ def load_slot(config: ServiceConfig, spec: ServedModel, index: int) -> ModelSlot
     path = resolve_model(spec.model)
     started = time.perf_counter()
     runtime = StreamingModel(path, config.device, config.threads)
+    runtime.warm_up()
     load_seconds = time.perf_counter() - started
     unknown = sorted(set(spec.thresholds) - set(runtime.info.labels))
     if unknown:
