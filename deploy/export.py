@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, encode_metadata, state_input, state_output
+from streamrnn.deploy.lean import lean_applies, lean_graph
 from streamrnn.recipe.schema import Recipe
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.model import StreamingRNN
@@ -51,27 +52,11 @@ def export_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     chunk = recipe.model.chunk * model.frame_hop
-    shape = (1, chunk) if recipe.data.kind == "audio" else (1, chunk, recipe.data.channels)
-    state = model.zero_state(1)
-    inputs = [AUDIO_INPUT] + [state_input(i) for i in range(len(state))]
-    outputs = [SCORES_OUTPUT] + [state_output(i) for i in range(len(state))]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and RNN notes
-        # The TorchScript-based exporter writes native ONNX GRU/LSTM/RNN ops; the dynamo
-        # exporter cannot trace these cells with a dynamic batch.
-        torch.onnx.export(
-            ContractGraph(model),
-            (torch.zeros(shape), *state),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in inputs + outputs}
-            | {AUDIO_INPUT: {0: "batch", 1: "samples"}, SCORES_OUTPUT: {0: "batch", 1: "frames"}},
-        )
-    graph = onnx.load(str(path))
-    _declare_output_shapes(graph, len(labels))
+    if lean_applies(model):  # the speech encoder's models: written by hand, a third of the operators
+        graph = lean_graph(model, len(labels), OPSET)
+    else:
+        graph = _traced_graph(model, recipe, path)
+        _declare_output_shapes(graph, len(labels))
     smoothing, patience = decision_frames(model.frame_hop / recipe.data.sample_rate)
     metadata = encode_metadata(
         {
@@ -99,6 +84,31 @@ def export_model(
     onnx.helper.set_model_props(graph, metadata)
     onnx.save(graph, str(path))
     return path
+
+
+def _traced_graph(model: StreamingRNN, recipe: Recipe, path: Path) -> onnx.ModelProto:
+    """The model traced by torch.onnx (written to `path`, then read back)."""
+    chunk = recipe.model.chunk * model.frame_hop
+    shape = (1, chunk) if recipe.data.kind == "audio" else (1, chunk, recipe.data.channels)
+    state = model.zero_state(1)
+    inputs = [AUDIO_INPUT] + [state_input(i) for i in range(len(state))]
+    outputs = [SCORES_OUTPUT] + [state_output(i) for i in range(len(state))]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and RNN notes
+        # The TorchScript-based exporter writes native ONNX GRU/LSTM/RNN ops; the dynamo
+        # exporter cannot trace these cells with a dynamic batch.
+        torch.onnx.export(
+            ContractGraph(model),
+            (torch.zeros(shape), *state),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in inputs + outputs}
+            | {AUDIO_INPUT: {0: "batch", 1: "samples"}, SCORES_OUTPUT: {0: "batch", 1: "frames"}},
+        )
+    return onnx.load(str(path))
 
 
 def _license(recipe: Recipe, model: StreamingRNN) -> str:

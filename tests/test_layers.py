@@ -29,7 +29,7 @@ ALLOWED = {
 
 
 def part_of(module: str) -> str:
-    if module == "streamrnn.cli":
+    if module in ("streamrnn.cli", "streamrnn.__main__"):  # the command: it may call on every part
         return "cli"
     for part in PARTS:
         if module == f"streamrnn.{part}" or module.startswith(f"streamrnn.{part}."):

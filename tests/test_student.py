@@ -4,6 +4,7 @@ teacher on speakers it never heard."""
 
 import json
 
+import onnx
 import pytest
 import torch
 
@@ -17,8 +18,12 @@ from streamrnn.training.distill import distill, load_distill_recipe
 from streamrnn.training.student import StudentEncoder
 
 
-def test_student_in_a_contract_graph_streams_and_batches_exactly(tmp_path):
-    model, _, path = export_test_model(tmp_path, "gru", chunk=1, encoder="student")
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_student_in_a_contract_graph_streams_and_batches_exactly(tmp_path, chunk):
+    """Exported as the lean graph (deploy/lean.py: 51 operators, where tracing wrote 177), for
+    chunks of one 80-ms frame or several."""
+    model, _, path = export_test_model(tmp_path, "gru", chunk=chunk, encoder="student")
+    assert len(onnx.load(str(path)).graph.node) <= 60
     runtime = StreamingModel(path)
     assert runtime.info.frame_hop == 1280 and (runtime.info.smoothing, runtime.info.patience) == (1, 1)
     assert "streamrnn student" in runtime.info.license and "Google speech_embedding" in runtime.info.license
