@@ -300,9 +300,16 @@ def cmd_eval(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    from streamrnn.dev.bench_service import measure_apart
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    log("bench: service latency and memory (first: a process holding onnxruntime keeps its pages in the service)")
+    service = measure_apart(args.quick)
     from streamrnn.dev.bench import run, table
 
-    report = run(quick=args.quick, device=args.device, log=lambda line: print(line, file=sys.stderr, flush=True))
+    report = run(service, quick=args.quick, device=args.device, log=log)
     print(json.dumps(report) if args.json else table(report), end="\n" if args.json else "")
 
 

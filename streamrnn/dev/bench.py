@@ -4,7 +4,7 @@ Each timing is repeated; reports give the median with the lowest and highest run
 the process's (`time.process_time`), so it counts onnxruntime's threads too; onnxruntime runs
 single-threaded as the service does by default. Torch-free, on contract files; the training
 throughput needs the training extra and is skipped without it. The service's own figures
-(latency, memory) come from streamrnn/dev/bench_service.py, run in a child process.
+(latency, memory) come from streamrnn/dev/bench_service.py, taken first, in a child process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from streamrnn.audio import read_audio
 from streamrnn.catalog import BUNDLED, resolve_model
 from streamrnn.decision import Decider
-from streamrnn.dev.bench_service import SAMPLE, SERVICE_MODELS, measure_apart
+from streamrnn.dev.bench_service import SAMPLE, SERVICE_MODELS
 from streamrnn.runtime import StreamingModel
 
 CHUNKS_MS = (10, 20, 80)
@@ -236,9 +236,10 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}"
 
 
-def run(quick: bool = False, device: str = "cpu", log=print) -> dict:
-    """Every measurement; `quick` gives every headline figure with fewer repeats, shorter runs and
-    fewer stream counts (about 2 minutes on 2 cores; the full run about 10)."""
+def run(service: dict, quick: bool = False, device: str = "cpu", log=print) -> dict:
+    """Every measurement, with the service's own figures (`service`, from bench_service.measure_apart,
+    taken before this process loaded onnxruntime); `quick` gives every headline figure with fewer
+    repeats, shorter runs and fewer stream counts (about 1 minute on 2 cores; the full run about 10)."""
     repeats = 3 if quick else 5
     seconds = 5.0 if quick else 30.0
     reference = Reference.open(seconds)
@@ -278,8 +279,6 @@ def run(quick: bool = False, device: str = "cpu", log=print) -> dict:
         report["models"][name] = entry
     if device == "cuda":
         report["gpu"] = gpu_streams(quick)
-    log("bench: service latency and memory (in a process without onnxruntime)")
-    service = measure_apart(quick)
     report["latency_ms"], report["rss_mb"] = service["latency_ms"], service["rss_mb"]
     report["latency_ms"]["chunk_ms"] = 1000 * StreamingModel(resolve_model(SERVICE_MODELS[0])).chunk / 16000
     report["startup_to_ready_s"] = spread(service["startup_to_ready_s"], 3)

@@ -189,7 +189,10 @@ def measure(quick: bool) -> dict:
 
 
 def measure_apart(quick: bool) -> dict:
-    """`measure` in a child process that loads no onnxruntime (see the module's docstring)."""
+    """`measure` in a child process that loads no onnxruntime (see the module's docstring); call it
+    before this process loads onnxruntime, for the same reason."""
+    if "onnxruntime" in sys.modules:
+        raise RuntimeError("measure the service before this process loads onnxruntime: it would share its pages")
     done = subprocess.run(
         [sys.executable, "-m", "streamrnn.dev.bench_service", *(["--quick"] if quick else [])],
         capture_output=True,
