@@ -61,6 +61,14 @@ def test_service_latency_counts_from_hand_over_to_subscriber():
     assert 0 < result["startup_to_ready_s"] < 60
 
 
+def test_the_service_is_not_measured_beside_onnxruntime():
+    """A process holding onnxruntime keeps its pages resident in the service: refused, saying why."""
+    import onnxruntime  # noqa: F401  (pytest has loaded it already; the import says so here)
+
+    with pytest.raises(RuntimeError, match="before this process loads onnxruntime"):
+        bench_service.measure_apart(quick=True)
+
+
 def test_service_memory_and_install_size():
     assert 20 < bench_service.service_memory(2, seconds=1.0) < 1000
     size = bench.install_size_mb()
