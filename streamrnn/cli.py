@@ -601,7 +601,9 @@ def _add_maintainer_commands(sub) -> None:
     """What a maintainer runs."""
     p = sub.add_parser("bench", help="measure CPU per stream, streams per core, service latency and memory")
     _add_json_flag(p)
-    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes: a smoke run, not for reporting")
+    p.add_argument(
+        "--quick", action="store_true", help="every headline figure in about a minute (fewer repeats, shorter runs)"
+    )
     _add_device_flag(p, " (cuda: also batched streams on the GPU)")
     p.set_defaults(run=cmd_bench)
 
