@@ -55,7 +55,7 @@ def export_model(
     if lean_applies(model):  # the speech encoder's models: written by hand, a third of the operators
         graph = lean_graph(model, len(labels), OPSET)
     else:
-        graph = _traced_graph(model, recipe, path)
+        graph = _traced_graph(model, recipe, chunk, path)
         _declare_output_shapes(graph, len(labels))
     smoothing, patience = decision_frames(model.frame_hop / recipe.data.sample_rate)
     metadata = encode_metadata(
@@ -86,9 +86,8 @@ def export_model(
     return path
 
 
-def _traced_graph(model: StreamingRNN, recipe: Recipe, path: Path) -> onnx.ModelProto:
-    """The model traced by torch.onnx (written to `path`, then read back)."""
-    chunk = recipe.model.chunk * model.frame_hop
+def _traced_graph(model: StreamingRNN, recipe: Recipe, chunk: int, path: Path) -> onnx.ModelProto:
+    """The model traced by torch.onnx on `chunk` samples (written to `path`, then read back)."""
     shape = (1, chunk) if recipe.data.kind == "audio" else (1, chunk, recipe.data.channels)
     state = model.zero_state(1)
     inputs = [AUDIO_INPUT] + [state_input(i) for i in range(len(state))]

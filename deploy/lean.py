@@ -53,8 +53,8 @@ def lean_graph(model: StreamingRNN, n_labels: int, opset: int) -> onnx.ModelProt
     hidden, layers, h_hidden, h_layers = rnn.hidden_size, rnn.num_layers, head.hidden_size, head.num_layers
     n_mels = mel.mel.shape[1]
 
-    # the log-mel: stage 1's rows ordered (k1, re|im), so one transpose puts k1 first for stage 2;
-    # the mel matrix takes the squared real and imaginary parts alike (it sums them) per k1
+    # the log-mel: stage 1's rows ordered (k1, re|im), so a reshape of its product gives stage 2
+    # its k1 groups; the mel matrix takes the squared real and imaginary parts alike (it sums them)
     stage1 = _array(mel.stage1).reshape(2, p, p).transpose(1, 0, 2).reshape(2 * p, p)
     mel_matrix = np.repeat(_array(mel.mel).reshape(p, 1, k2, n_mels), 2, axis=1).reshape(p, 2 * k2, n_mels)
     stage2 = _array(mel.stage2)  # [k1, (re|im, n2), (re|im, k2)]

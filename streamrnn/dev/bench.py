@@ -40,14 +40,18 @@ def spread(values: list[float], digits: int = 6) -> dict:
     }
 
 
+def _recording(rate: float, samples: int) -> np.ndarray:
+    """The bundled recording at `rate`, tiled to `samples`."""
+    return np.resize(read_audio(SAMPLE, rate), samples)
+
+
 def _signal(model: StreamingModel, seconds: float) -> np.ndarray:
     """`seconds` of input for a model: the bundled recording (tiled) for audio; seeded noise
     for sensors, whose cost does not depend on the values."""
     rate = model.info.sample_rate
     n = round(seconds * rate)
     if model.info.kind == "audio":
-        audio = read_audio(SAMPLE, rate)
-        return np.resize(audio, n)
+        return _recording(rate, n)
     return np.random.default_rng(0).normal(size=(n, model.info.channels)).astype(np.float32)
 
 
@@ -96,7 +100,7 @@ class Reference:
 
         self.engine = pvporcupine.create(keywords=["computer"])
         rate, length = self.engine.sample_rate, self.engine.frame_length
-        pcm = np.clip(np.round(np.resize(read_audio(SAMPLE, rate), int(seconds * rate)) * 32767), -32768, 32767)
+        pcm = np.clip(np.round(_recording(rate, round(seconds * rate)) * 32767), -32768, 32767)
         self.frames = [pcm[i : i + length].astype(int).tolist() for i in range(0, len(pcm) - length + 1, length)]
         self.audio_seconds = len(self.frames) * length / rate
 

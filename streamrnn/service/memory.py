@@ -10,7 +10,6 @@ system call filter), nothing changes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from pathlib import Path
 
 MADV_PAGEOUT = 21
@@ -20,10 +19,9 @@ def release_unused_library_pages() -> int:
     """Advise the kernel to page out every read-only file mapping of this process; returns how
     many it took (0 where it takes none)."""
     maps = Path("/proc/self/maps")
-    name = ctypes.util.find_library("c")
-    if not maps.is_file() or name is None:
+    if not maps.is_file():
         return 0
-    libc = ctypes.CDLL(name, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc is loaded (no ldconfig search)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     taken = 0
     for line in maps.read_text().splitlines():
