@@ -87,6 +87,25 @@ def cmd_fetch_negatives(args) -> None:
         print(f"{kind:<5} {folder}  ({NEGATIVE_SETS[kind][folder.name]})")
 
 
+def cmd_build_conversation(args) -> None:
+    _need_training("build-conversation")
+    from pathlib import Path
+
+    from streamrnn.recipe.datasets import default_data_root
+    from streamrnn.training import conversation
+
+    manifest = conversation.build_from_root(
+        args.avoid or conversation.BUNDLED_PHRASES,
+        args.data_root or default_data_root(),
+        [Path(w) for w in args.words] if args.words else None,
+        dict(zip(conversation.SPLITS, args.sentences)),
+        args.engines or conversation.ENGINES,
+        Path(args.folder) if args.folder else None,
+    )
+    for line in conversation.summary(manifest):
+        print(line)
+
+
 def cmd_fetch_voices(args) -> None:
     from pathlib import Path
 
@@ -585,6 +604,44 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--install", action="store_true", help="install the trained model (see install-model)")
     _add_data_root_flag(p)
     p.set_defaults(run=cmd_train_wakeword)
+
+    p = sub.add_parser(
+        "build-conversation",
+        help="English conversation that never says a wake phrase (real Speech Commands words in turns and "
+        "synthetic dialogue), transcribed with Whisper tiny.en, into the negatives cache",
+    )
+    p.add_argument("folder", nargs="?", help="cache folder (default ~/.cache/streamrnn/negatives)")
+    p.add_argument(
+        "--avoid",
+        action="append",
+        metavar="PHRASE",
+        help="leave out every recording whose transcript holds this phrase (repeatable; "
+        "default: the bundled wake phrases)",
+    )
+    p.add_argument(
+        "--words",
+        action="append",
+        metavar="DIR",
+        help="a Speech Commands folder (a folder per word) to string into turns (repeatable; "
+        "default: speech_commands_extra under the data root, if there)",
+    )
+    p.add_argument(
+        "--sentences",
+        type=int,
+        nargs=3,
+        metavar=("TRAIN", "VALIDATION", "EVAL"),
+        default=[1500, 400, 400],
+        help="synthetic dialogue: sentences per split (default 1500 400 400)",
+    )
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        metavar="ENGINE",
+        help="the dialogue's voices (default: the wake-word template's: piper, pico, rhvoice, festival, flite, "
+        "espeak-ng)",
+    )
+    _add_data_root_flag(p)
+    p.set_defaults(run=cmd_build_conversation)
 
     p = sub.add_parser(
         "fetch-voices",

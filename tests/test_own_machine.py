@@ -49,8 +49,9 @@ def package(folder, name: str) -> None:
 
 def test_a_wake_word_trains_without_the_lab_data(tmp_path):
     """With no data root (no Speech Commands, no noise folder) and an empty home: fetch-negatives
-    unpacks the train and validation sets from local .deb files into the user's cache, the
-    wake-word template says in one line what it goes on without, trains (a small run: a few dozen
+    unpacks the train and validation sets from local .deb files into the user's cache, training
+    stops until build-conversation has made English dialogue without the phrase (Whisper
+    tiny.en scans it), the wake-word template says in one line what it goes on without, trains (a small run: a few dozen
     synthetic clips, one epoch), exports a model, installs it, and `detect` finds it by name."""
     debs = tmp_path / "debs"
     for name in [*NEGATIVE_SETS["train"], *NEGATIVE_SETS["validation"]]:
@@ -88,6 +89,17 @@ def test_a_wake_word_trains_without_the_lab_data(tmp_path):
     }.items():
         text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
     recipe.write_text(text)
+    refused = subprocess.run(STREAMRNN + ["train", str(recipe)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(
+        "negatives:conversation-validation: not built to leave out hey nova"
+        ' (streamrnn build-conversation --avoid "hey nova")'
+    ), refused.stderr[-2000:]
+    built = run(
+        "build-conversation", "--avoid", "hey nova", "--sentences", "8", "4", "4", "--engines", "espeak-ng", "flite"
+    )
+    assert "no Speech Commands clips under the data root; dialogue only" in built.stderr
+    assert [line.split()[0] for line in built.stdout.splitlines()[-3:]] == ["train", "validation", "eval"]
+    assert list((cache / "conversation-validation" / "dialogue").glob("*.flac"))
     done = run("train", str(recipe))
     root = home / ".local" / "share" / "streamrnn" / "data"
     said = [line for line in done.stderr.splitlines() if "going on without it" in line]

@@ -21,9 +21,11 @@ from streamrnn.recipe.datasets import DataError
 from streamrnn.recipe.schema import SENTENCE_TEXTS, RecipeError, load_recipe
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.data import load_splits
+from streamrnn.training.near_words import near_words
 from streamrnn.training.synth import (
     COMMANDS,
     confusables,
+    near_word_texts,
     negative_texts,
     phonemes,
     sentences,
@@ -268,3 +270,22 @@ def test_picked_thresholds_are_the_lowest_within_the_false_accept_target(tmp_pat
     written = json.loads(done.stdout)["thresholds"]
     assert set(written) == {"yes", "no"}  # the others had no positives: kept as they were
     assert StreamingModel(copy).info.thresholds == {**model.info.thresholds, **written}
+
+
+def test_near_words_come_from_the_dictionary_and_never_hold_the_phrase():
+    near = near_words("computer", ["computer"], 12, common={"compute"})
+    assert near[0] == "compute"  # one edit away and a common word: first
+    assert {"commuter", "computed", "commute"} <= set(near) and len(near) == 12
+    assert not any(word.startswith("computer") for word in near)
+    assert near_words("okay nabu", ["okay nabu"], 5) == []  # "nabu" is not in CMUdict
+
+
+@needs_tts
+def test_near_words_are_spoken_alone_and_inside_sentences():
+    items = near_word_texts(["computer"], 3, 4, [Path(SENTENCE_TEXTS)], ["espeak-ng"], seed=0)
+    texts = [text for text, _ in items]
+    assert len({voice.key for _, voice in items}) == len(items) == 12
+    words = texts[0:12:4]
+    assert texts[0::2] == [w for w in words for _ in range(2)]  # alone in every other voice
+    assert all(words[i // 2] in t.split() and len(t.split()) >= 4 for i, t in enumerate(texts[1::2]))
+    assert not any(re.search(r"\bcomputer", t.lower()) for t in texts)

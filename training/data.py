@@ -147,7 +147,7 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
     s, labels, length = recipe.synth, splits.labels, recipe.clip_samples
     if not s.per_label:
         return
-    from .synth import default_cache, held_out, negative_clips, negative_texts, synth_clips
+    from .synth import default_cache, held_out, near_word_texts, negative_clips, negative_texts, synth_clips
 
     phrases = s.phrases or {x: x for x in labels if not x.startswith("_") and x != recipe.data.background_label}
     validated = {x.label for x in splits.validation}
@@ -160,6 +160,8 @@ def _add_synth(recipe: Recipe, splits: Splits) -> None:
     reported = [text for label, text in phrases.items() if label not in recipe.data.unreported]
     texts = [data_path(recipe.data.root, folder) for folder in s.sentence_texts]
     negatives = negative_texts(reported, s.confusable_voices, s.sentences, texts, s.engines, recipe.seed)
+    if s.near_words:
+        negatives += near_word_texts(reported, s.near_words, s.near_word_voices, texts, s.engines, recipe.seed)
     for samples, group in negative_clips(negatives, rate, cache):
         splits.train += [Example(x, background, group, group) for x in _cuts(samples, length, 2 * length)]
 

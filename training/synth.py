@@ -22,8 +22,10 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,8 +37,9 @@ import soundfile
 
 from streamrnn.audio import to_model_rate, to_mono
 from streamrnn.recipe.datasets import DataError, cache_folder, split_of
-from streamrnn.recipe.schema import SENTENCE_TEXTS
+from streamrnn.recipe.schema import ENGINES, SENTENCE_TEXTS
 
+from .near_words import near_words
 from .voices import kokoro_files
 
 # The command each engine needs, and the Debian packages that bring it and its English voices
@@ -209,6 +212,9 @@ def _espeak_variants() -> list[str]:
 
 
 def check_engines(engines: list[str]) -> None:
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise DataError(f"synth: engine {', '.join(unknown)} unknown (known: {', '.join(ENGINES)})")
     missing = [e for e in engines if e in COMMANDS and shutil.which(COMMANDS[e]) is None]
     if "mbrola" in engines and shutil.which("espeak-ng") is None:
         missing.append("espeak-ng")
@@ -470,7 +476,7 @@ def sentences(avoid: Sequence[str], folders: Sequence[Path] = (Path(SENTENCE_TEX
     """English sentences of 4 to 16 words, from the text files under `folders`, that hold no word of
     any phrase in `avoid` (nor a word starting with one). A line holding only `%` ends a sentence
     (fortune's files separate their entries so); files with NUL bytes (fortune's indexes) are skipped."""
-    words = _words(avoid)
+    words = phrase_words(avoid)
     found = []
     for folder in folders:
         if not folder.is_dir():
@@ -482,16 +488,16 @@ def sentences(avoid: Sequence[str], folders: Sequence[Path] = (Path(SENTENCE_TEX
             text = re.sub(r"\s+", " ", re.sub(r"(?m)^%$", ".", raw.decode(errors="replace")))
             for s in re.split(r"(?<=[.;:!?])\s+", text):
                 tokens = re.findall(r"[A-Za-z']+", s)
-                if 4 <= len(tokens) <= 16 and _holds_none(tokens, words):
+                if 4 <= len(tokens) <= 16 and holds_none(tokens, words):
                     found.append(" ".join(tokens))
     return sorted(set(found))
 
 
-def _words(phrases: Sequence[str]) -> list[str]:
+def phrase_words(phrases: Sequence[str]) -> list[str]:
     return [w.lower() for phrase in phrases for w in re.findall(r"[A-Za-z]+", phrase)]
 
 
-def _holds_none(tokens: Sequence[str], words: Sequence[str]) -> bool:
+def holds_none(tokens: Sequence[str], words: Sequence[str]) -> bool:
     """Whether no token is one of `words` or starts with one."""
     return not any(t.lower().startswith(w) for t in tokens for w in words)
 
@@ -520,13 +526,35 @@ def negative_texts(
     if sentence_count:
         pool = sentences((), sentence_texts)
         order = [pool[i] for i in random.Random(seed).sample(range(len(pool)), len(pool))]
-        words = _words(phrases)
-        free = [_holds_none(text.split(), words) for text in order]
+        words = phrase_words(phrases)
+        free = [holds_none(text.split(), words) for text in order]
         if not any(free):
             raise DataError(f"synth.sentence_texts: no sentence without a word of {', '.join(phrases)}")
         places = list(itertools.islice((k for k in itertools.count() if free[k % len(order)]), sentence_count))
         spoken = voices(engines, places[-1] + 1, seed * 1000 + 900)
         items += [(order[k % len(order)], spoken[k]) for k in places]
+    return items
+
+
+def near_word_texts(
+    phrases: Sequence[str], count: int, voices_each: int, sentence_texts: Sequence[Path], engines: list[str], seed: int
+) -> list[tuple[str, Voice]]:
+    """(text, voice) of each phrase's `count` nearest dictionary words (near_words.py), each word in
+    `voices_each` voices of `engines`: alone in half of them, in the others in place of a word of a
+    sentence from `sentence_texts`."""
+    pool = sentences(phrases, sentence_texts)
+    common = {w.lower() for s in pool for w in s.split()}
+    rng = random.Random(seed * 1000 + 700)
+    items: list[tuple[str, Voice]] = []
+    for phrase in phrases:
+        words = near_words(phrase, phrases, count, common)
+        if not words:
+            print(f"synth.near_words: {phrase!r} has a word CMUdict does not know; no near words", file=sys.stderr)
+        for word in words:
+            for k, voice in enumerate(voices(engines, voices_each, seed * 1000 + 700 + zlib.crc32(word.encode()))):
+                tokens = rng.choice(pool).split()
+                tokens[rng.randrange(len(tokens))] = word
+                items.append((word if k % 2 == 0 else " ".join(tokens), voice))
     return items
 
 

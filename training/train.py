@@ -10,6 +10,7 @@ DistributedDataParallel.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from streamrnn.recipe.datasets import data_path
 from streamrnn.recipe.schema import Recipe, RecipeError
 from streamrnn.training.augment import Augmenter
 from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint
+from streamrnn.training.conversation import CONVERSATION, built_avoiding, normal
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
 from streamrnn.training.schedule import cosine_rate, epoch_order, epoch_seed
@@ -174,8 +176,19 @@ def _check_folders(recipe: Recipe) -> None:
     """Folders used only at the end or by synthesis: a missing one stops before any work."""
     needed = [("train.validation_negatives", f) for f in recipe.train.validation_negatives]
     needed += [("synth.sentence_texts", f) for f in recipe.synth.sentence_texts if recipe.synth.sentences]
+    needed += [("data.extra", e.path) for e in recipe.data.extra if e.path.startswith(CONVERSATION)]
+    labels = [label for label in recipe.data.labels if label != recipe.data.background_label]
+    phrases = [normal(recipe.synth.phrases.get(label, label)) for label in labels]
     for setting, folder in needed:
-        if not data_path(recipe.data.root, folder).is_dir():
+        path = data_path(recipe.data.root, folder)
+        if folder.startswith(CONVERSATION):
+            built = built_avoiding(path.parent)
+            missing = [p for p in phrases if p not in built]
+            if missing or not path.is_dir():
+                why = f"not built to leave out {', '.join(missing)}" if missing else "no such folder"
+                args = " ".join(f"--avoid {json.dumps(p)}" for p in [*built, *missing])
+                raise RecipeError(f"{recipe.source}: {setting} {folder}: {why} (streamrnn build-conversation {args})")
+        elif not path.is_dir():
             raise RecipeError(
                 f"{recipe.source}: {setting} {folder}: no such folder "
                 "(the Debian speech, music and text: streamrnn fetch-negatives)"

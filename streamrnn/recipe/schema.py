@@ -140,6 +140,8 @@ class SynthConfig:
     validation: float = 0.0  # share of voices held out for validation
     confusable_voices: int = 0  # voices per phonetically close non-phrase
     sentences: int = 0  # sentences without the phrases, each in its own voice
+    near_words: int = 0  # dictionary words that sound nearest each phrase (training/near_words.py)
+    near_word_voices: int = 0  # voices per near word: alone in half of them, inside a sentence in the rest
     sentence_texts: list[str] = field(default_factory=lambda: [SENTENCE_TEXTS])  # folders of English text
     cache: bool = True  # keep every clip in the user's cache (synth.py): resumed runs and other phrases reuse them
 
@@ -214,6 +216,7 @@ def _check(r: Recipe) -> None:
     need(r.data.kind == "audio" or r.data.layout in ("ts", "csv"), "sensor data needs layout ts or csv")
     need(set(r.synth.engines) <= set(ENGINES), f"synth.engines {r.synth.engines}: {', '.join(ENGINES)} are known")
     need(0 <= r.synth.validation < 1, "synth.validation must be within [0, 1)")
+    need(r.synth.near_word_voices > 0 or not r.synth.near_words, "synth.near_words needs synth.near_word_voices")
     need(r.train.target_fa_per_hour >= 0, "train.target_fa_per_hour must not be negative")
     need(
         not r.data.labels or set(r.synth.phrases) <= set(r.data.labels),
