@@ -98,7 +98,7 @@ def cmd_build_conversation(args) -> None:
         args.avoid or conversation.BUNDLED_PHRASES,
         args.data_root or default_data_root(),
         [Path(w) for w in args.words] if args.words else None,
-        dict(zip(conversation.SPLITS, args.sentences)),
+        dict(zip(conversation.SPLITS, args.sentences)) if args.sentences else conversation.SENTENCES,
         args.engines or conversation.ENGINES,
         Path(args.folder) if args.folder else None,
     )
@@ -630,7 +630,6 @@ def _add_training_commands(sub) -> None:
         type=int,
         nargs=3,
         metavar=("TRAIN", "VALIDATION", "EVAL"),
-        default=[1500, 400, 400],
         help="synthetic dialogue: sentences per split (default 1500 400 400)",
     )
     p.add_argument(

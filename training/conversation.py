@@ -21,7 +21,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from streamrnn.recipe.datasets import NEGATIVES, DataError, audio_files, cache_f
 from streamrnn.recipe.schema import SENTENCE_TEXTS
 
 from . import synth
+from .wakeword import label
 
 SPLITS = ("train", "validation", "eval")
 VALIDATION_SHARE = EVAL_SHARE = 0.15  # of the sources; the rest trains
@@ -54,7 +55,7 @@ class Recording:
     kind: str  # words or dialogue
     split: str
     samples: np.ndarray
-    sources: list[str] = field(default_factory=list)
+    sources: list[str]
 
 
 def split_of_source(name: str) -> str:
@@ -83,20 +84,18 @@ def _string(turns: list[tuple[str, list[np.ndarray]]], kind: str, split: str, rn
     """Turns (source, its clips) joined back to back into recordings of about RECORDING_SECONDS:
     short gaps between one source's clips, longer ones between turns."""
     recordings: list[Recording] = []
-    current = Recording(kind, split, np.zeros(0, np.float32))
     parts: list[np.ndarray] = []
+    sources: list[str] = []
     for source, clips in turns:
         for clip in clips:
             parts += [clip, _silence(rng, 0.05, 0.25)]
         parts.append(_silence(rng, 0.2, 0.8))
-        current.sources.append(source)
-        if sum(len(p) for p in parts) >= RECORDING_SECONDS * RATE:
-            current.samples = np.concatenate(parts)
-            recordings.append(current)
-            current, parts = Recording(kind, split, np.zeros(0, np.float32)), []
+        sources.append(source)
+        if sum(map(len, parts)) >= RECORDING_SECONDS * RATE:
+            recordings.append(Recording(kind, split, np.concatenate(parts), sources))
+            parts, sources = [], []
     if parts:
-        current.samples = np.concatenate(parts)
-        recordings.append(current)
+        recordings.append(Recording(kind, split, np.concatenate(parts), sources))
     return recordings
 
 
@@ -167,15 +166,14 @@ def dialogue_recordings(
                 if not texts_left:
                     break
             plans.append((split, turns))
-    spoken = synth.speak_all(
-        [(t, v) for _, turns in plans for t, v, _ in turns], RATE, "dialogue", synth.default_cache()
+    spoken = iter(
+        synth.speak_all([(t, v) for _, turns in plans for t, v, _ in turns], RATE, "dialogue", synth.default_cache())
     )
-    recordings, k = [], 0
+    recordings = []
     for split, turns in plans:
         spoken_turns = []
         for _, voice, gain in turns:
-            clip = spoken[k]
-            k += 1
+            clip = next(spoken)
             rms = float(np.sqrt(np.mean(clip**2))) or 1.0
             spoken_turns.append((f"dialogue:{voice.key}", [clip * (gain / rms)]))
         recordings += _string(spoken_turns, "dialogue", split, rng)
@@ -245,7 +243,7 @@ def write(recordings: list[Recording], avoid: Sequence[str], recognise: Recognis
         if entry["kept"]:
             (folder / entry["file"]).parent.mkdir(parents=True, exist_ok=True)
             soundfile.write(folder / entry["file"], recording.samples, RATE, subtype="PCM_16")
-    manifest = {"avoid": [normal(p) for p in avoid], "recordings": entries}
+    manifest = {"avoid": [label(p) for p in avoid], "recordings": entries}
     (folder / "conversation.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -288,11 +286,6 @@ def build_from_root(
     fortunes = data_path(root, "negatives:fortunes/usr/share/games/fortunes")
     texts = [Path(SENTENCE_TEXTS)] + ([fortunes] if fortunes.is_dir() else [])
     return build(avoid, words, sentences, engines, texts, folder=folder)
-
-
-def normal(phrase: str) -> str:
-    """A phrase as the sets record it: its words of letters and digits, lower case (as labels are)."""
-    return " ".join(re.findall(r"[a-z0-9]+", phrase.lower()))
 
 
 def built_avoiding(folder: Path | None = None) -> list[str]:

@@ -25,10 +25,11 @@ from streamrnn.recipe.datasets import data_path
 from streamrnn.recipe.schema import Recipe, RecipeError
 from streamrnn.training.augment import Augmenter
 from streamrnn.training.checkpoint import load_checkpoint, save_checkpoint
-from streamrnn.training.conversation import CONVERSATION, built_avoiding, normal
+from streamrnn.training.conversation import CONVERSATION, built_avoiding
 from streamrnn.training.data import Example, Splits, load_noise, load_splits
 from streamrnn.training.model import StreamingRNN
 from streamrnn.training.schedule import cosine_rate, epoch_order, epoch_seed
+from streamrnn.training.wakeword import label as phrase_label
 
 EVAL_BATCH = 256
 
@@ -177,8 +178,8 @@ def _check_folders(recipe: Recipe) -> None:
     needed = [("train.validation_negatives", f) for f in recipe.train.validation_negatives]
     needed += [("synth.sentence_texts", f) for f in recipe.synth.sentence_texts if recipe.synth.sentences]
     needed += [("data.extra", e.path) for e in recipe.data.extra if e.path.startswith(CONVERSATION)]
-    labels = [label for label in recipe.data.labels if label != recipe.data.background_label]
-    phrases = [normal(recipe.synth.phrases.get(label, label)) for label in labels]
+    labels = [x for x in recipe.data.labels if x != recipe.data.background_label]
+    phrases = [phrase_label(recipe.synth.phrases.get(x, x)) for x in labels]
     for setting, folder in needed:
         path = data_path(recipe.data.root, folder)
         if folder.startswith(CONVERSATION):

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrnn.audio import read_audio
 from streamrnn.catalog import BUNDLED, resolve_model
 from streamrnn.decision import Decider
-from streamrnn.dev.bench_service import SAMPLE, SERVICE_MODELS
+from streamrnn.dev.bench_service import SERVICE_MODELS, recording
 from streamrnn.runtime import StreamingModel
 
 CHUNKS_MS = (10, 20, 80)
@@ -40,18 +39,13 @@ def spread(values: list[float], digits: int = 6) -> dict:
     }
 
 
-def _recording(rate: float, samples: int) -> np.ndarray:
-    """The bundled recording at `rate`, tiled to `samples`."""
-    return np.resize(read_audio(SAMPLE, rate), samples)
-
-
 def _signal(model: StreamingModel, seconds: float) -> np.ndarray:
     """`seconds` of input for a model: the bundled recording (tiled) for audio; seeded noise
     for sensors, whose cost does not depend on the values."""
     rate = model.info.sample_rate
     n = round(seconds * rate)
     if model.info.kind == "audio":
-        return _recording(rate, n)
+        return recording(rate, n)
     return np.random.default_rng(0).normal(size=(n, model.info.channels)).astype(np.float32)
 
 
@@ -100,7 +94,7 @@ class Reference:
 
         self.engine = pvporcupine.create(keywords=["computer"])
         rate, length = self.engine.sample_rate, self.engine.frame_length
-        pcm = np.clip(np.round(_recording(rate, round(seconds * rate)) * 32767), -32768, 32767)
+        pcm = np.clip(np.round(recording(rate, round(seconds * rate)) * 32767), -32768, 32767)
         self.frames = [pcm[i : i + length].astype(int).tolist() for i in range(0, len(pcm) - length + 1, length)]
         self.audio_seconds = len(self.frames) * length / rate
 

@@ -35,6 +35,11 @@ SERVICE_MODELS = ("commands", "digits")
 BLOCK = 0.01  # seconds per piece a producer hands the service (as a live input would)
 
 
+def recording(rate: float, samples: int) -> np.ndarray:
+    """The bundled recording at `rate`, tiled to `samples`."""
+    return np.resize(read_audio(SAMPLE, rate), samples)
+
+
 def _ipc(folder: str, name: str) -> str:
     return f"ipc://{folder}/{name}"
 
@@ -132,7 +137,7 @@ def service_memory(streams: int, seconds: float) -> float:
     """Resident MB of the service serving `commands` to `streams` ingest streams after `seconds`
     of real-time input on each."""
     rate = 16000
-    audio = np.resize(read_audio(SAMPLE, rate), int(seconds * rate))
+    audio = recording(rate, int(seconds * rate))
     step = 0.08
     with tempfile.TemporaryDirectory(prefix="streamrnn-bench-") as folder:
         ingest = _ipc(folder, "ingest")
