@@ -2,12 +2,12 @@
 under a third of the operators.
 
 The graph is written by hand from the trained weights instead of traced: no Shape/Gather/Cast
-chains rebuild shapes (two Shape nodes give the frame count and the batch); each DFT stage is
-one product over all streams and frames, with no transpose between them; the mel matrix sums
-the squared real and imaginary parts itself; and every affine step (the encoder's input
-normalisation, its output layer, the embedding's rescaling and the head's normalisation) is
-folded, in double precision, into the weights of the GRU that follows it. The contract (inputs,
-outputs, states) is unchanged.
+chains rebuild shapes; the log-mel's DFT stages are each one product over all streams and
+frames, with no transpose between them, and the mel matrix sums the squared real and imaginary
+parts itself (a learned filterbank is one strided Conv instead); and every affine step (the
+encoder's input normalisation, its output layer, the embedding's rescaling and the head's
+normalisation) is folded, in double precision, into the weights of the GRU that follows it. The
+contract (inputs, outputs, states) is unchanged.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from streamrnn.contract import AUDIO_INPUT, SCORES_OUTPUT, state_input, state_output
+from streamrnn.training.frontend import FilterBank, LogMel
 from streamrnn.training.model import StreamingRNN
-from streamrnn.training.student import STACK, STEPS_PER_EMBEDDING, StudentEncoder
+from streamrnn.training.student import StudentEncoder
 
 
 def lean_applies(model: StreamingRNN) -> bool:
@@ -48,20 +49,14 @@ def lean_graph(model: StreamingRNN, n_labels: int, opset: int) -> onnx.ModelProt
     """The contract graph of `model`: chunks of any whole number of 80-ms frames."""
     encoder = model.frontend
     assert isinstance(encoder, StudentEncoder)
-    mel, rnn, head = encoder.mel, encoder.rnn, model.rnn
-    p, q, k2 = mel.p, mel.q, mel.k2_count
+    rnn, head = encoder.rnn, model.rnn
     hidden, layers, h_hidden, h_layers = rnn.hidden_size, rnn.num_layers, head.hidden_size, head.num_layers
-    n_mels = mel.mel.shape[1]
+    front = _filterbank if isinstance(encoder.mel, FilterBank) else _log_mel
+    front_nodes, weights = front(encoder)
 
-    # the log-mel: stage 1's rows ordered (k1, re|im), so a reshape of its product gives stage 2
-    # its k1 groups; the mel matrix takes the squared real and imaginary parts alike (it sums them)
-    stage1 = _array(mel.stage1).reshape(2, p, p).transpose(1, 0, 2).reshape(2 * p, p)
-    mel_matrix = np.repeat(_array(mel.mel).reshape(p, 1, k2, n_mels), 2, axis=1).reshape(p, 2 * k2, n_mels)
-    stage2 = _array(mel.stage2)  # [k1, (re|im, n2), (re|im, k2)]
-
-    # (log-mel - mean) / std, stacked in fours, folded into the encoder's first layer
-    mean = np.tile(_array(encoder.norm.mean), STACK)
-    scale = np.diag(1 / np.tile(_array(encoder.norm.std), STACK))
+    # (frames - mean) / std, stacked, folded into the encoder's first layer
+    mean = np.tile(_array(encoder.norm.mean), encoder.stack)
+    scale = np.diag(1 / np.tile(_array(encoder.norm.std), encoder.stack))
     encoder_first = _gru(rnn, 0, (scale, -scale @ mean))
     # out layer, rescaling into the teacher's units and the head's normalisation: one affine map
     # from the encoder's last layer, folded into the head's first layer
@@ -71,32 +66,13 @@ def lean_graph(model: StreamingRNN, n_labels: int, opset: int) -> onnx.ModelProt
     offset = (_array(encoder.out.bias) * target_std + target_mean - mean_h) / std_h
     head_first = _gru(head, 0, (affine, offset))
 
-    weights: dict[str, np.ndarray] = {
-        "hop": np.array([mel.hop]),
-        "pads": np.array([0, mel.pad, 0, 0]),
-        "rows_shape": np.array([0, -1, q]),
-        "zero": np.array(0),
-        "one": np.array(1),
-        "rows_per_hop": np.array(mel.hop // q),
-        "frame_rows": np.arange(p)[:, None],  # [p, 1]
-        "hann": _array(mel.hann)[:, None, None, :],  # [n1, 1, 1, n2]
-        "stage1_in_shape": np.array([p, -1]),
-        "stage1": stage1,
-        "stage2_in_shape": np.array([p, 2, -1, q]),
-        "stage2_real": stage2[:, None, :q],  # [k1, 1, n2, (re|im, k2)]
-        "stage2_imaginary": stage2[:, None, q:],
-        "mel": mel_matrix[:, None],
-        "axes01": np.array([0, 1]),
-        "floor": np.array([1e-6]),
-        "stack_head": np.array([-1, STACK]),
-        "stack_tail": np.array([n_mels]),
-        "encoder_in_shape": np.array([0, 0, STACK * n_mels]),
-        "context": np.array([-mel.context]),
+    weights |= {
+        "context": np.array([-encoder.mel.context]),
         "end": np.array([np.iinfo(np.int64).max]),
         "axis0": np.array([0]),
         "axis1": np.array([1]),
-        "embedding_start": np.array([STEPS_PER_EMBEDDING - 1]),
-        "embedding_step": np.array([STEPS_PER_EMBEDDING]),
+        "embedding_start": np.array([encoder.steps_per_embedding - 1]),
+        "embedding_step": np.array([encoder.steps_per_embedding]),
         "head_weight": _array(model.head.weight).T,
         "head_bias": _array(model.head.bias),
     }
@@ -113,6 +89,68 @@ def lean_graph(model: StreamingRNN, n_labels: int, opset: int) -> onnx.ModelProt
     nodes = [
         node("Concat", [state_input(0), AUDIO_INPUT], ["signal"], axis=1),
         node("Slice", ["signal", "context", "end", "axis1"], [state_output(0)]),
+        *front_nodes,
+    ]
+    nodes += _gru_stack("enc", "encoder_in", state_input(1), state_output(1), layers, hidden)
+    if encoder.steps_per_embedding == 1:
+        nodes.append(node("Identity", ["enc_out"], ["head_in"]))
+    else:
+        nodes.append(
+            node("Slice", ["enc_out", "embedding_start", "end", "axis0", "embedding_step"], ["head_in"])
+        )  # the steps where the encoder emits: [embeddings, B, hidden]
+    nodes += _gru_stack("head", "head_in", state_input(2), state_output(2), h_layers, h_hidden)
+    nodes += [
+        node("Transpose", ["head_out"], ["head_frames"], perm=[1, 0, 2]),  # [B, embeddings, hidden]
+        node("MatMul", ["head_frames", "head_weight"], ["logits_bare"]),
+        node("Add", ["logits_bare", "head_bias"], ["logits"]),
+        node("Softmax", ["logits"], [SCORES_OUTPUT], axis=-1),
+    ]
+    states = [["batch", encoder.mel.context], ["batch", layers, hidden], ["batch", h_layers, h_hidden]]
+    value = helper.make_tensor_value_info
+    inputs = [value(AUDIO_INPUT, TensorProto.FLOAT, ["batch", "samples"])]
+    inputs += [value(state_input(i), TensorProto.FLOAT, shape) for i, shape in enumerate(states)]
+    outputs = [value(SCORES_OUTPUT, TensorProto.FLOAT, ["batch", "frames", n_labels])]
+    outputs += [value(state_output(i), TensorProto.FLOAT, shape) for i, shape in enumerate(states)]
+    graph = helper.make_graph(nodes, "streamrnn", inputs, outputs, initializers)
+    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="streamrnn")
+    onnx.checker.check_model(model_proto, full_check=True)
+    return model_proto
+
+
+def _log_mel(encoder: StudentEncoder) -> tuple[list, dict[str, np.ndarray]]:
+    """The log-mel of `signal` stacked into the encoder's steps, `encoder_in` [steps, B, stack * mels]:
+    stage 1's rows ordered (k1, re|im), so a reshape of its product gives stage 2 its k1 groups;
+    the mel matrix takes the squared real and imaginary parts alike (it sums them)."""
+    mel = encoder.mel
+    assert isinstance(mel, LogMel)
+    p, q, k2 = mel.p, mel.q, mel.k2_count
+    n_mels = mel.mel.shape[1]
+    stage1 = _array(mel.stage1).reshape(2, p, p).transpose(1, 0, 2).reshape(2 * p, p)
+    mel_matrix = np.repeat(_array(mel.mel).reshape(p, 1, k2, n_mels), 2, axis=1).reshape(p, 2 * k2, n_mels)
+    stage2 = _array(mel.stage2)  # [k1, (re|im, n2), (re|im, k2)]
+    weights = {
+        "hop": np.array([mel.hop]),
+        "pads": np.array([0, mel.pad, 0, 0]),
+        "rows_shape": np.array([0, -1, q]),
+        "zero": np.array(0),
+        "one": np.array(1),
+        "rows_per_hop": np.array(mel.hop // q),
+        "frame_rows": np.arange(p)[:, None],  # [p, 1]
+        "hann": _array(mel.hann)[:, None, None, :],  # [n1, 1, 1, n2]
+        "stage1_in_shape": np.array([p, -1]),
+        "stage1": stage1,
+        "stage2_in_shape": np.array([p, 2, -1, q]),
+        "stage2_real": stage2[:, None, :q],  # [k1, 1, n2, (re|im, k2)]
+        "stage2_imaginary": stage2[:, None, q:],
+        "mel": mel_matrix[:, None],
+        "axes01": np.array([0, 1]),
+        "floor": np.array([1e-6]),
+        "stack_head": np.array([-1, encoder.stack]),
+        "stack_tail": np.array([n_mels]),
+        "encoder_in_shape": np.array([0, 0, encoder.stack * n_mels]),
+    }
+    node = helper.make_node
+    nodes = [
         node("Shape", [AUDIO_INPUT], ["samples"], start=1, end=2),
         node("Div", ["samples", "hop"], ["frame_count"]),
         node("Squeeze", ["frame_count"], ["frames"]),
@@ -138,31 +176,40 @@ def lean_graph(model: StreamingRNN, n_labels: int, opset: int) -> onnx.ModelProt
         node("Log", ["mel_floored"], ["log_mel"]),
         node("Shape", [AUDIO_INPUT], ["batch"], end=1),
         node("Concat", ["stack_head", "batch", "stack_tail"], ["stack_shape"], axis=0),
-        node("Reshape", ["log_mel", "stack_shape"], ["by_step"]),  # [steps, 4, B, mels]
-        node("Transpose", ["by_step"], ["stacked"], perm=[0, 2, 1, 3]),  # [steps, B, 4, mels]
-        node("Reshape", ["stacked", "encoder_in_shape"], ["encoder_in"]),  # [steps, B, 4 * mels]
+        node("Reshape", ["log_mel", "stack_shape"], ["by_step"]),  # [steps, stack, B, mels]
+        node("Transpose", ["by_step"], ["stacked"], perm=[0, 2, 1, 3]),  # [steps, B, stack, mels]
+        node("Reshape", ["stacked", "encoder_in_shape"], ["encoder_in"]),  # [steps, B, stack * mels]
     ]
-    nodes += _gru_stack("enc", "encoder_in", state_input(1), state_output(1), layers, hidden)
-    nodes.append(
-        node("Slice", ["enc_out", "embedding_start", "end", "axis0", "embedding_step"], ["head_in"])
-    )  # the steps where the encoder emits: [embeddings, B, hidden]
-    nodes += _gru_stack("head", "head_in", state_input(2), state_output(2), h_layers, h_hidden)
-    nodes += [
-        node("Transpose", ["head_out"], ["head_frames"], perm=[1, 0, 2]),  # [B, embeddings, hidden]
-        node("MatMul", ["head_frames", "head_weight"], ["logits_bare"]),
-        node("Add", ["logits_bare", "head_bias"], ["logits"]),
-        node("Softmax", ["logits"], [SCORES_OUTPUT], axis=-1),
+    return nodes, weights
+
+
+def _filterbank(encoder: StudentEncoder) -> tuple[list, dict[str, np.ndarray]]:
+    """The learned filterbank of `signal` stacked into the encoder's steps, `encoder_in`
+    [steps, B, stack * bands]: one strided Conv, its squares summed per band, the log."""
+    bank = encoder.mel
+    assert isinstance(bank, FilterBank)
+    weights = {
+        "filters": _array(bank.filters),  # [(band, re|im), 1, window]
+        "band_pairs": np.array([0, bank.bands, 2, -1]),
+        "axis2": np.array([2]),
+        "floor": np.array([1e-6]),
+        "by_step": np.array([0, bank.bands, -1, encoder.stack]),
+        "encoder_in_shape": np.array([0, 0, -1]),
+    }
+    node = helper.make_node
+    nodes = [
+        node("Unsqueeze", ["signal", "axis1"], ["signal_1"]),  # [B, 1, samples]
+        node("Conv", ["signal_1", "filters"], ["bands"], strides=[bank.hop]),  # [B, (band, re|im), frames]
+        node("Mul", ["bands", "bands"], ["squares"]),
+        node("Reshape", ["squares", "band_pairs"], ["by_band"]),  # [B, band, re|im, frames]
+        node("ReduceSum", ["by_band", "axis2"], ["power"], keepdims=0),  # [B, band, frames]
+        node("Add", ["power", "floor"], ["floored"]),
+        node("Log", ["floored"], ["log_power"]),
+        node("Reshape", ["log_power", "by_step"], ["by_step_4d"]),  # [B, band, steps, stack]
+        node("Transpose", ["by_step_4d"], ["stacked"], perm=[2, 0, 3, 1]),  # [steps, B, stack, band]
+        node("Reshape", ["stacked", "encoder_in_shape"], ["encoder_in"]),  # [steps, B, stack * band]
     ]
-    states = [["batch", mel.context], ["batch", layers, hidden], ["batch", h_layers, h_hidden]]
-    value = helper.make_tensor_value_info
-    inputs = [value(AUDIO_INPUT, TensorProto.FLOAT, ["batch", "samples"])]
-    inputs += [value(state_input(i), TensorProto.FLOAT, shape) for i, shape in enumerate(states)]
-    outputs = [value(SCORES_OUTPUT, TensorProto.FLOAT, ["batch", "frames", n_labels])]
-    outputs += [value(state_output(i), TensorProto.FLOAT, shape) for i, shape in enumerate(states)]
-    graph = helper.make_graph(nodes, "streamrnn", inputs, outputs, initializers)
-    model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="streamrnn")
-    onnx.checker.check_model(model_proto, full_check=True)
-    return model_proto
+    return nodes, weights
 
 
 def _gru_stack(prefix: str, x: str, state: str, next_state: str, layers: int, hidden: int) -> list:

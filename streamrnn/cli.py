@@ -667,19 +667,26 @@ def _add_maintainer_commands(sub) -> None:
     p.set_defaults(run=cmd_demo)
 
 
-def parser() -> argparse.ArgumentParser:
-    from importlib import metadata
+class _Version(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata (and the email package it
+    loads) would add about 2.7 MB to every service."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        parser.exit(message=f"{parser.prog} {metadata.version('streamrnn')}\n")
+
+
+def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="streamrnn",
         description="Streaming speech and sensor recognition: serve models to microphones, files, remote "
         "senders and Home Assistant; detect in files; train wake words from text. `streamrnn demo` shows it.",
     )
-    top.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {metadata.version('streamrnn')}",
-    )
+    top.add_argument("--version", action=_Version, help="show the version and exit")
     sub = top.add_subparsers(dest="command", required=True)
 
     _add_recognition_commands(sub)

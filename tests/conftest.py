@@ -86,6 +86,7 @@ def build_model(
     seed: int = 0,
     context_frames: int = 0,
     encoder: str = "",
+    encoder_file: str = "",
 ):
     """An untrained StreamingRNN whose normalisation is measured on real audio."""
     import torch
@@ -104,7 +105,7 @@ def build_model(
     recipe.model.cell, recipe.model.chunk = cell, chunk
     recipe.model.hidden, recipe.model.layers = hidden, layers
     recipe.model.context_frames = context_frames
-    recipe.model.encoder = encoder
+    recipe.model.encoder, recipe.model.encoder_file = encoder, encoder_file
     finish(recipe)
     torch.manual_seed(seed)
     model = StreamingRNN(recipe).eval()

@@ -33,6 +33,31 @@ def test_student_in_a_contract_graph_streams_and_batches_exactly(tmp_path, chunk
     assert max(gaps.values()) < TOLERANCE, gaps
 
 
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_filterbank_student_in_a_contract_graph_streams_and_batches_exactly(tmp_path, chunk):
+    """A student on the learned filterbank, stepping once per 80 ms (model.encoder_file names its
+    checkpoint): its lean graph is a Conv where the log-mel's DFT stages were."""
+    torch.manual_seed(0)
+    StudentEncoder(hidden=32, front="filterbank", stack=8).save(tmp_path / "student.pt")
+    model, _, path = export_test_model(
+        tmp_path, "gru", chunk=chunk, encoder="student", encoder_file=str(tmp_path / "student.pt")
+    )
+    graph = onnx.load(str(path)).graph
+    assert len(graph.node) <= 35 and "Conv" in {n.op_type for n in graph.node}
+    gaps = parity(model, path, clip("yes")[:15360], [clip("down")[:15360], clip("silence")[:15360]])
+    assert max(gaps.values()) < TOLERANCE, gaps
+
+
+def test_encoder_file_needs_the_student_and_an_existing_file(tmp_path):
+    recipe = load_recipe(ROOT / "tests" / "recipes" / "tiny_commands.toml", str(DATA_ROOT))
+    recipe.model.encoder_file = str(tmp_path / "missing.pt")
+    with pytest.raises(RecipeError, match='tiny_commands.toml: model.encoder_file .* model.encoder = "student"'):
+        finish(recipe)
+    recipe.model.encoder = "student"
+    with pytest.raises(RecipeError, match="model.encoder_file: .*missing.pt: no such file .*streamrnn distill"):
+        finish(recipe)
+
+
 def test_bundled_student_is_small_and_frozen():
     student = StudentEncoder.load()
     assert not any(p.requires_grad for p in student.parameters())

@@ -6,9 +6,10 @@ use, so no model on the encoder is tested on audio it learned from), the long re
 `negatives` (Debian speech and music) and `sentences` synthetic sentences in every voice of
 `engines`; each source is joined and cut into sequences of `seconds`, and each sequence is taken
 `copies` times (the first clean, the others through [augment]: noise, reverberation, gain). The
-teacher's embeddings and the student's log-mel frames are computed once and cached beside the
-checkpoint; the epochs read only the cache. Agreement with the teacher is measured on the
-held-out speakers and on the `held_out` recordings, none of which the student trains on.
+augmented audio and the teacher's embeddings of it are computed once and cached beside the
+checkpoint (any student shape reuses them); the epochs read only the cache. Agreement with the
+teacher is measured on the held-out speakers and on the `held_out` recordings, none of which the
+student trains on.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class DistillData:
 class DistillModel:
     hidden: int = 192
     layers: int = 2
-    n_mels: int = 40
+    n_mels: int = 40  # bands of the front end
+    front: str = "logmel"  # or "filterbank": learned band filters (training/frontend.py)
+    stack: int = 4  # 10-ms frames per GRU step: 4 (40 ms) or 8 (80 ms, one step per embedding)
 
 
 @dataclass
@@ -151,9 +154,9 @@ def _sources(recipe: DistillRecipe) -> tuple[dict[str, np.ndarray], dict[str, np
 
 @dataclass
 class Cache:
-    """Per sequence: the student's log-mel frames and the teacher's embeddings (float16)."""
+    """Per sequence: its audio as the student hears it and the teacher's embeddings (float16)."""
 
-    frames: torch.Tensor  # [S, T, mels]
+    audio: torch.Tensor  # [S, N]
     targets: torch.Tensor  # [S, T / 8, 96]
     source: list[str]  # the source of each sequence
     hours: dict[str, float]  # per source, augmented copies counted
@@ -164,32 +167,32 @@ def _compute(
     sequences: list[tuple[str, np.ndarray]],
     augment: Augmenter | None,
     teacher: TeacherEncoder,
-    student: StudentEncoder,
     what: str,
 ) -> Cache:
-    """Each (source, samples) sequence, augmented where `augment` is given, through the teacher
-    and through the student's log-mel."""
-    frames, targets = [], []
+    """Each (source, samples) sequence, augmented where `augment` is given, and the teacher's
+    embeddings of it."""
+    kept, targets = [], []
     for s in tqdm(range(0, len(sequences), BATCH), desc=what, unit="batch"):
         audio = torch.from_numpy(np.stack([x for _, x in sequences[s : s + BATCH]]))
         if augment is not None:
             audio = augment.waveforms(audio)
         targets.append(teacher(audio, teacher.zero_state(len(audio)))[0].half())
-        frames.append(student.frames(audio, student.zero_state(len(audio))[0])[0].half())
+        kept.append(audio.half())
     names = [name for name, _ in sequences]
     seconds = sequences[0][1].shape[0] / TEACHER_RATE
     hours = {n: names.count(n) * seconds / 3600 for n in dict.fromkeys(names)}
-    return Cache(torch.cat(frames), torch.cat(targets), names, hours)
+    return Cache(torch.cat(kept), torch.cat(targets), names, hours)
 
 
 def _key(recipe: DistillRecipe) -> str:
-    return hashlib.sha256(
-        json.dumps([asdict(recipe.data), asdict(recipe.augment), recipe.seed, recipe.model.n_mels]).encode()
-    ).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([asdict(recipe.data), asdict(recipe.augment), recipe.seed]).encode()).hexdigest()[
+        :16
+    ]
 
 
-def build_cache(recipe: DistillRecipe, student: StudentEncoder, out: Path) -> tuple[Cache, Cache]:
-    """(training cache, held-out cache), computed once per data setting and kept in `out`."""
+def build_cache(recipe: DistillRecipe, out: Path) -> tuple[Cache, Cache]:
+    """(training cache, held-out cache), computed once per data setting (any student shape) and
+    kept in `out`."""
     path = out / f"cache-{_key(recipe)}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=False)
@@ -201,11 +204,11 @@ def build_cache(recipe: DistillRecipe, student: StudentEncoder, out: Path) -> tu
     noise = noise_recordings(recipe.data.root, recipe.data.noise, recipe.augment.background, TEACHER_RATE)
     augmenter = Augmenter(recipe.augment, TEACHER_RATE, noise)
     seqs = [(name, x) for name, audio in train_audio.items() for x in _cut(audio, length)]
-    parts = [_compute(seqs, None, teacher, student, "teacher: clean")]
+    parts = [_compute(seqs, None, teacher, "teacher: clean")]
     for copy in range(1, recipe.data.copies):
-        parts.append(_compute(seqs, augmenter, teacher, student, f"teacher: copy {copy + 1}"))
+        parts.append(_compute(seqs, augmenter, teacher, f"teacher: copy {copy + 1}"))
     train = Cache(
-        torch.cat([p.frames for p in parts]),
+        torch.cat([p.audio for p in parts]),
         torch.cat([p.targets for p in parts]),
         [n for p in parts for n in p.source],
         {n: sum(p.hours.get(n, 0) for p in parts) for n in parts[0].hours},
@@ -214,11 +217,15 @@ def build_cache(recipe: DistillRecipe, student: StudentEncoder, out: Path) -> tu
         [(name, x) for name, audio in held_audio.items() for x in _cut(audio, length)],
         None,
         teacher,
-        student,
         "teacher: held out",
     )
     torch.save({"train": asdict(train), "held_out": asdict(held)}, path)
     return train, held
+
+
+def _frames(student: StudentEncoder, audio: torch.Tensor) -> torch.Tensor:
+    """The student's front-end frames of cached sequences [S, N] (float16) from zero state."""
+    return student.frames(audio.float(), student.zero_state(len(audio))[0])[0]
 
 
 @torch.no_grad()
@@ -226,12 +233,8 @@ def agreement(student: StudentEncoder, cache: Cache) -> dict[str, dict[str, floa
     """Per source: R^2 of the student's embeddings against the teacher's (1 - squared error over
     the targets' variance) and their mean cosine similarity."""
     student.eval()
-    predicted = torch.cat(
-        [
-            student.encode(cache.frames[s : s + 256].float(), student.zero_state(len(cache.frames[s : s + 256]))[1])[0]
-            for s in range(0, len(cache.frames), 256)
-        ]
-    )
+    parts = [cache.audio[s : s + 64] for s in range(0, len(cache.audio), 64)]
+    predicted = torch.cat([student.encode(_frames(student, a), student.zero_state(len(a))[1])[0] for a in parts])
     result = {}
     for name in dict.fromkeys(cache.source):
         rows = torch.tensor([n == name for n in cache.source])
@@ -266,18 +269,20 @@ def distill(recipe: DistillRecipe) -> Path:
         )
         if x
     )
-    student = StudentEncoder(m.hidden, m.layers, m.n_mels, attribution=attribution)
+    student = StudentEncoder(m.hidden, m.layers, m.n_mels, front=m.front, stack=m.stack, attribution=attribution)
     started = time.time()
-    train, held = build_cache(recipe, student, out)
+    train, held = build_cache(recipe, out)
     cached = time.time() - started
-    flat = train.frames[::7].float().reshape(-1, train.frames.shape[-1])
+    with torch.no_grad():
+        sample = train.audio[::7]
+        flat = torch.cat([_frames(student, sample[s : s + 64]) for s in range(0, len(sample), 64)]).flatten(0, 1)
     student.norm.set_statistics(flat.mean(0), flat.std(0))
     targets = train.targets[::7].float().reshape(-1, train.targets.shape[-1])
     student.target_mean.copy_(targets.mean(0))
     student.target_std.copy_(targets.std(0).clamp_min(1e-3))
     optimizer = torch.optim.AdamW(student.parameters(), lr=recipe.train.lr, weight_decay=1e-4)
     print(
-        f"distill: {len(train.frames)} training sequences ({sum(train.hours.values()):.2f} h: "
+        f"distill: {len(train.audio)} training sequences ({sum(train.hours.values()):.2f} h: "
         + ", ".join(f"{k} {v:.2f} h" for k, v in train.hours.items())
         + f"), cached in {cached:.0f} s",
         flush=True,
@@ -286,12 +291,12 @@ def distill(recipe: DistillRecipe) -> Path:
         student.train()
         for group in optimizer.param_groups:
             group["lr"] = cosine_rate(recipe.train.lr, epoch, recipe.train.epochs)
-        order = epoch_order(len(train.frames), recipe.seed, epoch)
+        order = epoch_order(len(train.audio), recipe.seed, epoch)
         size, total = recipe.train.batch_size, 0.0
         batches = [order[s : s + size] for s in range(0, len(order), size)]
         for rows in tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.train.epochs}", leave=False, unit="batch"):
-            frames, targets = train.frames[rows].float(), train.targets[rows].float()
-            predicted, _ = student.standardised(frames, student.zero_state(len(rows))[1])
+            targets = train.targets[rows].float()
+            predicted, _ = student.standardised(_frames(student, train.audio[rows]), student.zero_state(len(rows))[1])
             loss = ((predicted - (targets - student.target_mean) / student.target_std) ** 2).mean()
             optimizer.zero_grad()
             loss.backward()

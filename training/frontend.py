@@ -1,5 +1,5 @@
-"""Front ends inside the model graph: log-mel from raw PCM, normalisation of frames, and a causal
-convolution over the last few frames.
+"""Front ends inside the model graph: log-mel from raw PCM, a learned filterbank, normalisation of
+frames, and a causal convolution over the last few frames.
 
 The log-mel front end computes each frame's power spectrum with a two-stage DFT written as
 matrix products (so it exports to plain ONNX MatMul and Gather, no complex numbers): an n_fft-point
@@ -84,6 +84,44 @@ class LogMel(nn.Module):
         power = z[..., : self.k2_count] ** 2 + z[..., self.k2_count :] ** 2
         mel = torch.matmul(power.transpose(0, 1).reshape(-1, self.p * self.k2_count), self.mel)
         feats = torch.log(mel.reshape(batch, frames, -1) + 1e-6)
+        return feats, [x[:, x.shape[1] - self.context :]]
+
+
+class FilterBank(nn.Module):
+    """Log band energies from one strided convolution: each band a complex filter (a real and an
+    imaginary row) over the frame's `window` samples, its output squared and summed, then the log.
+    Initialised as Gabor filters on the mel scale (the centre of each mel band, a Gaussian
+    envelope as wide in frequency as the band, at most the window); the rows are learned. In the
+    graph it is a Conv, a Mul, a ReduceSum and a Log: a few operators instead of the log-mel's
+    DFT stages. Its streaming state is the last `window - hop` samples, as LogMel's."""
+
+    def __init__(self, sample_rate: int, window: int, hop: int, bands: int, f_min: float = 20.0):
+        super().__init__()
+        if window < hop:
+            raise ValueError(f"window ({window}) must be at least the hop ({hop})")
+        self.hop, self.window, self.context, self.bands = hop, window, window - hop, bands
+        f64 = torch.float64
+        top = 2595 * math.log10(1 + sample_rate / 2 / 700)  # the mel scale (HTK), f_min to Nyquist
+        bottom = 2595 * math.log10(1 + f_min / 700)
+        points = 700 * (10 ** (torch.linspace(bottom, top, bands + 2, dtype=f64) / 2595) - 1)
+        centre, width = points[1:-1], (points[2:] - points[:-2]) / 2  # Hz: each band's centre and half-power width
+        sigma = (2.355 / (2 * math.pi * width) * sample_rate).clamp(max=window / 6)  # envelope std in samples
+        t = torch.arange(window, dtype=f64) - (window - 1) / 2
+        envelope = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
+        envelope = envelope / envelope.norm(dim=1, keepdim=True)
+        phase = 2 * math.pi * centre[:, None] * t[None] / sample_rate
+        rows = torch.stack([envelope * torch.cos(phase), envelope * torch.sin(phase)], 1)  # [bands, re|im, window]
+        self.filters = nn.Parameter(rows.reshape(2 * bands, 1, window).float())
+
+    def zero_state(self, batch: int) -> list[torch.Tensor]:
+        return [torch.zeros(batch, self.context)]
+
+    def forward(self, audio: torch.Tensor, state: list[torch.Tensor]):
+        """audio [B, N] (N a multiple of hop), state [[B, window-hop]] -> ([B, N/hop, bands], [state])."""
+        x = torch.cat([state[0], audio], dim=1)
+        y = nn.functional.conv1d(x[:, None], self.filters, stride=self.hop)  # [B, (band, re|im), T]
+        power = (y * y).reshape(x.shape[0], self.bands, 2, -1).sum(2)
+        feats = torch.log(power + 1e-6).transpose(1, 2)
         return feats, [x[:, x.shape[1] - self.context :]]
 
 

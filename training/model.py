@@ -34,7 +34,7 @@ class StreamingRNN(nn.Module):
         self.kind = d.kind
         self.frontend: TeacherEncoder | StudentEncoder | LogMel | None
         if d.kind == "audio" and m.encoder:
-            self.frontend = TeacherEncoder() if m.encoder == "teacher" else StudentEncoder.load()
+            self.frontend = TeacherEncoder() if m.encoder == "teacher" else StudentEncoder.load(m.encoder_file or None)
             features = self.frontend.dim
         elif d.kind == "audio":
             self.frontend = LogMel(d.sample_rate, m.window, m.hop, m.n_mels, m.f_min, m.f_max)

@@ -1,9 +1,10 @@
 """Our own streaming speech encoder, distilled from the teacher (training/teacher.py).
 
-The in-graph log-mel front end (10-ms frames), four frames stacked into one 40-ms step, a GRU
-stack, and at every second step (each 80 ms, where the teacher emits) a linear map into the
-teacher's 96-d embedding space. Its state is the log-mel overlap and the GRU's hidden state, so
-it streams and batches exactly like every model here. `streamrnn distill` trains it
+An in-graph front end of 10-ms frames (the log-mel, or a learned filterbank: `front`), `stack`
+frames stacked into one GRU step (4: 40 ms, 8: 80 ms), a GRU stack, and at each 80 ms (where the
+teacher emits) a linear map into the teacher's 96-d embedding space. Its state is the front
+end's sample overlap and the GRU's hidden state, so it streams and batches exactly like every
+model here. `streamrnn distill` trains it
 (training/distill.py); the checkpoint ships in `training/encoders/` so a head trains on it with
 `model.encoder = "student"` without redoing that step.
 """
@@ -18,11 +19,10 @@ from torch import nn
 
 from streamrnn.recipe.schema import TEACHER_HOP, TEACHER_RATE
 
-from .frontend import LogMel, Normalize
+from .frontend import FilterBank, LogMel, Normalize
 
 MEL_HOP = 160
-STACK = 4  # log-mel frames per GRU step (40 ms)
-STEPS_PER_EMBEDDING = TEACHER_HOP // (MEL_HOP * STACK)
+FRONTS = ("logmel", "filterbank")
 BUNDLED = "student.pt"
 
 
@@ -31,20 +31,36 @@ def bundled_path() -> Path:
 
 
 class StudentEncoder(nn.Module):
-    """PCM chunks -> one 96-d embedding per 80 ms. State: the log-mel's last 240 samples, then
+    """PCM chunks -> one 96-d embedding per 80 ms. State: the front end's last 240 samples, then
     the GRU's hidden state [B, layers, hidden]."""
 
     target_mean: torch.Tensor
     target_std: torch.Tensor
 
-    def __init__(self, hidden: int = 192, layers: int = 2, n_mels: int = 40, dim: int = 96, attribution: str = ""):
+    def __init__(
+        self,
+        hidden: int = 192,
+        layers: int = 2,
+        n_mels: int = 40,
+        dim: int = 96,
+        front: str = "logmel",
+        stack: int = 4,
+        attribution: str = "",
+    ):
         super().__init__()
-        self.config = dict(hidden=hidden, layers=layers, n_mels=n_mels, dim=dim)
+        if front not in FRONTS:
+            raise ValueError(f"front {front!r} is not one of {', '.join(FRONTS)}")
+        if TEACHER_HOP % (MEL_HOP * stack):
+            raise ValueError(f"stack {stack}: 80 ms must be a whole number of steps of {stack} frames")
+        self.config = dict(hidden=hidden, layers=layers, n_mels=n_mels, dim=dim, front=front, stack=stack)
         self.attribution = attribution
         self.dim = dim
-        self.mel = LogMel(TEACHER_RATE, 400, MEL_HOP, n_mels)
+        self.stack = stack
+        self.steps_per_embedding = TEACHER_HOP // (MEL_HOP * stack)
+        bank = LogMel if front == "logmel" else FilterBank
+        self.mel = bank(TEACHER_RATE, 400, MEL_HOP, n_mels)
         self.norm = Normalize(n_mels)
-        self.rnn = nn.GRU(n_mels * STACK, hidden, layers, batch_first=True)
+        self.rnn = nn.GRU(n_mels * stack, hidden, layers, batch_first=True)
         self.out = nn.Linear(hidden, dim)  # predicts the teacher's embedding standardised per dimension
         self.register_buffer("target_mean", torch.zeros(dim))
         self.register_buffer("target_std", torch.ones(dim))
@@ -69,20 +85,21 @@ class StudentEncoder(nn.Module):
         return self.mel.zero_state(batch) + [torch.zeros(batch, self.rnn.num_layers, self.rnn.hidden_size)]
 
     def frames(self, audio: torch.Tensor, state: torch.Tensor):
-        """audio [B, N] -> log-mel frames [B, N/160, mels] and the log-mel's next state."""
+        """audio [B, N] -> front-end frames [B, N/160, bands] and the front end's next state."""
         feats, (samples,) = self.mel(audio, [state])
         return feats, samples
 
     def standardised(self, frames: torch.Tensor, hidden: torch.Tensor):
-        """log-mel frames [B, T, mels] (T a multiple of 8) -> (standardised embeddings
-        [B, T/8, dim], next hidden): what distillation fits to the teacher's."""
-        x = self.norm(frames)
-        x = x.reshape(x.shape[0], x.shape[1] // STACK, STACK * x.shape[2])
+        """front-end frames [B, T, bands] (any after the last whole step dropped) -> (standardised
+        embeddings [B, T/8, dim], next hidden): what distillation fits to the teacher's."""
+        x = self.norm(frames[:, : frames.shape[1] // self.stack * self.stack])  # whole steps only
+        x = x.reshape(x.shape[0], x.shape[1] // self.stack, self.stack * x.shape[2])
         y, hidden = self.rnn(x, hidden.transpose(0, 1).contiguous())
-        return self.out(y[:, STEPS_PER_EMBEDDING - 1 :: STEPS_PER_EMBEDDING]), hidden.transpose(0, 1)
+        step = self.steps_per_embedding
+        return self.out(y[:, step - 1 :: step]), hidden.transpose(0, 1)
 
     def encode(self, frames: torch.Tensor, hidden: torch.Tensor):
-        """log-mel frames [B, T, mels] -> ([B, T/8, dim] in the teacher's scale, next hidden)."""
+        """front-end frames [B, T, bands] -> ([B, T/8, dim] in the teacher's scale, next hidden)."""
         z, hidden = self.standardised(frames, hidden)
         return z * self.target_std + self.target_mean, hidden
 

@@ -78,6 +78,7 @@ class ModelConfig:
     context_frames: int = 0  # 0: none; else a causal convolution over this many frames before the RNN
     encoder: str = choice("", "teacher", "student")  # a speech encoder (80-ms frames) replaces the log-mel: the
     # pretrained "teacher" or the "student" distilled from it (cheaper)
+    encoder_file: str = ""  # the student's checkpoint (from `streamrnn distill`); "": the bundled one
     n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0
@@ -257,6 +258,14 @@ def finish(recipe: Recipe) -> Recipe:
     if recipe.train.encoder_lr and not (recipe.data.kind == "audio" and m.encoder == "student"):
         raise RecipeError(
             f'{recipe.source}: train.encoder_lr fine-tunes the student encoder: it needs model.encoder = "student"'
+        )
+    if m.encoder_file and not (recipe.data.kind == "audio" and m.encoder == "student"):
+        raise RecipeError(
+            f'{recipe.source}: model.encoder_file is a student checkpoint: it needs model.encoder = "student"'
+        )
+    if m.encoder_file and not Path(m.encoder_file).is_file():
+        raise RecipeError(
+            f"{recipe.source}: model.encoder_file: {m.encoder_file}: no such file (make one: streamrnn distill)"
         )
     if recipe.data.kind == "audio" and m.encoder:
         if rate != TEACHER_RATE:
