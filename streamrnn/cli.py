@@ -677,7 +677,8 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from importlib import metadata
 
-        parser.exit(message=f"{parser.prog} {metadata.version('streamrnn')}\n")
+        print(f"{parser.prog} {metadata.version('streamrnn')}")
+        parser.exit()
 
 
 def parser() -> argparse.ArgumentParser:
