@@ -114,6 +114,17 @@ def test_distill_moves_the_student_toward_the_teacher_on_unheard_speakers(tmp_pa
     assert "distilled from Google speech_embedding" in student.attribution
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [('front = "mfcc"', "model.front"), ("stack = 3", "model.stack must divide the 8 frames of 80 ms")],
+)
+def test_distill_recipe_names_a_bad_student_shape(tmp_path, model, message):
+    path = tmp_path / "encoder.toml"
+    path.write_text(f"[data]\nspeech = []\n[model]\n{model}\n")
+    with pytest.raises(RecipeError, match=f"encoder.toml: .*{message}"):
+        load_distill_recipe(path, str(DATA_ROOT))
+
+
 def test_distill_recipe_names_a_missing_folder(tmp_path):
     path = tmp_path / "encoder.toml"
     path.write_text('[data]\nspeech = []\nnegatives = ["nowhere"]\n')  # no speech folder: needs no data root

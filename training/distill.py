@@ -28,13 +28,13 @@ from tqdm import tqdm
 
 from streamrnn.audio import read_many
 from streamrnn.recipe.datasets import audio_files, audio_sets, data_path, default_data_root, group_of, split_of
-from streamrnn.recipe.schema import TEACHER_RATE, AugmentConfig, RecipeError
+from streamrnn.recipe.schema import TEACHER_HOP, TEACHER_RATE, AugmentConfig, RecipeError, choice
 from streamrnn.settings import build, read_toml
 
 from .augment import Augmenter
 from .data import noise_recordings
 from .schedule import cosine_rate, epoch_order
-from .student import StudentEncoder
+from .student import FRONTS, MEL_HOP, StudentEncoder
 from .synth import check_engines, sentences, speak_all, voices
 from .teacher import ATTRIBUTION as TEACHER_ATTRIBUTION
 from .teacher import TeacherEncoder
@@ -65,7 +65,7 @@ class DistillModel:
     hidden: int = 192
     layers: int = 2
     n_mels: int = 40  # bands of the front end
-    front: str = "logmel"  # or "filterbank": learned band filters (training/frontend.py)
+    front: str = choice(*FRONTS)  # "logmel", or "filterbank": learned band filters (training/frontend.py)
     stack: int = 4  # 10-ms frames per GRU step: 4 (40 ms) or 8 (80 ms, one step per embedding)
 
 
@@ -102,6 +102,8 @@ def load_distill_recipe(path: str | Path, data_root: str | None = None) -> Disti
         raise RecipeError(f"{path}: data.seconds must be a positive multiple of 0.08")
     if d.copies < 1:
         raise RecipeError(f"{path}: data.copies must be at least 1")
+    if recipe.model.stack < 1 or TEACHER_HOP % (MEL_HOP * recipe.model.stack):
+        raise RecipeError(f"{path}: model.stack must divide the 8 frames of 80 ms (1, 2, 4 or 8)")
     for folder in [*d.speech, *d.negatives, *d.held_out]:
         if not data_path(d.root, folder).is_dir():
             raise RecipeError(f"{path}: {folder}: no such folder (Debian speech and music: streamrnn fetch-negatives)")
@@ -185,9 +187,8 @@ def _compute(
 
 
 def _key(recipe: DistillRecipe) -> str:
-    return hashlib.sha256(json.dumps([asdict(recipe.data), asdict(recipe.augment), recipe.seed]).encode()).hexdigest()[
-        :16
-    ]
+    settings = json.dumps([asdict(recipe.data), asdict(recipe.augment), recipe.seed])
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
 def build_cache(recipe: DistillRecipe, out: Path) -> tuple[Cache, Cache]:
@@ -228,13 +229,19 @@ def _frames(student: StudentEncoder, audio: torch.Tensor) -> torch.Tensor:
     return student.frames(audio.float(), student.zero_state(len(audio))[0])[0]
 
 
+def _parts(audio: torch.Tensor) -> list[torch.Tensor]:
+    """Cached sequences in groups small enough to run through the student at once."""
+    return [audio[s : s + 64] for s in range(0, len(audio), 64)]
+
+
 @torch.no_grad()
 def agreement(student: StudentEncoder, cache: Cache) -> dict[str, dict[str, float]]:
     """Per source: R^2 of the student's embeddings against the teacher's (1 - squared error over
     the targets' variance) and their mean cosine similarity."""
     student.eval()
-    parts = [cache.audio[s : s + 64] for s in range(0, len(cache.audio), 64)]
-    predicted = torch.cat([student.encode(_frames(student, a), student.zero_state(len(a))[1])[0] for a in parts])
+    predicted = torch.cat(
+        [student.encode(_frames(student, a), student.zero_state(len(a))[1])[0] for a in _parts(cache.audio)]
+    )
     result = {}
     for name in dict.fromkeys(cache.source):
         rows = torch.tensor([n == name for n in cache.source])
@@ -274,8 +281,7 @@ def distill(recipe: DistillRecipe) -> Path:
     train, held = build_cache(recipe, out)
     cached = time.time() - started
     with torch.no_grad():
-        sample = train.audio[::7]
-        flat = torch.cat([_frames(student, sample[s : s + 64]) for s in range(0, len(sample), 64)]).flatten(0, 1)
+        flat = torch.cat([_frames(student, a) for a in _parts(train.audio[::7])]).flatten(0, 1)
     student.norm.set_statistics(flat.mean(0), flat.std(0))
     targets = train.targets[::7].float().reshape(-1, train.targets.shape[-1])
     student.target_mean.copy_(targets.mean(0))
