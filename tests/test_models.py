@@ -67,7 +67,8 @@ def test_eval_on_a_recipe_split_matches_training_report():
     report = run_eval(
         "--model", "commands", "--recipe", "training/recipes/commands.toml", "--split", "test", "--data-root", DATA_ROOT
     )
-    assert report["clips"] == 1351 and report["accuracy"] == pytest.approx(0.9511, abs=1e-4)
+    # training's test figure for commands 0.6.0 (its report.json), to the report's four places
+    assert report["clips"] == 1351 and report["accuracy"] == pytest.approx(0.9578, abs=1e-4)
     assert sum(v["support"] for v in report["per_label"].values()) == 1351
 
 

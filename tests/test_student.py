@@ -11,11 +11,12 @@ import torch
 from conftest import DATA_ROOT, ROOT, clip, export_test_model, needs_data
 from streamrnn.deploy.release import train_and_release
 from streamrnn.deploy.verify import TOLERANCE, parity
-from streamrnn.recipe.schema import RecipeError, finish, load_recipe
+from streamrnn.evaluation.clips import evaluate_clips, recipe_items
+from streamrnn.recipe.schema import RecipeError, encoder_path, finish, load_recipe
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.distill import distill, load_distill_recipe
-from streamrnn.training.student import StudentEncoder
+from streamrnn.training.student import StudentEncoder, bundled_path
 
 
 @pytest.mark.parametrize("chunk", [1, 4])
@@ -56,6 +57,11 @@ def test_encoder_file_needs_the_student_and_an_existing_file(tmp_path):
     recipe.model.encoder = "student"
     with pytest.raises(RecipeError, match="model.encoder_file: .*missing.pt: no such file .*streamrnn distill"):
         finish(recipe)
+    recipe.model.encoder_file = "student_fb96.pt"  # a bundled student by its file name
+    assert encoder_path(finish(recipe).model.encoder_file) == bundled_path().with_name("student_fb96.pt")
+    assert StudentEncoder.load(encoder_path("student_fb96.pt")).config == dict(
+        hidden=96, layers=2, n_mels=40, dim=96, front="filterbank", stack=8
+    )
 
 
 def test_bundled_student_is_small_and_frozen():
@@ -76,6 +82,11 @@ def test_small_head_on_the_student_learns_real_words(tmp_path, encoder_lr):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     print("held-out speakers accuracy on the student", report["test_accuracy"], "encoder_lr", encoder_lr)
     assert report["test_accuracy"] >= 3 / len(report["labels"])  # 0.6 for five labels; chance is 0.2
+    # `streamrnn eval` frames the held-out clips as training did (1 s is 12.5 of the 80-ms frames)
+    runtime = StreamingModel(tmp_path / "run" / "tiny_student.onnx")
+    items = recipe_items(recipe, "test", runtime.info.sample_rate)
+    accuracy = evaluate_clips(runtime, items)["accuracy"]  # rounded to four places
+    assert accuracy == pytest.approx(report["test_accuracy"], abs=5e-5)
     bundled = StudentEncoder.load().state_dict()
     trained = load_checkpoint(tmp_path / "run" / "best.pt")[0].frontend.state_dict()
     moved = [key for key in bundled if not torch.equal(bundled[key], trained[key])]

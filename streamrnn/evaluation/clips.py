@@ -3,7 +3,7 @@
 Clips come from folders per label (the Speech Commands layout included) or from a training
 recipe's held-out split (the same speakers training kept out). Every clip is a stream from zero
 state, all clips batched; a clip shorter than the model's training clips is centred in silence of
-their length, as training saw it (so a short word is followed by the silence the model had to
+their length (whole frames), as training saw it (so a short word is followed by the silence the model had to
 judge it in), and the tail of each is padded to a whole chunk; a clip's label follows from its
 frames by the model's readout (metrics.clip_scores). Torch-free.
 """
@@ -73,6 +73,12 @@ def centred(samples: np.ndarray, length: int) -> np.ndarray:
     return np.pad(samples, [(short // 2, short - short // 2)] + [(0, 0)] * (samples.ndim - 1)) if short else samples
 
 
+def clip_length(info) -> int:
+    """Samples of the model's training clips: its clip_seconds rounded up to whole frames, as
+    training fits them (Recipe.clip_samples), so a short clip sits where training placed it."""
+    return -(-round(info.clip_seconds * info.sample_rate) // info.frame_hop) * info.frame_hop
+
+
 def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
     """Clip accuracy, per-label precision/recall and the confusion matrix."""
     info = model.info
@@ -81,7 +87,7 @@ def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
         raise DataError(f"labels {', '.join(unknown)} are not labels of model {info.name} ({', '.join(info.labels)})")
     if not items:
         raise DataError("no clips to evaluate")
-    length = round(info.clip_seconds * info.sample_rate)
+    length = clip_length(info)
     scores = model.score([centred(item.samples, length) for item in items])
     background = info.labels.index(info.background_label)
     predicted = np.array([int(np.argmax(clip_scores(s, background, info.readout))) for s in scores])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 from streamrnn.recipe.datasets import audio_sets, default_data_root
@@ -19,6 +20,13 @@ TEACHER_RATE, TEACHER_HOP = 16000, 1280  # training/teacher.py: an embedding eve
 
 class RecipeError(SettingsError):
     """A recipe that cannot be used; the message names the file and key."""
+
+
+def encoder_path(encoder_file: str) -> Path:
+    """model.encoder_file as a path: a bare file name of a bundled student (training/encoders)
+    names that one, anything else is a path."""
+    bundled = Path(str(files("streamrnn.training"))) / "encoders" / encoder_file
+    return bundled if Path(encoder_file).name == encoder_file and bundled.is_file() else Path(encoder_file)
 
 
 def choice(default: str, *others: str):
@@ -78,7 +86,8 @@ class ModelConfig:
     context_frames: int = 0  # 0: none; else a causal convolution over this many frames before the RNN
     encoder: str = choice("", "teacher", "student")  # a speech encoder (80-ms frames) replaces the log-mel: the
     # pretrained "teacher" or the "student" distilled from it (cheaper)
-    encoder_file: str = ""  # the student's checkpoint (from `streamrnn distill`); "": the bundled one
+    encoder_file: str = ""  # a student checkpoint: a bundled one's file name (training/encoders) or a path
+    # (from `streamrnn distill`); "": the bundled student.pt
     n_mels: int = 40
     window_ms: float = 25.0
     hop_ms: float = 10.0
@@ -263,7 +272,7 @@ def finish(recipe: Recipe) -> Recipe:
         raise RecipeError(
             f'{recipe.source}: model.encoder_file is a student checkpoint: it needs model.encoder = "student"'
         )
-    if m.encoder_file and not Path(m.encoder_file).is_file():
+    if m.encoder_file and not encoder_path(m.encoder_file).is_file():
         raise RecipeError(
             f"{recipe.source}: model.encoder_file: {m.encoder_file}: no such file (make one: streamrnn distill)"
         )
