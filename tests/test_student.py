@@ -16,7 +16,7 @@ from streamrnn.recipe.schema import RecipeError, encoder_path, finish, load_reci
 from streamrnn.runtime import StreamingModel
 from streamrnn.training.checkpoint import load_checkpoint
 from streamrnn.training.distill import distill, load_distill_recipe
-from streamrnn.training.student import StudentEncoder, bundled_path
+from streamrnn.training.student import StudentEncoder
 
 
 @pytest.mark.parametrize("chunk", [1, 4])
@@ -58,8 +58,9 @@ def test_encoder_file_needs_the_student_and_an_existing_file(tmp_path):
     with pytest.raises(RecipeError, match="model.encoder_file: .*missing.pt: no such file .*streamrnn distill"):
         finish(recipe)
     recipe.model.encoder_file = "student_fb96.pt"  # a bundled student by its file name
-    assert encoder_path(finish(recipe).model.encoder_file) == bundled_path().with_name("student_fb96.pt")
-    assert StudentEncoder.load(encoder_path("student_fb96.pt")).config == dict(
+    bundled = encoder_path(finish(recipe).model.encoder_file)
+    assert bundled.is_file() and bundled.parts[-3:] == ("training", "encoders", "student_fb96.pt"), bundled
+    assert StudentEncoder.load("student_fb96.pt").config == dict(
         hidden=96, layers=2, n_mels=40, dim=96, front="filterbank", stack=8
     )
 

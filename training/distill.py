@@ -28,13 +28,13 @@ from tqdm import tqdm
 
 from streamrnn.audio import read_many
 from streamrnn.recipe.datasets import audio_files, audio_sets, data_path, default_data_root, group_of, split_of
-from streamrnn.recipe.schema import TEACHER_HOP, TEACHER_RATE, AugmentConfig, RecipeError, choice
+from streamrnn.recipe.schema import TEACHER_RATE, AugmentConfig, RecipeError, choice
 from streamrnn.settings import build, read_toml
 
 from .augment import Augmenter
 from .data import noise_recordings
 from .schedule import cosine_rate, epoch_order
-from .student import FRONTS, MEL_HOP, StudentEncoder
+from .student import FRONTS, StudentEncoder, steps_per_embedding
 from .synth import check_engines, sentences, speak_all, voices
 from .teacher import ATTRIBUTION as TEACHER_ATTRIBUTION
 from .teacher import TeacherEncoder
@@ -102,8 +102,10 @@ def load_distill_recipe(path: str | Path, data_root: str | None = None) -> Disti
         raise RecipeError(f"{path}: data.seconds must be a positive multiple of 0.08")
     if d.copies < 1:
         raise RecipeError(f"{path}: data.copies must be at least 1")
-    if recipe.model.stack < 1 or TEACHER_HOP % (MEL_HOP * recipe.model.stack):
-        raise RecipeError(f"{path}: model.stack must divide the 8 frames of 80 ms (1, 2, 4 or 8)")
+    try:
+        steps_per_embedding(recipe.model.stack)
+    except ValueError as exc:
+        raise RecipeError(f"{path}: model.{exc}") from None
     for folder in [*d.speech, *d.negatives, *d.held_out]:
         if not data_path(d.root, folder).is_dir():
             raise RecipeError(f"{path}: {folder}: no such folder (Debian speech and music: streamrnn fetch-negatives)")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from streamrnn.recipe.schema import Recipe, encoder_path
+from streamrnn.recipe.schema import Recipe
 
 from .frontend import FrameContext, LogMel, Normalize
 from .student import StudentEncoder
@@ -34,8 +34,7 @@ class StreamingRNN(nn.Module):
         self.kind = d.kind
         self.frontend: TeacherEncoder | StudentEncoder | LogMel | None
         if d.kind == "audio" and m.encoder:
-            student = encoder_path(m.encoder_file) if m.encoder_file else None  # None: the bundled student.pt
-            self.frontend = TeacherEncoder() if m.encoder == "teacher" else StudentEncoder.load(student)
+            self.frontend = TeacherEncoder() if m.encoder == "teacher" else StudentEncoder.load(m.encoder_file or None)
             features = self.frontend.dim
         elif d.kind == "audio":
             self.frontend = LogMel(d.sample_rate, m.window, m.hop, m.n_mels, m.f_min, m.f_max)

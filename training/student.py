@@ -11,13 +11,12 @@ model here. `streamrnn distill` trains it
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from streamrnn.recipe.schema import TEACHER_HOP, TEACHER_RATE
+from streamrnn.recipe.schema import TEACHER_HOP, TEACHER_RATE, encoder_path
 
 from .frontend import FilterBank, LogMel, Normalize
 
@@ -26,8 +25,12 @@ FRONTS = ("logmel", "filterbank")
 BUNDLED = "student.pt"
 
 
-def bundled_path() -> Path:
-    return Path(str(files("streamrnn.training") / "encoders" / BUNDLED))
+def steps_per_embedding(stack: int) -> int:
+    """GRU steps per 80-ms embedding when each step stacks `stack` 10-ms frames (ValueError
+    unless the steps fill 80 ms exactly)."""
+    if stack < 1 or TEACHER_HOP % (MEL_HOP * stack):
+        raise ValueError(f"stack must divide the 8 frames of 80 ms (1, 2, 4 or 8), not {stack}")
+    return TEACHER_HOP // (MEL_HOP * stack)
 
 
 class StudentEncoder(nn.Module):
@@ -50,13 +53,11 @@ class StudentEncoder(nn.Module):
         super().__init__()
         if front not in FRONTS:
             raise ValueError(f"front {front!r} is not one of {', '.join(FRONTS)}")
-        if TEACHER_HOP % (MEL_HOP * stack):
-            raise ValueError(f"stack {stack}: 80 ms must be a whole number of steps of {stack} frames")
         self.config = dict(hidden=hidden, layers=layers, n_mels=n_mels, dim=dim, front=front, stack=stack)
         self.attribution = attribution
         self.dim = dim
         self.stack = stack
-        self.steps_per_embedding = TEACHER_HOP // (MEL_HOP * stack)
+        self.steps_per_embedding = steps_per_embedding(stack)
         bank = LogMel if front == "logmel" else FilterBank
         self.mel = bank(TEACHER_RATE, 400, MEL_HOP, n_mels)
         self.norm = Normalize(n_mels)
@@ -67,8 +68,9 @@ class StudentEncoder(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path | None = None, frozen: bool = True) -> StudentEncoder:
-        """The distilled encoder from its checkpoint (default: the one bundled here)."""
-        path = Path(path) if path else bundled_path()
+        """The distilled encoder from its checkpoint: a path, or a bundled one's file name
+        (default: student.pt)."""
+        path = encoder_path(str(path or BUNDLED))
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no student encoder checkpoint (make one: streamrnn distill)")
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,6 +18,7 @@ import numpy as np
 from streamrnn.audio import AudioError, read_audio
 from streamrnn.evaluation.metrics import clip_report, clip_scores, confusion
 from streamrnn.recipe.datasets import DataError, list_clips, recipe_clips, recipe_split, sensor_recordings
+from streamrnn.recipe.schema import whole_frames
 from streamrnn.runtime import StreamingModel
 
 
@@ -73,12 +74,6 @@ def centred(samples: np.ndarray, length: int) -> np.ndarray:
     return np.pad(samples, [(short // 2, short - short // 2)] + [(0, 0)] * (samples.ndim - 1)) if short else samples
 
 
-def clip_length(info) -> int:
-    """Samples of the model's training clips: its clip_seconds rounded up to whole frames, as
-    training fits them (Recipe.clip_samples), so a short clip sits where training placed it."""
-    return -(-round(info.clip_seconds * info.sample_rate) // info.frame_hop) * info.frame_hop
-
-
 def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
     """Clip accuracy, per-label precision/recall and the confusion matrix."""
     info = model.info
@@ -87,7 +82,7 @@ def evaluate_clips(model: StreamingModel, items: list[Item]) -> dict:
         raise DataError(f"labels {', '.join(unknown)} are not labels of model {info.name} ({', '.join(info.labels)})")
     if not items:
         raise DataError("no clips to evaluate")
-    length = clip_length(info)
+    length = whole_frames(info.clip_seconds, info.sample_rate, info.frame_hop)  # where training placed them
     scores = model.score([centred(item.samples, length) for item in items])
     background = info.labels.index(info.background_label)
     predicted = np.array([int(np.argmax(clip_scores(s, background, info.readout))) for s in scores])

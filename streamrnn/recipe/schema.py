@@ -22,6 +22,12 @@ class RecipeError(SettingsError):
     """A recipe that cannot be used; the message names the file and key."""
 
 
+def whole_frames(seconds: float, rate: float, hop: int) -> int:
+    """Samples of `seconds` at `rate`, rounded up to whole frames of `hop` samples: the length of
+    a training clip (Recipe.clip_samples), and so the length `streamrnn eval` centres clips in."""
+    return -(-round(seconds * rate) // hop) * hop
+
+
 def encoder_path(encoder_file: str) -> Path:
     """model.encoder_file as a path: a bare file name of a bundled student (training/encoders)
     names that one, anything else is a path."""
@@ -173,8 +179,7 @@ class Recipe:
     @property
     def clip_samples(self) -> int:
         """Samples per training clip: clip_seconds rounded up to whole frames."""
-        hop = self.model.hop
-        return -(-round(self.data.clip_seconds * self.data.sample_rate) // hop) * hop
+        return whole_frames(self.data.clip_seconds, self.data.sample_rate, self.model.hop)
 
     @property
     def out_dir(self) -> Path:
