@@ -185,6 +185,10 @@ def cmd_detect(args) -> None:
     from streamrnn.wire import Stamper
 
     models = [StreamingModel(resolve_model(name), device=args.device) for name in args.model]
+    gate = _gate(args)
+    for model in models:
+        if model.info.kind == "audio":
+            model.set_gate(gate)
     known = {label for model in models for label in model.info.labels}
     unknown = [label for label, _ in args.threshold if label not in known]
     if unknown:
@@ -314,6 +318,7 @@ def cmd_eval(args) -> None:
         pick_fa_per_hour=args.pick_fa_per_hour,
         write=args.write,
         settings=_decision_settings(args),
+        gate=_gate(args),
     )
     print(run_eval(request), end="")
 
@@ -328,7 +333,7 @@ def cmd_bench(args) -> None:
     service = measure_apart(args.quick)
     from streamrnn.dev.bench import run, table
 
-    report = run(service, quick=args.quick, device=args.device, log=log)
+    report = run(service, quick=args.quick, device=args.device, log=log, gate=args.gate)
     print(json.dumps(report) if args.json else table(report), end="\n" if args.json else "")
 
 
@@ -418,6 +423,26 @@ def _add_data_root_flag(p: argparse.ArgumentParser, more: str = "") -> None:
     p.add_argument("--data-root", help=f"data root folder{more} (overrides data.root)")
 
 
+def _add_gate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gate-dbfs",
+        type=float,
+        default=0.0,
+        help="audio models skip quiet chunks under this level once --gate-settle seconds of quiet have run (0: off)",
+    )
+    p.add_argument("--gate-settle", type=float, default=0.5, help="seconds of quiet run before the gate skips")
+
+
+def _gate(args):
+    """The gate --gate-dbfs and --gate-settle ask for (None: off)."""
+    from streamrnn.runtime import Gate
+
+    try:
+        return Gate(args.gate_dbfs, args.gate_settle) if args.gate_dbfs else None
+    except ValueError as exc:
+        raise CommandError(f"--gate-dbfs {args.gate_dbfs:g} --gate-settle {args.gate_settle:g}: {exc}") from None
+
+
 def _decision_settings(args):
     from streamrnn.decision import DecisionSettings
 
@@ -447,6 +472,7 @@ def _add_recognition_commands(sub) -> None:
     p.add_argument("--scores", action="store_true", help="print per-frame scores instead")
     _add_threshold_flag(p, "in every model that has the label")
     _add_decision_flags(p)
+    _add_gate_flags(p)
     _add_device_flag(p)
     p.set_defaults(run=cmd_detect)
 
@@ -543,6 +569,7 @@ def _add_evaluation_commands(sub) -> None:
         help="with --pick-fa-per-hour: write the thresholds into this contract file's metadata (needs onnx)",
     )
     _add_decision_flags(p)
+    _add_gate_flags(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser(
@@ -661,6 +688,11 @@ def _add_maintainer_commands(sub) -> None:
         "--quick", action="store_true", help="every headline figure in about a minute (fewer repeats, shorter runs)"
     )
     _add_device_flag(p, " (cuda: also batched streams on the GPU)")
+    p.add_argument(
+        "--gate",
+        metavar="FOLDER",
+        help="also measure the quiet gate (-50 dBFS, 0.5 s) on this folder's recordings, each model with and without",
+    )
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("demo", help="serve the bundled example recording and print its detections")

@@ -2,12 +2,14 @@
 
 Each stream owns a buffer of samples not yet run and one row of every state tensor. `step()`
 makes one `session.run` for all streams that hold a full chunk; `run()` repeats it until no
-stream does. Zero state is the start of a stream.
+stream does. Zero state is the start of a stream. With a `Gate`, a stream's quiet chunks are
+not run once its state has settled on quiet audio.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -59,12 +61,40 @@ def open_contract(path: str | Path, device: str = "cpu", threads: int = 1) -> tu
     return session, info
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Skips a stream's calls on quiet audio. A chunk is quiet when its mean power is under
+    `level_dbfs` (dB relative to a full-scale square wave). Once `settle` seconds of quiet chunks
+    in a row have run, further quiet chunks are not run: the state stays where the quiet left
+    it and their frames repeat the last scores. The first loud chunk runs from that state."""
+
+    level_dbfs: float
+    settle: float = 0.5
+
+    def __post_init__(self):
+        if not self.level_dbfs < 0:
+            raise ValueError(f"gate level {self.level_dbfs} dBFS must be below 0")
+        if not self.settle > 0:
+            raise ValueError(f"gate settle {self.settle} s must be positive")
+
+    def quiet(self, chunk: np.ndarray) -> bool:
+        return float(np.dot(chunk, chunk)) < len(chunk) * 10 ** (self.level_dbfs / 10)
+
+
+def check_gate(info: ModelInfo, gate: Gate | None) -> None:
+    """Raise ValueError naming the file where a gate is asked of a model that is not audio."""
+    if gate is not None and info.kind != "audio":
+        raise ValueError(f"{info.path}: a gate needs an audio model, not {info.kind}")
+
+
 @dataclass
 class _Stream:
     row: int
     pending: deque[np.ndarray] = field(default_factory=deque)
     pending_len: int = 0
     frames: int = 0  # frames already scored: the stream time of the next frame
+    quiet: int = 0  # quiet chunks in a row run (gated models)
+    last: np.ndarray | None = None  # the last frame's scores (gated models)
 
     def take(self, n: int) -> np.ndarray:
         """The next n pending samples (n <= pending_len), touching only the pieces used."""
@@ -101,11 +131,12 @@ class StreamingModel:
         threads: int = 1,
         chunk_frames: int | None = None,
         max_batch: int = 64,
+        gate: Gate | None = None,
     ):
         """`chunk_frames`: frames per call instead of the file's default (metadata `chunk`); files
         whose graph fixes the chunk take only that. `max_batch`: streams per call at most, which
         bounds the memory a call takes (streams beyond it wait for the next call; 64 already
-        runs as cheaply per stream as larger batches)."""
+        runs as cheaply per stream as larger batches). `gate`: skip quiet chunks (audio only)."""
         self.session, self.info = open_contract(path, device, threads)
         self.max_batch = max_batch
         self.chunk = chunk_frames * self.info.frame_hop if chunk_frames else self.info.chunk
@@ -122,6 +153,14 @@ class StreamingModel:
         self._capacity = 0
         self._free_rows: list[int] = []
         self._streams: dict[Hashable, _Stream] = {}
+        self.gated_frames = 0  # frames the gate did not run, all streams
+        self.set_gate(gate)
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Gate quiet chunks from the next step on (None: run every chunk); audio models only."""
+        check_gate(self.info, gate)
+        self.gate = gate
+        self._settle_chunks = math.ceil(round(gate.settle * self.info.sample_rate / self.chunk, 6)) if gate else 0
 
     @property
     def streams(self) -> list[Hashable]:
@@ -184,22 +223,53 @@ class StreamingModel:
             return {}
         if len(ready) > self.max_batch:  # the streams furthest behind in stream time go first
             ready = heapq.nsmallest(self.max_batch, ready, key=lambda item: item[1].frames)
+        frames = chunk // self.info.frame_hop
+        chunks = [s.take(chunk) for _, s in ready]
+        out: dict[Hashable, np.ndarray] = {}
+        if self.gate is not None:
+            ready, chunks = self._gated(self.gate, ready, chunks, frames, out)
+        if ready:
+            self._call(ready, chunks, out)
+        for _, s in ready:
+            s.frames += frames
+        return out
+
+    def _call(self, ready: list[tuple[Hashable, _Stream]], chunks: list[np.ndarray], out: dict) -> None:
+        """One session.run for these streams' chunks; their scores into `out`."""
         if len(ready) == 1:  # one stream (the usual live case): its state rows as views, no copies
             row = ready[0][1].row
             rows: slice | np.ndarray = slice(row, row + 1)
-            feed = {AUDIO_INPUT: ready[0][1].take(chunk)[None]}
+            feed = {AUDIO_INPUT: chunks[0][None]}
         else:
             rows = np.fromiter((s.row for _, s in ready), dtype=np.intp, count=len(ready))
-            feed = {AUDIO_INPUT: np.stack([s.take(chunk) for _, s in ready])}
+            feed = {AUDIO_INPUT: np.stack(chunks)}
         for name, states in zip(self._state_names, self._states):
             feed[name] = states[rows]
         scores, *next_states = self.session.run(None, feed)
         for states, new in zip(self._states, next_states):
             states[rows] = new
-        frames = chunk // self.info.frame_hop
-        for _, s in ready:
-            s.frames += frames
-        return {sid: scores[i] for i, (sid, _) in enumerate(ready)}
+        for i, (sid, s) in enumerate(ready):
+            out[sid] = scores[i]
+            if self.gate is not None:
+                s.last = scores[i][-1]
+
+    def _gated(self, gate: Gate, ready, chunks, frames: int, out: dict) -> tuple[list, list]:
+        """Streams whose chunk the gate skips get their last scores in `out` (their clock moves
+        on); returns the streams and chunks still to run."""
+        run, run_chunks = [], []
+        for (sid, s), x in zip(ready, chunks):
+            if not gate.quiet(x):
+                s.quiet = 0
+            elif s.quiet < self._settle_chunks or s.last is None:
+                s.quiet += 1
+            else:
+                out[sid] = np.tile(s.last, (frames, 1))
+                s.frames += frames
+                self.gated_frames += frames
+                continue
+            run.append((sid, s))
+            run_chunks.append(x)
+        return run, run_chunks
 
     def run(self) -> dict[Hashable, np.ndarray]:
         """Step until no stream holds a full chunk; scores of each stream concatenated in order."""

@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from conftest import ROOT, STREAMRNN
-from streamrnn.dev import bench, bench_service
+from streamrnn.dev import bench, bench_service, gate
 from streamrnn.runtime import StreamingModel
 
 COMMANDS = ROOT / "streamrnn" / "models" / "commands.onnx"
@@ -93,3 +93,12 @@ def test_bench_command_prints_every_figure():
         lengths = [c["chunk_ms"] for c in entry["chunks"]]
         assert len(lengths) == len(set(lengths)), (name, lengths)
     assert [c["chunk_ms"] for c in report["models"]["commands"]["chunks"]] == [80.0]
+
+
+def test_the_gate_is_measured_with_and_without_on_the_same_recordings():
+    effect = gate.gate_effect(ROOT / "streamrnn/models/computer.onnx", ROOT / "streamrnn/samples", gate.GATE, 1.0, 1)
+    cpu, fired = effect["cpu_per_audio_s"], effect["detections"]
+    assert 0 < cpu["on"] < 1 and 0 < cpu["off"] < 1 and 0.2 < effect["frames_skipped"] < 1  # the samples hold silence
+    assert 0 < effect["max_score_change"] < 0.05 and fired["off"] == fired["on"] >= 1 and fired["changed"] == 0
+    study = {"gate": {"level_dbfs": -50.0, "settle_s": 0.5}, "folder": "samples", "models": {"computer": effect}}
+    assert "| computer | " in "\n".join(gate.gate_table(study))

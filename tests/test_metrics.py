@@ -11,6 +11,9 @@ import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import DEMO, STREAMRNN, free_tcp_address
+from streamrnn.samples import sample
+
+WAKE = sample("wake.flac")
 
 
 def scrape(address: str) -> dict[str, dict]:
@@ -67,3 +70,24 @@ def test_a_bad_metrics_address_stops_start_up_in_one_line(address, message):
         timeout=60,
     )
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_a_gated_model_counts_the_frames_it_did_not_run(service, tmp_path):
+    """The gate in a served model: the wake word still fires on the bundled wake phrases, and the
+    quiet between them is counted as gated frames."""
+    metrics = free_tcp_address().removeprefix("tcp://")
+    ingest = f"ipc://{tmp_path}/in"
+    config = tmp_path / "gate.toml"
+    config.write_text(f'sources = ["pull:{ingest}"]\n[[models]]\nmodel = "computer"\ngate_dbfs = -50\n')
+    s = service("--config", config, "--metrics", metrics)
+    s.collect(lambda e: e.kind == "status")
+    sent = subprocess.run(
+        STREAMRNN + ["send", WAKE, "--connect", ingest, "--stream", "hall", "--fast"], capture_output=True, timeout=60
+    )
+    assert sent.returncode == 0, sent.stderr
+    s.collect(lambda e: e.kind == "detection" and e.label == "computer", timeout=30)
+    s.collect(lambda e: e.kind == "heartbeat" and e.streams == 0, timeout=30)
+    gated = scrape(metrics)["streamrnn_gated_frames"][("streamrnn_gated_frames_total", (("model", "computer"),))]
+    code, _, log = s.stop()
+    assert code == 0, log
+    assert 0.3 * s.final_status().frames < gated < s.final_status().frames

@@ -7,9 +7,11 @@ import soundfile as sf
 
 from conftest import CLIPS, clip, export_test_model
 from streamrnn.audio import AudioError, read_audio
+from streamrnn.catalog import resolve_model
 from streamrnn.contract import ContractError
 from streamrnn.decision import Decider, DecisionSettings
-from streamrnn.runtime import StreamingModel
+from streamrnn.runtime import Gate, StreamingModel
+from streamrnn.samples import sample
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +263,31 @@ def test_a_whole_signal_that_does_not_fit_is_named_by_its_position(contract):
     model = StreamingModel(contract)
     with pytest.raises(ValueError, match=r"^stream signal 1: samples of shape \(100, 3\) do not fit model"):
         model.score([np.zeros(1280, np.float32), np.zeros((100, 3), np.float32)])
+
+
+def test_a_gate_skips_quiet_chunks_and_scores_speech_as_without_it():
+    """A wake word's state settles on quiet within half a second, so a gated stream scores the
+    speech after a skipped stretch as an ungated one does; batched streams as each alone."""
+    path = resolve_model("computer")
+    wake = read_audio(sample("wake.flac"), 16000)
+    signals = [wake, np.concatenate([clip("yes"), wake])]
+    plain = StreamingModel(path).score(signals)
+    gated_model = StreamingModel(path, gate=Gate(-50.0))
+    gated = gated_model.score(signals)
+    assert gated_model.gated_frames > 0.3 * sum(len(p) for p in plain)
+    info = gated_model.info
+    for p, g in zip(plain, gated):
+        assert p.shape == g.shape and np.abs(p - g).max() < 1e-3
+        fired = [[(d.label, d.end) for d in Decider(info).update(s)] for s in (p, g)]
+        assert fired[0] == fired[1] and [label for label, _ in fired[0]] == ["computer"]
+    assert np.array_equal(StreamingModel(path, gate=Gate(-50.0)).score(signals[1:])[0], gated[1])
+
+
+def test_a_gate_is_refused_where_it_cannot_work(tmp_path):
+    with pytest.raises(ValueError, match=r"^gate level 0.0 dBFS must be below 0$"):
+        Gate(0.0)
+    with pytest.raises(ValueError, match=r"^gate settle 0 s must be positive$"):
+        Gate(-50.0, settle=0)
+    sensor = export_test_model(tmp_path, kind="sensor")[2]
+    with pytest.raises(ValueError, match=r": a gate needs an audio model, not sensor$"):
+        StreamingModel(sensor, gate=Gate(-50.0))

@@ -349,6 +349,14 @@ def test_port_in_use_is_a_clear_error(tmp_path):
             "decision.patience = -1 must not be negative",
         ),
         (
+            'sources = ["x.wav"]\n[[models]]\nmodel = "commands"\ngate_dbfs = 3\n',
+            "models[0].gate_dbfs = 3 must be below 0 dBFS (0: off)",
+        ),
+        (
+            'sources = ["x.wav"]\n[[models]]\nmodel = "motions"\ngate_dbfs = -50\n',
+            "models[0].gate_dbfs: ",
+        ),
+        (
             'sources = ["pull:tcp://0.0.0.0:5557"]\n[[models]]\nmodel = "commands"\n',
             "sources tcp://0.0.0.0:5557 is reachable from other machines: set [security] server_key and clients",
         ),

@@ -22,6 +22,7 @@ import numpy as np
 from streamrnn.catalog import BUNDLED, resolve_model
 from streamrnn.decision import Decider
 from streamrnn.dev.bench_service import SERVICE_MODELS, recording
+from streamrnn.dev.gate import GATE, gate_study, gate_table
 from streamrnn.runtime import StreamingModel
 
 CHUNKS_MS = (10, 20, 80)
@@ -234,10 +235,11 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores; Python {sys.version.split()[0]}, onnxruntime {onnxruntime.__version__}"
 
 
-def run(service: dict, quick: bool = False, device: str = "cpu", log=print) -> dict:
+def run(service: dict, quick: bool = False, device: str = "cpu", log=print, gate: str | None = None) -> dict:
     """Every measurement, with the service's own figures (`service`, from bench_service.measure_apart,
     taken before this process loaded onnxruntime); `quick` gives every headline figure with fewer
-    repeats, shorter runs and fewer stream counts (about 1 minute on 2 cores; the full run about 10)."""
+    repeats, shorter runs and fewer stream counts (about 1 minute on 2 cores; the full run about 10).
+    `gate`: a folder of real recordings to measure the gate on (streamrnn.dev.gate)."""
     repeats = 3 if quick else 5
     seconds = 5.0 if quick else 30.0
     reference = Reference.open(seconds)
@@ -283,6 +285,8 @@ def run(service: dict, quick: bool = False, device: str = "cpu", log=print) -> d
     report["install"] = install_size_mb()
     log("bench: training throughput")
     report["training"] = training_throughput(2 if quick else 5)
+    if gate:
+        report["gate"] = gate_study(gate, GATE, quick, log)
     return report
 
 
@@ -421,4 +425,6 @@ def table(report: dict) -> str:
                 )
             )
         )
+    if "gate" in report:
+        lines += gate_table(report["gate"])
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from streamrnn.catalog import resolve_model
 from streamrnn.decision import DecisionSettings
 from streamrnn.evaluation import detection
 from streamrnn.evaluation.clips import Item, confusion_png, evaluate_clips, folder_items, markdown, recipe_items
-from streamrnn.runtime import StreamingModel
+from streamrnn.runtime import Gate, StreamingModel
 
 
 class EvalError(ValueError):
@@ -40,13 +40,14 @@ class EvalRequest:
     pick_fa_per_hour: float | None = None
     write: str | None = None  # contract file to write picked thresholds into
     settings: DecisionSettings = DecisionSettings()
+    gate: Gate | None = None  # quiet chunks skipped, as a service with the gate serves
 
 
 def run_eval(request: EvalRequest) -> str:
     """Evaluate as asked; the text to print (Markdown, or one JSON object with `as_json`)."""
     if bool(request.data) == bool(request.recipe):
         raise EvalError("eval: give DATA folders or --recipe (with --split), not both or neither")
-    model = StreamingModel(resolve_model(request.model), device=request.device)
+    model = StreamingModel(resolve_model(request.model), device=request.device, gate=request.gate)
     items, data = _items(request, model)
     if request.detect:
         return _detection(request, model, items, data)

@@ -34,6 +34,10 @@ class ServedModel:
     smoothing: int = 0  # 0: the [decision] table's
     patience: int = 0
     refractory: float = -1.0
+    # quiet chunks under this level (dBFS) are not run once gate_settle seconds of quiet have
+    # (streamrnn.runtime.Gate); 0: every chunk runs
+    gate_dbfs: float = 0.0
+    gate_settle: float = 0.5
 
 
 @dataclass
@@ -158,6 +162,8 @@ def check(config: ServiceConfig) -> ServiceConfig:
         for label, value in m.thresholds.items():
             need(is_threshold(value), f"models[{i}].thresholds.{label}", f"= {value} is outside [0, 1]")
         need(m.smoothing >= 0 and m.patience >= 0, f"models[{i}]", "smoothing and patience must be >= 0")
+        need(m.gate_dbfs <= 0, f"models[{i}].gate_dbfs", f"= {m.gate_dbfs} must be below 0 dBFS (0: off)")
+        need(m.gate_settle > 0, f"models[{i}].gate_settle", f"= {m.gate_settle} must be positive")
     d = config.decision
     need(d.smoothing >= 0, "decision.smoothing", f"= {d.smoothing} must not be negative (0: each model's own)")
     need(d.patience >= 0, "decision.patience", f"= {d.patience} must not be negative (0: each model's own)")

@@ -367,6 +367,7 @@ class Service:
             problems=self.problems,
             detections=dict(self.pipeline.detections),
             load_seconds={s.info.name: s.load_seconds for s in self.pipeline.slots},
+            gated_frames={s.info.name: s.runtime.gated_frames for s in self.pipeline.slots},
         )
 
     def _stats(self) -> dict:

@@ -29,6 +29,7 @@ class Snapshot:
     problems: dict[str, int]
     detections: dict[tuple[str, str], int]  # (model, label) -> detections
     load_seconds: dict[str, float]  # model -> seconds its file took to load
+    gated_frames: dict[str, int]  # model -> frames its gate did not run (streamrnn.runtime.Gate)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -101,3 +102,7 @@ class _Collector:
         for model, seconds in sorted(s.load_seconds.items()):
             load.add_metric([model], seconds)
         yield load
+        gated = CounterMetricFamily("streamrnn_gated_frames", "frames a model's gate did not run", labels=["model"])
+        for model, frames in sorted(s.gated_frames.items()):
+            gated.add_metric([model], frames)
+        yield gated

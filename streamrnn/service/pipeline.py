@@ -18,7 +18,7 @@ import soxr
 from streamrnn.audio import to_mono
 from streamrnn.catalog import resolve_model
 from streamrnn.decision import Decider, DecisionSettings
-from streamrnn.runtime import StreamingModel
+from streamrnn.runtime import Gate, StreamingModel, check_gate
 from streamrnn.service.capture import Capturer
 from streamrnn.service.config import ConfigError, ServedModel, ServiceConfig
 from streamrnn.service.sources import Samples
@@ -86,11 +86,20 @@ class ModelSlot:
             table.pop(stream, None)
 
 
+def gate_of(spec: ServedModel) -> Gate | None:
+    """The gate a [[models]] entry asks for (None: off)."""
+    return Gate(spec.gate_dbfs, spec.gate_settle) if spec.gate_dbfs else None
+
+
 def load_slot(config: ServiceConfig, spec: ServedModel, index: int) -> ModelSlot:
     """Load one configured model; thresholds must name its labels."""
     path = resolve_model(spec.model)
     started = time.perf_counter()
     runtime = StreamingModel(path, config.device, config.threads)
+    try:
+        runtime.set_gate(gate_of(spec))
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: models[{index}].gate_dbfs: {exc}") from None
     runtime.warm_up()
     load_seconds = time.perf_counter() - started
     unknown = sorted(set(spec.thresholds) - set(runtime.info.labels))
@@ -115,6 +124,11 @@ def plan_models(config: ServiceConfig, running: list[ModelSlot]) -> list[tuple[S
         try:
             path = resolve_model(spec.model)
             unchanged = current and current.path == path and current.fingerprint == file_fingerprint(path)
+            if current and unchanged:
+                try:
+                    check_gate(current.info, gate_of(spec))
+                except ValueError as exc:
+                    raise ValueError(f"models[{i}].gate_dbfs: {exc}") from None
             plans.append((spec, current if current and unchanged else load_slot(config, spec, i)))
         except OSError as exc:
             raise ValueError(f"models[{i}] {spec.model}: {exc}") from None
@@ -166,6 +180,7 @@ class Pipeline:
         slots = []
         for spec, slot in plans:
             if slot in self.slots:
+                slot.runtime.set_gate(gate_of(spec))  # an audio model: checked when it loaded
                 settings, thresholds = config.decision_for(spec), config.thresholds_for(spec, slot.info.labels)
                 if settings != slot.settings or thresholds != slot.thresholds:
                     slot.settings, slot.spec, slot.thresholds = settings, spec, thresholds
