@@ -438,7 +438,7 @@ def _gate(args):
     from streamrnn.runtime import Gate
 
     try:
-        return Gate(args.gate_dbfs, args.gate_settle) if args.gate_dbfs else None
+        return Gate.of(args.gate_dbfs, args.gate_settle)
     except ValueError as exc:
         raise CommandError(f"--gate-dbfs {args.gate_dbfs:g} --gate-settle {args.gate_settle:g}: {exc}") from None
 

@@ -77,8 +77,10 @@ class Gate:
         if not self.settle > 0:
             raise ValueError(f"gate settle {self.settle} s must be positive")
 
-    def quiet(self, chunk: np.ndarray) -> bool:
-        return float(np.dot(chunk, chunk)) < len(chunk) * 10 ** (self.level_dbfs / 10)
+    @classmethod
+    def of(cls, level_dbfs: float, settle: float) -> Gate | None:
+        """The gate a setting asks for: a level of 0 dBFS means none."""
+        return cls(level_dbfs, settle) if level_dbfs else None
 
 
 def check_gate(info: ModelInfo, gate: Gate | None) -> None:
@@ -161,6 +163,7 @@ class StreamingModel:
         check_gate(self.info, gate)
         self.gate = gate
         self._settle_chunks = math.ceil(round(gate.settle * self.info.sample_rate / self.chunk, 6)) if gate else 0
+        self._quiet_energy = self.chunk * 10 ** (gate.level_dbfs / 10) if gate else 0.0  # sum of squares under it
 
     @property
     def streams(self) -> list[Hashable]:
@@ -227,7 +230,7 @@ class StreamingModel:
         chunks = [s.take(chunk) for _, s in ready]
         out: dict[Hashable, np.ndarray] = {}
         if self.gate is not None:
-            ready, chunks = self._gated(self.gate, ready, chunks, frames, out)
+            ready, chunks = self._gated(ready, chunks, frames, out)
         if ready:
             self._call(ready, chunks, out)
         for _, s in ready:
@@ -253,12 +256,12 @@ class StreamingModel:
             if self.gate is not None:
                 s.last = scores[i][-1]
 
-    def _gated(self, gate: Gate, ready, chunks, frames: int, out: dict) -> tuple[list, list]:
+    def _gated(self, ready, chunks, frames: int, out: dict) -> tuple[list, list]:
         """Streams whose chunk the gate skips get their last scores in `out` (their clock moves
         on); returns the streams and chunks still to run."""
         run, run_chunks = [], []
         for (sid, s), x in zip(ready, chunks):
-            if not gate.quiet(x):
+            if float(np.dot(x, x)) >= self._quiet_energy:
                 s.quiet = 0
             elif s.quiet < self._settle_chunks or s.last is None:
                 s.quiet += 1

@@ -1,8 +1,8 @@
 """What the gate (streamrnn.runtime.Gate) saves and changes on real recordings: `streamrnn bench
---gate FOLDER`. Each bundled audio model serves one stream of the folder's recordings end to end,
-joined in file order, with and without the gate, alternating in one process so both see the same load: CPU seconds per
-audio second (with decisions, as the service runs them), the share of frames not run, how far
-any frame's scores moved, and the detections each way."""
+--gate FOLDER`. Each bundled audio model serves one stream of the folder's recordings joined end
+to end in file order, with and without the gate, alternating in one process so both see the
+same load: CPU seconds per audio second (with decisions, as the service runs them), the share
+of frames not run, how far any frame's scores moved, and the detections each way."""
 
 from __future__ import annotations
 

@@ -86,9 +86,8 @@ class ModelSlot:
             table.pop(stream, None)
 
 
-def gate_of(spec: ServedModel) -> Gate | None:
-    """The gate a [[models]] entry asks for (None: off)."""
-    return Gate(spec.gate_dbfs, spec.gate_settle) if spec.gate_dbfs else None
+def _gate(spec: ServedModel) -> Gate | None:
+    return Gate.of(spec.gate_dbfs, spec.gate_settle)
 
 
 def load_slot(config: ServiceConfig, spec: ServedModel, index: int) -> ModelSlot:
@@ -97,7 +96,7 @@ def load_slot(config: ServiceConfig, spec: ServedModel, index: int) -> ModelSlot
     started = time.perf_counter()
     runtime = StreamingModel(path, config.device, config.threads)
     try:
-        runtime.set_gate(gate_of(spec))
+        runtime.set_gate(_gate(spec))
     except ValueError as exc:
         raise ConfigError(f"{config.source}: models[{index}].gate_dbfs: {exc}") from None
     runtime.warm_up()
@@ -126,7 +125,7 @@ def plan_models(config: ServiceConfig, running: list[ModelSlot]) -> list[tuple[S
             unchanged = current and current.path == path and current.fingerprint == file_fingerprint(path)
             if current and unchanged:
                 try:
-                    check_gate(current.info, gate_of(spec))
+                    check_gate(current.info, _gate(spec))
                 except ValueError as exc:
                     raise ValueError(f"models[{i}].gate_dbfs: {exc}") from None
             plans.append((spec, current if current and unchanged else load_slot(config, spec, i)))
@@ -180,7 +179,7 @@ class Pipeline:
         slots = []
         for spec, slot in plans:
             if slot in self.slots:
-                slot.runtime.set_gate(gate_of(spec))  # an audio model: checked when it loaded
+                slot.runtime.set_gate(_gate(spec))  # an audio model: checked when it loaded
                 settings, thresholds = config.decision_for(spec), config.thresholds_for(spec, slot.info.labels)
                 if settings != slot.settings or thresholds != slot.thresholds:
                     slot.settings, slot.spec, slot.thresholds = settings, spec, thresholds
