@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from streamrnn.catalog import BUNDLED, resolve_model
-from streamrnn.decision import Decider
+from streamrnn.decision import Decider, Detection
 from streamrnn.dev.bench_service import SERVICE_MODELS, recording
-from streamrnn.dev.gate import GATE, gate_study, gate_table
 from streamrnn.runtime import StreamingModel
 
 CHUNKS_MS = (10, 20, 80)
@@ -53,6 +52,22 @@ def _signal(model: StreamingModel, seconds: float) -> np.ndarray:
 # ----- one stream, one model ---------------------------------------------------------------
 
 
+def one_pass(model: StreamingModel, pieces: list[np.ndarray]) -> tuple[float, np.ndarray, list[Detection]]:
+    """One new stream fed `pieces` chunk by chunk, with decisions, as the service runs it: the
+    CPU seconds it took, its scores and its detections."""
+    model.add_stream(0)
+    decider, scores, fired = Decider(model.info), [], []
+    start = time.process_time()
+    for piece in pieces:
+        model.feed(0, piece)
+        for rows in model.step().values():
+            scores.append(rows)
+            fired += decider.update(rows)
+    cpu = time.process_time() - start
+    model.remove_stream(0)
+    return cpu, np.concatenate(scores), fired
+
+
 def stream_cost(
     path: Path, chunk_frames: int | None, seconds: float, repeats: int, reference: Reference | None = None
 ) -> dict:
@@ -65,15 +80,7 @@ def stream_cost(
     audio_seconds = len(pieces) * model.chunk / model.info.sample_rate
     runs, theirs = [], []
     for _ in range(repeats + 1):  # the first run warms up
-        model.add_stream(0)
-        decider = Decider(model.info)
-        start = time.process_time()
-        for piece in pieces:
-            model.feed(0, piece)
-            for scores in model.step().values():
-                decider.update(scores)
-        runs.append((time.process_time() - start) / audio_seconds)
-        model.remove_stream(0)
+        runs.append(one_pass(model, pieces)[0] / audio_seconds)
         if reference is not None:
             theirs.append(reference.run())
     result = {"chunk_ms": round(1000 * model.chunk / model.info.sample_rate, 1), "cpu_per_audio_s": spread(runs[1:])}
@@ -286,6 +293,8 @@ def run(service: dict, quick: bool = False, device: str = "cpu", log=print, gate
     log("bench: training throughput")
     report["training"] = training_throughput(2 if quick else 5)
     if gate:
+        from streamrnn.dev.gate import GATE, gate_study  # it times its passes with one_pass, from here
+
         report["gate"] = gate_study(gate, GATE, quick, log)
     return report
 
@@ -426,5 +435,7 @@ def table(report: dict) -> str:
             )
         )
     if "gate" in report:
+        from streamrnn.dev.gate import gate_table
+
         lines += gate_table(report["gate"])
     return "\n".join(lines) + "\n"

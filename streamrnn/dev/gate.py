@@ -6,32 +6,16 @@ of frames not run, how far any frame's scores moved, and the detections each way
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from streamrnn.catalog import BUNDLED
-from streamrnn.decision import Decider
+from streamrnn.dev.bench import one_pass
 from streamrnn.evaluation.detection import read_negatives
 from streamrnn.runtime import Gate, StreamingModel
 
 GATE = Gate(-50.0, 0.5)  # the setting measured (training/log/2026-12-07-cost.md) and suggested for wake words
-
-
-def _one_pass(model: StreamingModel, pieces: list[np.ndarray]) -> tuple[float, np.ndarray, list[tuple]]:
-    """CPU seconds of one stream over `pieces`; its scores and detections."""
-    model.add_stream(0)
-    decider, scores, fired = Decider(model.info), [], []
-    start = time.process_time()
-    for piece in pieces:
-        model.feed(0, piece)
-        for rows in model.step().values():
-            scores.append(rows)
-            fired += decider.update(rows)
-    cpu = time.process_time() - start
-    model.remove_stream(0)
-    return cpu, np.concatenate(scores), [(d.label, round(d.end, 2)) for d in fired]
 
 
 def gate_effect(path: Path, folder: str | Path, gate: Gate, minutes: float, repeats: int) -> dict:
@@ -44,7 +28,8 @@ def gate_effect(path: Path, folder: str | Path, gate: Gate, minutes: float, repe
     for run in range(repeats + 1):  # the first run warms up
         gated.gated_frames = 0
         for key, model in (("off", plain), ("on", gated)):
-            spent, scores, fired = _one_pass(model, pieces)
+            spent, scores, detections = one_pass(model, pieces)
+            fired = [(d.label, round(d.end, 2)) for d in detections]
             if run:
                 cpu[key].append(spent / seconds)
             if key == "off":
