@@ -75,6 +75,17 @@ def cmd_train_wakeword(args) -> None:
             _print_installed(install_model(model))
 
 
+def cmd_train_check(args) -> None:
+    _need_training("train-check")
+    from streamrnn.catalog import resolve_model
+    from streamrnn.deploy.train_check import CheckSettings, train_check
+    from streamrnn.recipe.schema import load_recipe
+
+    settings = CheckSettings(frames=args.frames, fa_per_hour=args.fa_per_hour)
+    recipe = load_recipe(args.recipe, args.data_root)
+    train_check(recipe, resolve_model(args.model), args.out, args.label, settings, args.version)
+
+
 def cmd_fetch_negatives(args) -> None:
     from pathlib import Path
 
@@ -631,6 +642,23 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--install", action="store_true", help="install the trained model (see install-model)")
     _add_data_root_flag(p)
     p.set_defaults(run=cmd_train_wakeword)
+
+    p = sub.add_parser(
+        "train-check",
+        help="train a second look for a wake word's file: a small model on the encoder's last frames that "
+        "confirms or rejects where the score rises, picked on the recipe's validation audio",
+    )
+    p.add_argument("recipe", help="the recipe the model was trained with (its training side trains the check)")
+    p.add_argument("--model", required=True, help="the contract file (or a bundled or installed model's name)")
+    p.add_argument("--out", required=True, help="where to write the file with the check")
+    p.add_argument("--label", help="the label to check (default: the model's one label)")
+    p.add_argument("--frames", type=int, default=20, help="encoder frames the check reads (default 20: 1.6 s)")
+    p.add_argument(
+        "--fa-per-hour", type=float, default=0.0, help="false accepts an hour to pick at (default: the recipe's)"
+    )
+    p.add_argument("--version", default="", help="the version to write (default: the model's)")
+    _add_data_root_flag(p)
+    p.set_defaults(run=cmd_train_check)
 
     p = sub.add_parser(
         "build-conversation",

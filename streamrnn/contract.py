@@ -7,6 +7,7 @@ Training writes it (streamrnn.deploy.export); the runtime only reads it.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ FORMAT_VERSION = "1"
 PREFIX = "streamrnn."
 AUDIO_INPUT = "audio"
 SCORES_OUTPUT = "scores"
+EMBEDDINGS_OUTPUT = "embeddings"  # the encoder's frames, [frames, batch, dim]: files with a check only
+WINDOW_INPUT = "window"  # the check's graph: [n, frames, dim] -> probability [n]
+PROBABILITY_OUTPUT = "probability"
 KINDS = ("audio", "sensor")
 CELLS = ("rnn", "lstm", "gru")
 READOUTS = ("peak", "mean")
@@ -54,6 +58,7 @@ METADATA = {
     "created": "str",
     "license": "str",
     "description": "str",
+    "check": "json",
 }
 REQUIRED = (
     "format_version",
@@ -70,6 +75,31 @@ REQUIRED = (
     "trained_on",
     "created",
 )
+
+
+@dataclass(frozen=True)
+class Check:
+    """A second look at one label (metadata `check`): on the frames where that label's score
+    reaches `start`, a small ONNX graph (`model`, its bytes) reads the encoder's last `frames`
+    embeddings and its probability becomes the label's score; on every other frame the score is
+    0. The label's threshold applies to that probability."""
+
+    label: str
+    start: float
+    frames: int
+    model: bytes
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "from": self.start, "frames": self.frames, "model_bytes": len(self.model)}
+
+    def encode(self) -> dict:
+        """The metadata value (see encode_metadata)."""
+        return {
+            "label": self.label,
+            "from": self.start,
+            "frames": self.frames,
+            "model": base64.b64encode(self.model).decode(),
+        }
 
 
 class ContractError(ValueError):
@@ -108,6 +138,7 @@ class ModelInfo:
     patience: int = 2  # files lack the keys: 3 and 2, right for 10-ms frames)
     license: str = ""
     description: str = ""
+    check: Check | None = None
 
     @property
     def frame_seconds(self) -> float:
@@ -116,6 +147,7 @@ class ModelInfo:
     def as_dict(self) -> dict:
         record = {k: getattr(self, k) for k in METADATA if k != "format_version"}
         record["labels"] = list(self.labels)
+        record["check"] = self.check.as_dict() if self.check else None
         record["path"] = str(self.path)
         return record
 
@@ -176,6 +208,8 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
         fail(f"metadata {PREFIX}chunk={values['chunk']} is not a multiple of frame_hop={values['frame_hop']}")
     if values.get("smoothing", 1) < 1 or values.get("patience", 1) < 1:
         fail("metadata smoothing and patience must be at least 1")
+    if "check" in values:
+        values["check"] = _parse_check(values["check"], labels, fail)
     values.setdefault("channels", 1)
     values.pop("format_version")
     values["labels"] = tuple(labels)
@@ -183,8 +217,28 @@ def parse_metadata(path: Path, props: dict[str, str]) -> ModelInfo:
     return ModelInfo(path=path, **values)
 
 
+def _parse_check(value: object, labels: list[str], fail: Callable[[str], None]) -> Check:
+    """The metadata `check` value: {"label", "from", "frames", "model" (base64)}."""
+    key = f"metadata {PREFIX}check"
+    if not isinstance(value, dict) or set(value) != {"label", "from", "frames", "model"}:
+        fail(f"{key} must be a JSON object with label, from, frames and model")
+    assert isinstance(value, dict)
+    if value["label"] not in labels:
+        fail(f"{key} names label {value['label']!r}, which the model lacks")
+    if not is_threshold(value["from"]):
+        fail(f"{key} from={value['from']!r} must be a number in [0, 1]")
+    if not (isinstance(value["frames"], int) and value["frames"] >= 1):
+        fail(f"{key} frames={value['frames']!r} must be a whole number of at least 1")
+    try:
+        model = base64.b64decode(value["model"], validate=True)
+    except (TypeError, ValueError):
+        fail(f"{key} model is not base64")
+    return Check(value["label"], float(value["from"]), value["frames"], model)
+
+
 def check_signature(info: ModelInfo, inputs, outputs) -> int:
-    """Check graph inputs/outputs (onnxruntime NodeArg lists) against the contract.
+    """Check graph inputs/outputs (onnxruntime NodeArg lists) against the contract: a file with
+    a check also outputs the encoder's frames (`embeddings`) last.
 
     Returns the number of state tensors.
     """
@@ -197,6 +251,8 @@ def check_signature(info: ModelInfo, inputs, outputs) -> int:
     n_states = len(in_names) - 1
     want_in = [AUDIO_INPUT] + [state_input(i) for i in range(n_states)]
     want_out = [SCORES_OUTPUT] + [state_output(i) for i in range(n_states)]
+    if info.check:
+        want_out.append(EMBEDDINGS_OUTPUT)
     if in_names != want_in:
         fail(f"inputs are {in_names}, expected {want_in}")
     if out_names != want_out:
@@ -212,6 +268,10 @@ def check_signature(info: ModelInfo, inputs, outputs) -> int:
     scores = outputs[0]
     if len(scores.shape) != 3 or scores.shape[2] != len(info.labels):
         fail(f"output {SCORES_OUTPUT} has shape {scores.shape}, expected [batch, frames, {len(info.labels)}]")
+    if info.check and (len(outputs[-1].shape) != 3 or not isinstance(outputs[-1].shape[2], int)):
+        fail(
+            f"output {EMBEDDINGS_OUTPUT} has shape {outputs[-1].shape}, expected [frames, batch, dim] with a fixed dim"
+        )
     for i in range(n_states):
         a, b = inputs[i + 1], outputs[i + 1]
         if a.type != "tensor(float)" or b.type != "tensor(float)":
@@ -219,3 +279,17 @@ def check_signature(info: ModelInfo, inputs, outputs) -> int:
         if list(a.shape[1:]) != list(b.shape[1:]) or any(not isinstance(d, int) for d in a.shape[1:]):
             fail(f"state {a.name} {a.shape} and {b.name} {b.shape} must have the same fixed shape after the batch axis")
     return n_states
+
+
+def check_window_signature(info: ModelInfo, inputs, outputs, dim: int) -> None:
+    """Check the check graph's inputs/outputs: `window` [n, frames, dim] -> `probability` [n]."""
+    assert info.check
+    want = [None, info.check.frames, dim]
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    if [i.name for i in inputs] != [WINDOW_INPUT] or [o.name for o in outputs] != [PROBABILITY_OUTPUT]:
+        raise ContractError(
+            f"{info.path}: the check's graph maps {[i.name for i in inputs]} to {[o.name for o in outputs]}, "
+            f"expected [{WINDOW_INPUT!r}] to [{PROBABILITY_OUTPUT!r}]"
+        )
+    if shape is None or len(shape) != 3 or list(shape[1:]) != want[1:]:
+        raise ContractError(f"{info.path}: the check's input {WINDOW_INPUT} is {shape}, expected [n, {want[1]}, {dim}]")

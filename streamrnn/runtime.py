@@ -3,7 +3,8 @@
 Each stream owns a buffer of samples not yet run and one row of every state tensor. `step()`
 makes one `session.run` for all streams that hold a full chunk; `run()` repeats it until no
 stream does. Zero state is the start of a stream. With a `Gate`, a stream's quiet chunks are
-not run once its state has settled on quiet audio.
+not run once its state has settled on quiet audio. A file with a check (contract.Check) has
+its label's scores replaced by the check's look at the candidate frames.
 """
 
 from __future__ import annotations
@@ -21,14 +22,30 @@ import onnxruntime as ort
 from streamrnn.contract import (
     AUDIO_INPUT,
     DEVICES,
+    WINDOW_INPUT,
+    Check,
     ContractError,
     ModelInfo,
     check_signature,
+    check_window_signature,
     parse_metadata,
     state_input,
 )
 
 PROVIDERS = dict(zip(DEVICES, ("CPUExecutionProvider", "CUDAExecutionProvider")))  # onnxruntime names
+
+
+def _session(model: str | bytes, provider: str, threads: int) -> ort.InferenceSession:
+    """An onnxruntime session for a file's path or a graph's bytes."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # plain allocations instead of an arena that keeps its high-water mark: after 64-stream calls
+    # the session holds 12 MB instead of 24
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=[provider])
 
 
 def open_contract(path: str | Path, device: str = "cpu", threads: int = 1) -> tuple[ort.InferenceSession, ModelInfo]:
@@ -43,22 +60,63 @@ def open_contract(path: str | Path, device: str = "cpu", threads: int = 1) -> tu
         )
     if not path.is_file():
         raise ContractError(f"{path}: no such model file")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # plain allocations instead of an arena that keeps its high-water mark: after 64-stream calls
-    # the session holds 12 MB instead of 24
-    options.enable_cpu_mem_arena = False
-    options.enable_mem_pattern = False
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=[provider])
+        session = _session(str(path), provider, threads)
     except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ContractError(f"{path}: not a loadable ONNX model ({reason})") from None
+        raise ContractError(f"{path}: not a loadable ONNX model ({_reason(exc)})") from None
     info = parse_metadata(path, session.get_modelmeta().custom_metadata_map)
     check_signature(info, session.get_inputs(), session.get_outputs())
     return session, info
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Looker:
+    """A contract file's check (see contract.Check) run on candidate frames: its own session, and
+    each stream's last embeddings (as the calls' output arrays and the stream's row in them, no
+    copy: a call without candidates costs a list and a fill)."""
+
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, threads: int, frames_per_call: int):
+        check = info.check
+        assert check is not None
+        self.dim = session.get_outputs()[-1].shape[2]  # the embeddings' (check_signature)
+        try:
+            self.session = _session(check.model, session.get_providers()[0], threads)
+        except Exception as exc:
+            raise ContractError(f"{info.path}: the check's graph does not load ({_reason(exc)})") from None
+        check_window_signature(info, self.session.get_inputs(), self.session.get_outputs(), self.dim)
+        self.check: Check = check
+        self.label = info.labels.index(check.label)
+        self.calls = math.ceil((check.frames - 1) / frames_per_call)  # past calls a window reaches into
+        self.history: dict[int, deque[tuple[np.ndarray, int]]] = {}  # row -> (embeddings, column)
+        self.looked = 0  # windows looked at, all streams
+
+    def start(self, row: int) -> None:
+        self.history[row] = deque(maxlen=self.calls)
+
+    def look(self, rows: list[int], scores: np.ndarray, embeddings: np.ndarray) -> None:
+        """Replace the label's scores [streams, frames] in place: the check's probability where
+        they reach `from`, else 0; and add these frames to each stream's history."""
+        column = scores[:, :, self.label]
+        start = self.check.start
+        candidates = [(i, f) for i, values in enumerate(column.tolist()) for f, v in enumerate(values) if v >= start]
+        column.fill(0.0)
+        for i, f in candidates:  # one window a call: a stream's result does not depend on the others
+            column[i, f] = self.session.run(None, {WINDOW_INPUT: self._window(rows[i], embeddings[:, i], f)})[0][0]
+        self.looked += len(candidates)
+        for i, row in enumerate(rows):
+            self.history[row].append((embeddings, i))
+
+    def _window(self, row: int, frames: np.ndarray, f: int) -> np.ndarray:
+        """[1, check.frames, dim]: the stream's embeddings up to frame f of this call, zeros
+        before its start."""
+        width = self.check.frames
+        past = [embeddings[:, i] for embeddings, i in self.history[row]]
+        joined = np.concatenate([np.zeros((width, self.dim), np.float32), *past, frames[: f + 1]])
+        return joined[len(joined) - width :][None]
 
 
 @dataclass(frozen=True)
@@ -157,6 +215,8 @@ class StreamingModel:
         self._streams: dict[Hashable, _Stream] = {}
         self.gated_frames = 0  # frames the gate did not run, all streams
         self.set_gate(gate)
+        frames = self.chunk // self.info.frame_hop
+        self._looker = _Looker(self.session, self.info, threads, frames) if self.info.check else None
 
     def set_gate(self, gate: Gate | None) -> None:
         """Gate quiet chunks from the next step on (None: run every chunk); audio models only."""
@@ -164,6 +224,11 @@ class StreamingModel:
         self.gate = gate
         self._settle_chunks = math.ceil(round(gate.settle * self.info.sample_rate / self.chunk, 6)) if gate else 0
         self._quiet_energy = self.chunk * 10 ** (gate.level_dbfs / 10) if gate else 0.0  # sum of squares under it
+
+    @property
+    def checked_frames(self) -> int:
+        """Frames the file's check looked at, all streams (0 without a check)."""
+        return self._looker.looked if self._looker else 0
 
     @property
     def streams(self) -> list[Hashable]:
@@ -249,6 +314,8 @@ class StreamingModel:
         for name, states in zip(self._state_names, self._states):
             feed[name] = states[rows]
         scores, *next_states = self.session.run(None, feed)
+        if self._looker:
+            self._looker.look([s.row for _, s in ready], scores, next_states.pop())
         for states, new in zip(self._states, next_states):
             states[rows] = new
         for i, (sid, s) in enumerate(ready):
@@ -304,6 +371,8 @@ class StreamingModel:
     def _start(self, stream_id: Hashable, row: int) -> None:
         for s in self._states:
             s[row] = 0.0
+        if self._looker:
+            self._looker.start(row)
         self._streams[stream_id] = _Stream(row)
 
     def _get(self, stream_id: Hashable) -> _Stream:

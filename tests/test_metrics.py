@@ -73,8 +73,8 @@ def test_a_bad_metrics_address_stops_start_up_in_one_line(address, message):
 
 
 def test_a_gated_model_counts_the_frames_it_did_not_run(service, tmp_path):
-    """The gate in a served model: the wake word still fires on the bundled wake phrases, and the
-    quiet between them is counted as gated frames."""
+    """The gate in a served model: the wake word still fires on the bundled wake phrases, the
+    quiet between them is counted as gated frames, and the frames its check looked at as checked."""
     metrics = free_tcp_address().removeprefix("tcp://")
     ingest = f"ipc://{tmp_path}/in"
     config = tmp_path / "gate.toml"
@@ -87,7 +87,10 @@ def test_a_gated_model_counts_the_frames_it_did_not_run(service, tmp_path):
     assert sent.returncode == 0, sent.stderr
     s.collect(lambda e: e.kind == "detection" and e.label == "computer", timeout=30)
     s.collect(lambda e: e.kind == "heartbeat" and e.streams == 0, timeout=30)
-    gated = scrape(metrics)["streamrnn_gated_frames"][("streamrnn_gated_frames_total", (("model", "computer"),))]
+    scraped = scrape(metrics)
+    gated = scraped["streamrnn_gated_frames"][("streamrnn_gated_frames_total", (("model", "computer"),))]
+    checked = scraped["streamrnn_checked_frames"][("streamrnn_checked_frames_total", (("model", "computer"),))]
     code, _, log = s.stop()
     assert code == 0, log
     assert 0.3 * s.final_status().frames < gated < s.final_status().frames
+    assert 1 <= checked < 0.1 * s.final_status().frames  # the bundled `computer` looks again at its candidates

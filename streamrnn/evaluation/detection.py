@@ -28,16 +28,18 @@ from streamrnn.runtime import StreamingModel
 
 NEGATIVE_RMS = 10 ** (-30 / 20)  # level of the negative audio in composed streams
 TOLERANCE = 0.5  # seconds after a keyword's end within which its detection still counts
-# DET thresholds: finer towards 1, where the false accepts per hour that matter (under one) lie
+# DET thresholds: finer towards 1, where the false accepts per hour that matter (under one) lie;
+# the last few for a check's probabilities (contract.Check), which crowd there
+TOP = [0.9995, 0.9998, 0.9999]
 SWEEP = tuple(
     np.round(
         np.concatenate(
-            [np.arange(0.05, 0.9, 0.05), np.arange(0.9, 0.99, 0.01), [0.99, 0.993, 0.995, 0.997, 0.998, 0.999]]
+            [np.arange(0.05, 0.9, 0.05), np.arange(0.9, 0.99, 0.01), [0.99, 0.993, 0.995, 0.997, 0.998, 0.999], TOP]
         ),
-        3,
+        4,
     )
 )
-PICK_GRID = tuple(np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.9995, 0.001)]), 4))
+PICK_GRID = tuple(np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.9995, 0.001), TOP]), 4))
 
 
 @dataclass

@@ -368,6 +368,7 @@ class Service:
             detections=dict(self.pipeline.detections),
             load_seconds={s.info.name: s.load_seconds for s in self.pipeline.slots},
             gated_frames={s.info.name: s.runtime.gated_frames for s in self.pipeline.slots},
+            checked_frames={s.info.name: s.runtime.checked_frames for s in self.pipeline.slots},
         )
 
     def _stats(self) -> dict:

@@ -30,6 +30,7 @@ class Snapshot:
     detections: dict[tuple[str, str], int]  # (model, label) -> detections
     load_seconds: dict[str, float]  # model -> seconds its file took to load
     gated_frames: dict[str, int]  # model -> frames its gate did not run (streamrnn.runtime.Gate)
+    checked_frames: dict[str, int]  # model -> frames its check looked at (streamrnn.contract.Check)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -106,3 +107,7 @@ class _Collector:
         for model, frames in sorted(s.gated_frames.items()):
             gated.add_metric([model], frames)
         yield gated
+        checked = CounterMetricFamily("streamrnn_checked_frames", "frames a model's check looked at", labels=["model"])
+        for model, frames in sorted(s.checked_frames.items()):
+            checked.add_metric([model], frames)
+        yield checked
