@@ -231,6 +231,7 @@ def train_check(
     label = label or reported[0]
     if label not in reported:
         raise ValueError(f"{path}: --label {label!r} is not one of its labels {reported}")
+    with_embeddings(path)  # a file with no encoder frames is refused before the long part
     rate = settings.fa_per_hour or recipe.train.target_fa_per_hour
     if not rate or not recipe.train.validation_negatives:
         raise ValueError(

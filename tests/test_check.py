@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import onnx
 import pytest
 import soundfile as sf
 
-from conftest import CLIPS, DATA_ROOT, clip
+from conftest import CLIPS, DATA_ROOT, ROOT, STREAMRNN, clip
 from streamrnn.audio import read_audio
 from streamrnn.catalog import resolve_model
 from streamrnn.contract import PREFIX, Check, ContractError
@@ -151,3 +152,19 @@ def test_train_check_on_a_small_recipe(tmp_path, monkeypatch):
     assert info.version == "9.9.9" and info.check and info.check.frames == 4
     assert (info.check.start, info.thresholds["computer"]) == (report["picked"]["from"], report["picked"]["threshold"])
     assert json.loads((tmp_path / "computer_checked_check.json").read_text())["picked"] == report["picked"]
+
+
+@pytest.mark.parametrize(
+    "model, label, message",
+    [
+        ("commands", None, "name the one to check with --label"),
+        ("computer", "yes", "--label 'yes' is not one of its labels ['computer']"),
+        ("motions", "Running", "no encoder frames to look at (only models on the speech encoder have them)"),
+    ],
+)
+def test_train_check_refuses_what_it_cannot_check_in_one_line(tmp_path, model, label, message):
+    args = ["train-check", str(ROOT / "training" / "recipes" / "computer.toml"), "--model", model]
+    args += ["--out", str(tmp_path / "x.onnx"), "--data-root", str(DATA_ROOT)] + (["--label", label] if label else [])
+    done = subprocess.run(STREAMRNN + args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert not (tmp_path / "x.onnx").exists()
