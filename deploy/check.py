@@ -3,22 +3,14 @@ as an output, and the file that carries both (needs onnx, not torch)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from streamrnn.contract import (
-    EMBEDDINGS_OUTPUT,
-    PREFIX,
-    PROBABILITY_OUTPUT,
-    WINDOW_INPUT,
-    Check,
-    ContractError,
-    encode_metadata,
-)
+from streamrnn.contract import EMBEDDINGS_OUTPUT, PROBABILITY_OUTPUT, WINDOW_INPUT, Check, ContractError
+from streamrnn.evaluation.thresholds import write_metadata
 
 ENCODER_FRAMES = "head_in"  # the lean graph's encoder frames, [frames, batch, dim] (deploy/lean.py)
 OPSET = 17
@@ -80,16 +72,5 @@ def with_embeddings(path: str | Path) -> onnx.ModelProto:
 def write_check(path: str | Path, out: str | Path, check: Check, threshold: float, version: str = "") -> Path:
     """Write `path`'s contract file to `out` with `check` and the threshold for its label (which
     applies to the check's probability), and `version` if given."""
-    model = with_embeddings(path)
-    props = {p.key: p.value for p in model.metadata_props}
-    thresholds = {**json.loads(props[PREFIX + "thresholds"]), check.label: threshold}
-    props.update(
-        encode_metadata({"thresholds": thresholds, "check": check.encode()} | ({"version": version} if version else {}))
-    )
-    del model.metadata_props[:]
-    helper.set_model_props(model, props)
-    out = Path(out)
-    tmp = out.with_suffix(".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
-    return out
+    values = {"thresholds": {check.label: threshold}, "check": check.encode()}
+    return write_metadata(with_embeddings(path), out, values | ({"version": version} if version else {}))

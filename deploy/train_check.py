@@ -23,12 +23,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from streamrnn.contract import AUDIO_INPUT, EMBEDDINGS_OUTPUT, SCORES_OUTPUT, Check
+from streamrnn.contract import AUDIO_INPUT, EMBEDDINGS_OUTPUT, SCORES_OUTPUT, Check, ModelInfo
 from streamrnn.deploy.check import window_graph, with_embeddings, write_check
 from streamrnn.evaluation.detection import compose, pick_thresholds, read_negatives
 from streamrnn.recipe.datasets import data_path
 from streamrnn.recipe.schema import Recipe
-from streamrnn.runtime import StreamingModel
+from streamrnn.runtime import StreamingModel, windows
 from streamrnn.training.data import Splits, load_noise, load_splits
 from streamrnn.training.synth import default_cache, near_word_texts, negative_clips
 
@@ -56,13 +56,13 @@ class EncoderFrames:
     """First-stage scores of one label and encoder frames of whole signals (a plain session on
     the file with its embeddings as an output, in long chunks)."""
 
-    def __init__(self, path: Path, label: int, threads: int = 2):
+    def __init__(self, info: ModelInfo, label: str, threads: int = 2):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(with_embeddings(path).SerializeToString(), options)
+        self.session = ort.InferenceSession(with_embeddings(info.path).SerializeToString(), options)
         self.states = [(i.name, i.shape[1:]) for i in self.session.get_inputs()[1:]]
-        self.hop = StreamingModel(path).info.frame_hop
-        self.label = label
+        self.hop = info.frame_hop
+        self.label = info.labels.index(label)
 
     def __call__(self, signals: list[np.ndarray], batch: int = BATCH, chunk: int = 750) -> list[tuple]:
         """[(scores[F], embeddings[F, dim])] per signal, its tail padded to a whole frame."""
@@ -90,13 +90,6 @@ class EncoderFrames:
         return out
 
 
-def windows(embeddings: np.ndarray, at: np.ndarray, frames: int) -> np.ndarray:
-    """[len(at), frames, dim]: the frames ending at each of `at` (zeros before the start, as a
-    stream's history starts)."""
-    padded = np.concatenate([np.zeros((frames - 1, embeddings.shape[1]), np.float32), embeddings])
-    return padded[np.asarray(at)[:, None] + np.arange(frames)[None, :]].astype(np.float16)
-
-
 def _streams(clips: list[np.ndarray], rng: np.random.Generator, rate: float) -> list[np.ndarray]:
     joined = np.concatenate([clips[i] for i in rng.permutation(len(clips))])
     size = int(STREAM_SECONDS * rate)
@@ -121,13 +114,12 @@ def _rms(x: np.ndarray) -> float:
 
 
 def mine(
-    recipe: Recipe, splits: Splits, path: Path, label: str, settings: CheckSettings
+    recipe: Recipe, splits: Splits, run: EncoderFrames, label: str, settings: CheckSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative training windows (see the module's docstring)."""
     rate, frames = recipe.data.sample_rate, settings.frames
     background = splits.labels.index(recipe.data.background_label)
     rng = np.random.default_rng(recipe.seed)
-    run = EncoderFrames(path, StreamingModel(path).info.labels.index(label))
     beds = _streams([x.samples.numpy() for x in splits.train if x.label == background], rng, rate)
     folders = [
         str(data_path(recipe.data.root, x.path)) for x in recipe.data.extra if x.label == recipe.data.background_label
@@ -151,9 +143,9 @@ def mine(
         group = beds[start : start + BATCH]
         altered = [y for x in group for y in _altered(x, noise, rng)]
         for k, (scores, embeddings) in enumerate(run(group + altered + spoken * (start == 0))):
-            negatives.append(windows(embeddings, np.flatnonzero(scores >= NEGATIVE_FROM), frames))
+            negatives.append(_windows(embeddings, np.flatnonzero(scores >= NEGATIVE_FROM), frames))
             if k < len(group):
-                negatives.append(windows(embeddings, rng.integers(0, len(scores), RANDOM_PER_STREAM), frames))
+                negatives.append(_windows(embeddings, rng.integers(0, len(scores), RANDOM_PER_STREAM), frames))
     return np.concatenate(positives), np.concatenate(negatives)
 
 
@@ -179,7 +171,13 @@ def _inside(scores, embeddings, places, frames: int, frame_seconds: float) -> np
     inside = np.zeros(len(scores), bool)
     for p in places:
         inside |= (ends >= p.start) & (ends <= p.end + AFTER_PHRASE)
-    return windows(embeddings, np.flatnonzero(inside & (scores >= POSITIVE_FROM)), frames)
+    return _windows(embeddings, np.flatnonzero(inside & (scores >= POSITIVE_FROM)), frames)
+
+
+def _windows(embeddings: np.ndarray, at: np.ndarray, frames: int) -> np.ndarray:
+    """Windows as the runtime cuts them (runtime.windows), kept in half precision: hours of
+    audio make tens of thousands."""
+    return windows(embeddings, at, frames).astype(np.float16)
 
 
 def fit(positives: np.ndarray, negatives: np.ndarray, settings: CheckSettings, seed: int) -> bytes:
@@ -231,7 +229,7 @@ def train_check(
     label = label or reported[0]
     if label not in reported:
         raise ValueError(f"{path}: --label {label!r} is not one of its labels {reported}")
-    with_embeddings(path)  # a file with no encoder frames is refused before the long part
+    run = EncoderFrames(info, label)  # a file with no encoder frames is refused before the long part
     rate = settings.fa_per_hour or recipe.train.target_fa_per_hour
     if not rate or not recipe.train.validation_negatives:
         raise ValueError(
@@ -239,7 +237,7 @@ def train_check(
             "(set train.target_fa_per_hour or --fa-per-hour)"
         )
     splits = load_splits(recipe)
-    positives, negatives = mine(recipe, splits, path, label, settings)
+    positives, negatives = mine(recipe, splits, run, label, settings)
     print(f"check windows: {len(positives)} positive, {len(negatives)} negative", flush=True)
     model = fit(positives, negatives, settings, recipe.seed)
     validation = read_negatives(

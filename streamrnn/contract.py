@@ -284,12 +284,13 @@ def check_signature(info: ModelInfo, inputs, outputs) -> int:
 def check_window_signature(info: ModelInfo, inputs, outputs, dim: int) -> None:
     """Check the check graph's inputs/outputs: `window` [n, frames, dim] -> `probability` [n]."""
     assert info.check
-    want = [None, info.check.frames, dim]
-    shape = inputs[0].shape if len(inputs) == 1 else None
     if [i.name for i in inputs] != [WINDOW_INPUT] or [o.name for o in outputs] != [PROBABILITY_OUTPUT]:
         raise ContractError(
             f"{info.path}: the check's graph maps {[i.name for i in inputs]} to {[o.name for o in outputs]}, "
             f"expected [{WINDOW_INPUT!r}] to [{PROBABILITY_OUTPUT!r}]"
         )
-    if shape is None or len(shape) != 3 or list(shape[1:]) != want[1:]:
-        raise ContractError(f"{info.path}: the check's input {WINDOW_INPUT} is {shape}, expected [n, {want[1]}, {dim}]")
+    shape = inputs[0].shape
+    if len(shape) != 3 or list(shape[1:]) != [info.check.frames, dim]:
+        raise ContractError(
+            f"{info.path}: the check's input {WINDOW_INPUT} is {shape}, expected [n, {info.check.frames}, {dim}]"
+        )

@@ -74,6 +74,14 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def windows(embeddings: np.ndarray, at: np.ndarray | list[int], frames: int) -> np.ndarray:
+    """[len(at), frames, dim]: what a check reads at each frame of `at`, the `frames` embeddings
+    ending there, zeros before the first (a stream's start). Serving and train-check both cut
+    their windows here."""
+    padded = np.concatenate([np.zeros((frames - 1, embeddings.shape[1]), np.float32), embeddings])
+    return padded[np.asarray(at)[:, None] + np.arange(frames)[None, :]]
+
+
 class _Looker:
     """A contract file's check (see contract.Check) run on candidate frames: its own session, and
     each stream's last embeddings (as the calls' output arrays and the stream's row in them, no
@@ -82,12 +90,12 @@ class _Looker:
     def __init__(self, session: ort.InferenceSession, info: ModelInfo, threads: int, frames_per_call: int):
         check = info.check
         assert check is not None
-        self.dim = session.get_outputs()[-1].shape[2]  # the embeddings' (check_signature)
+        dim = session.get_outputs()[-1].shape[2]  # the embeddings' (check_signature)
         try:
             self.session = _session(check.model, session.get_providers()[0], threads)
         except Exception as exc:
             raise ContractError(f"{info.path}: the check's graph does not load ({_reason(exc)})") from None
-        check_window_signature(info, self.session.get_inputs(), self.session.get_outputs(), self.dim)
+        check_window_signature(info, self.session.get_inputs(), self.session.get_outputs(), dim)
         self.check: Check = check
         self.label = info.labels.index(check.label)
         self.calls = math.ceil((check.frames - 1) / frames_per_call)  # past calls a window reaches into
@@ -113,10 +121,9 @@ class _Looker:
     def _window(self, row: int, frames: np.ndarray, f: int) -> np.ndarray:
         """[1, check.frames, dim]: the stream's embeddings up to frame f of this call, zeros
         before its start."""
-        width = self.check.frames
         past = [embeddings[:, i] for embeddings, i in self.history[row]]
-        joined = np.concatenate([np.zeros((width, self.dim), np.float32), *past, frames[: f + 1]])
-        return joined[len(joined) - width :][None]
+        joined = np.concatenate([*past, frames[: f + 1]])
+        return windows(joined, [len(joined) - 1], self.check.frames)
 
 
 @dataclass(frozen=True)
