@@ -89,25 +89,35 @@ class _Collector:
         yield CounterMetricFamily("streamrnn_frames", "frames scored", value=s.frames)
         yield CounterMetricFamily("streamrnn_events_published", "events published", value=s.events)
         yield CounterMetricFamily("streamrnn_drops", "stalls of a subscriber whose queue was full", value=s.drops)
-        detections = CounterMetricFamily("streamrnn_detections", "detections", labels=["model", "label"])
-        for (model, label), count in sorted(s.detections.items()):
-            detections.add_metric([model, label], count)
-        yield detections
-        problems = CounterMetricFamily("streamrnn_problems", "things counted and dropped, by kind", labels=["kind"])
-        for kind, count in sorted(s.problems.items()):
-            problems.add_metric([kind], count)
-        yield problems
+        yield _labelled(CounterMetricFamily, "streamrnn_detections", "detections", ["model", "label"], s.detections)
+        yield _labelled(
+            CounterMetricFamily, "streamrnn_problems", "things counted and dropped, by kind", ["kind"], s.problems
+        )
         yield GaugeMetricFamily("streamrnn_streams", "live streams", value=s.streams)
         yield GaugeMetricFamily("streamrnn_subscribers", "connected subscribers", value=s.subscribers)
-        load = GaugeMetricFamily("streamrnn_model_load_seconds", "seconds a model took to load", labels=["model"])
-        for model, seconds in sorted(s.load_seconds.items()):
-            load.add_metric([model], seconds)
-        yield load
-        gated = CounterMetricFamily("streamrnn_gated_frames", "frames a model's gate did not run", labels=["model"])
-        for model, frames in sorted(s.gated_frames.items()):
-            gated.add_metric([model], frames)
-        yield gated
-        checked = CounterMetricFamily("streamrnn_checked_frames", "frames a model's check looked at", labels=["model"])
-        for model, frames in sorted(s.checked_frames.items()):
-            checked.add_metric([model], frames)
-        yield checked
+        yield _labelled(
+            GaugeMetricFamily, "streamrnn_model_load_seconds", "seconds a model took to load", ["model"], s.load_seconds
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "streamrnn_gated_frames",
+            "frames a model's gate did not run",
+            ["model"],
+            s.gated_frames,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "streamrnn_checked_frames",
+            "frames a model's check looked at",
+            ["model"],
+            s.checked_frames,
+        )
+
+
+def _labelled(family, name: str, text: str, labels: list[str], values: dict):
+    """A metric family with one sample per key of `values` (a label value, or a tuple of them), in
+    key order."""
+    metric = family(name, text, labels=labels)
+    for key, value in sorted(values.items()):
+        metric.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return metric
